@@ -1,0 +1,11 @@
+//! Gregor's broker: a Kafka-compatible event-streaming broker.
+//!
+//! The same code runs for real (tokio, the host disk) and inside the madsim simulator
+//! (simulated network and time, a simulated disk). See `ARCHITECTURE.md` for the code map.
+
+pub mod controller;
+pub mod log;
+pub mod protocol;
+pub mod server;
+pub mod storage;
+pub mod types;

@@ -1,0 +1,352 @@
+//! Broker configuration: Kafka's `server.properties` keys, parsed from a file and from
+//! `--override key=value` flags. Unknown or malformed keys are errors that name the origin
+//! (file and line, or the flag).
+
+use crate::log::LogConfig;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A configuration error, with where the bad value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// `path:line` for a properties file, `--override` for a flag.
+    pub origin: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Kafka keys that are accepted for compatibility but have no effect in Gregor (thread pools,
+/// socket buffers, ZooKeeper, settings of features that arrive with later issues). They are
+/// logged as ignored at startup rather than rejected, so a stock `server.properties` loads.
+const IGNORED_KEYS: &[&str] = &[
+    "num.network.threads",
+    "num.io.threads",
+    "num.replica.fetchers",
+    "num.recovery.threads.per.data.dir",
+    "socket.send.buffer.bytes",
+    "socket.receive.buffer.bytes",
+    "offsets.topic.replication.factor",
+    "offsets.topic.num.partitions",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "zookeeper.connect",
+    "zookeeper.connection.timeout.ms",
+    "process.roles",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "controller.listener.names",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "log.flush.scheduler.interval.ms",
+    "log.flush.offset.checkpoint.interval.ms",
+    "log.cleaner.enable",
+    "log.segment.delete.delay.ms",
+    "delete.topic.enable",
+];
+
+/// Everything the broker reads from its configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerConfig {
+    /// `node.id` (alias `broker.id`).
+    pub node_id: i32,
+    /// `listeners`: the one PLAINTEXT listener, as `host:port` (port 0 = pick one).
+    pub listener: String,
+    /// `advertised.listeners`: what Metadata tells clients; `None` = the bound address.
+    pub advertised_listener: Option<String>,
+    /// `log.dirs` (alias `log.dir`): the one data directory.
+    pub log_dir: PathBuf,
+    /// `num.partitions`: partitions of an auto-created topic or of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `default.replication.factor`. One node can only hold factor 1.
+    pub default_replication_factor: i16,
+    /// `min.insync.replicas`: acks=all fails with NOT_ENOUGH_REPLICAS below this.
+    pub min_insync_replicas: i32,
+    /// `socket.request.max.bytes`: larger frames close the connection.
+    pub socket_request_max_bytes: usize,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: i64,
+    /// Log defaults (`log.segment.bytes`, `log.flush.*`, `log.retention.*`, `message.max.bytes`).
+    pub log: LogConfig,
+    /// Keys that were accepted but ignored, with their origin, for the startup log.
+    pub ignored: Vec<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            listener: "127.0.0.1:9092".to_string(),
+            advertised_listener: None,
+            log_dir: PathBuf::from("./data"),
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            default_replication_factor: 1,
+            min_insync_replicas: 1,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            retention_check_interval_ms: 300_000,
+            log: LogConfig::default(),
+            ignored: Vec::new(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses a `server.properties` text over the defaults. `origin` names the file in errors.
+    pub fn from_properties(text: &str, origin: &str) -> Result<BrokerConfig, ConfigError> {
+        let mut config = BrokerConfig::default();
+        config.apply_properties(text, origin)?;
+        Ok(config)
+    }
+
+    /// Applies a `server.properties` text on top of this config.
+    pub fn apply_properties(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let at = format!("{origin}:{}", index + 1);
+            let Some(split) = line.find(['=', ':']) else {
+                return Err(ConfigError {
+                    origin: at,
+                    key: String::new(),
+                    message: format!("expected `key=value`, got `{line}`"),
+                });
+            };
+            let key = line[..split].trim();
+            let value = line[split + 1..].trim();
+            self.set_from(key, value, &at)?;
+        }
+        Ok(())
+    }
+
+    /// Sets one key (as `--override key=value` does).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.set_from(key, value, "--override")
+    }
+
+    fn set_from(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let err = |message: String| ConfigError { origin: origin.to_string(), key: key.to_string(), message };
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse_num(value).map_err(err)?,
+            "listeners" => self.listener = parse_listener(value).map_err(err)?,
+            "advertised.listeners" => self.advertised_listener = Some(parse_listener(value).map_err(err)?),
+            "log.dirs" | "log.dir" => {
+                let dirs: Vec<&str> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+                if dirs.len() != 1 {
+                    return Err(err(format!("Gregor stores data in exactly one directory; got {} in `{value}`", dirs.len())));
+                }
+                self.log_dir = PathBuf::from(dirs[0]);
+            }
+            "num.partitions" => self.num_partitions = parse_positive(value).map_err(err)?,
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(value).map_err(err)?,
+            "default.replication.factor" => {
+                let factor: i16 = parse_positive(value).map_err(err)?;
+                if factor != 1 {
+                    return Err(err(format!("a single broker can only hold replication factor 1, got {factor}")));
+                }
+                self.default_replication_factor = factor;
+            }
+            "min.insync.replicas" => self.min_insync_replicas = parse_positive(value).map_err(err)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse_positive(value).map_err(err)?,
+            "log.retention.check.interval.ms" => self.retention_check_interval_ms = parse_positive(value).map_err(err)?,
+            "message.max.bytes" => self.log.max_message_bytes = parse_positive(value).map_err(err)?,
+            "log.segment.bytes" => self.log.segment_bytes = parse_segment_bytes(value).map_err(err)?,
+            "log.roll.ms" => self.log.segment_ms = parse_positive(value).map_err(err)?,
+            "log.roll.hours" => self.log.segment_ms = parse_positive::<i64>(value).map_err(err)? * 3_600_000,
+            "log.index.interval.bytes" => self.log.index_interval_bytes = parse_num(value).map_err(err)?,
+            "log.flush.interval.messages" => self.log.flush_interval_messages = parse_positive(value).map_err(err)?,
+            "log.flush.interval.ms" => self.log.flush_interval_ms = Some(parse_num(value).map_err(err)?),
+            "log.retention.bytes" => self.log.retention_bytes = parse_optional_limit(value).map_err(err)?,
+            "log.retention.ms" => self.log.retention_ms = parse_optional_limit(value).map_err(err)?,
+            "log.retention.minutes" => self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 60_000),
+            "log.retention.hours" => self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 3_600_000),
+            other if IGNORED_KEYS.contains(&other) => self.ignored.push(format!("{origin}: {other}")),
+            other => return Err(err(format!("unknown configuration key `{other}`"))),
+        }
+        Ok(())
+    }
+
+    /// The address Metadata advertises, given the address the listener got.
+    pub fn advertised_address(&self, bound: SocketAddr) -> (String, i32) {
+        match &self.advertised_listener {
+            Some(listener) => split_host_port(listener),
+            None => (bound.ip().to_string(), i32::from(bound.port())),
+        }
+    }
+}
+
+fn split_host_port(listener: &str) -> (String, i32) {
+    let (host, port) = listener.rsplit_once(':').expect("validated by parse_listener");
+    (host.to_string(), port.parse().expect("validated by parse_listener"))
+}
+
+/// Accepts `PLAINTEXT://host:port` (one listener) or a bare `host:port`.
+fn parse_listener(value: &str) -> Result<String, String> {
+    let listeners: Vec<&str> = value.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
+    if listeners.len() != 1 {
+        return Err(format!("Gregor serves one PLAINTEXT listener; got {} in `{value}`", listeners.len()));
+    }
+    let listener = listeners[0];
+    let address = match listener.split_once("://") {
+        Some(("PLAINTEXT", rest)) => rest,
+        Some((protocol, _)) => return Err(format!("security protocol `{protocol}` is not supported; use PLAINTEXT://host:port")),
+        None => listener,
+    };
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("expected host:port, got `{address}`"));
+    };
+    port.parse::<u16>().map_err(|_| format!("bad port `{port}` in `{listener}`"))?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok(format!("{host}:{port}"))
+}
+
+fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("expected a number, got `{value}`"))
+}
+
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default + fmt::Display>(value: &str) -> Result<T, String> {
+    let n: T = parse_num(value)?;
+    if n <= T::default() {
+        return Err(format!("must be positive, got {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got `{value}`")),
+    }
+}
+
+/// Kafka's convention: `-1` means unlimited.
+fn parse_optional_limit<T: std::str::FromStr + TryFrom<i64>>(value: &str) -> Result<Option<T>, String> {
+    let n: i64 = parse_num(value)?;
+    if n == -1 {
+        return Ok(None);
+    }
+    if n < 0 {
+        return Err(format!("must be -1 (unlimited) or non-negative, got {n}"));
+    }
+    T::try_from(n).map(Some).map_err(|_| format!("out of range: {n}"))
+}
+
+fn parse_segment_bytes(value: &str) -> Result<u64, String> {
+    let n: u64 = parse_positive(value)?;
+    // Kafka's lower bound: a segment must hold at least a batch header and some records.
+    const SEGMENT_BYTES_MIN: u64 = 14;
+    if n < SEGMENT_BYTES_MIN {
+        return Err(format!("must be at least {SEGMENT_BYTES_MIN}, got {n}"));
+    }
+    Ok(n)
+}
+
+fn scale(value: Option<i64>, factor: i64) -> Option<i64> {
+    value.map(|v| v * factor)
+}
+
+/// Per-topic config overrides (CreateTopics `configs`) applied on top of the broker defaults.
+/// Returns the log config or the name of the first bad key with a reason.
+pub fn topic_log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig, (String, String)> {
+    let mut config = defaults.clone();
+    for (key, value) in overrides {
+        let bad = |message: String| (key.clone(), message);
+        match key.as_str() {
+            "retention.ms" => config.retention_ms = parse_optional_limit(value).map_err(bad)?,
+            "retention.bytes" => config.retention_bytes = parse_optional_limit(value).map_err(bad)?,
+            "segment.bytes" => config.segment_bytes = parse_segment_bytes(value).map_err(bad)?,
+            "segment.ms" => config.segment_ms = parse_positive(value).map_err(bad)?,
+            "flush.messages" => config.flush_interval_messages = parse_positive(value).map_err(bad)?,
+            "flush.ms" => config.flush_interval_ms = Some(parse_num(value).map_err(bad)?),
+            "max.message.bytes" => config.max_message_bytes = parse_positive(value).map_err(bad)?,
+            "index.interval.bytes" => config.index_interval_bytes = parse_num(value).map_err(bad)?,
+            "min.insync.replicas" => {
+                parse_positive::<i32>(value).map_err(bad)?;
+            }
+            "cleanup.policy" if value == "delete" => {}
+            "cleanup.policy" => return Err(bad(format!("only `delete` is supported (log compaction is not implemented), got `{value}`"))),
+            "message.timestamp.type" if value == "CreateTime" => {}
+            "message.timestamp.type" => return Err(bad(format!("only CreateTime is supported, got `{value}`"))),
+            "compression.type" if value == "producer" => {}
+            "compression.type" => return Err(bad(format!("only `producer` (store as sent) is supported, got `{value}`"))),
+            _ => return Err(bad("unknown topic configuration key".to_string())),
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_server_properties_load_with_ignored_keys() {
+        let text = "broker.id=1\nnum.network.threads=3\nlog.dirs=/var/lib/kafka/data\nnum.partitions=3\n\
+                    log.retention.hours=168\nlog.segment.bytes=1073741824\nlog.retention.check.interval.ms=300000\n\
+                    zookeeper.connect=zookeeper1:2181\n";
+        let config = BrokerConfig::from_properties(text, "server.properties").unwrap();
+        assert_eq!(config.num_partitions, 3);
+        assert_eq!(config.log.retention_ms, Some(168 * 3_600_000));
+        assert_eq!(config.log_dir, PathBuf::from("/var/lib/kafka/data"));
+        assert_eq!(config.ignored.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_file_and_line() {
+        let err = BrokerConfig::from_properties("node.id=1\n\nlog.flush.intervl.ms=5\n", "my.properties").unwrap_err();
+        assert_eq!(err.origin, "my.properties:3");
+        assert_eq!(err.key, "log.flush.intervl.ms");
+        assert!(err.to_string().contains("unknown configuration key"), "{err}");
+    }
+
+    #[test]
+    fn malformed_value_is_reported_with_line() {
+        let err = BrokerConfig::from_properties("num.partitions=three\n", "p").unwrap_err();
+        assert_eq!(err.origin, "p:1");
+        assert!(err.message.contains("expected a number"), "{err}");
+        let err = BrokerConfig::from_properties("listeners=SSL://x:9093\n", "p").unwrap_err();
+        assert!(err.message.contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn override_replaces_file_value_and_listener_forms_parse() {
+        let mut config = BrokerConfig::from_properties("listeners=PLAINTEXT://:9092\n", "p").unwrap();
+        assert_eq!(config.listener, "0.0.0.0:9092");
+        config.set("listeners", "127.0.0.1:0").unwrap();
+        assert_eq!(config.listener, "127.0.0.1:0");
+        config.set("log.flush.interval.messages", "1").unwrap();
+        assert_eq!(config.log.flush_interval_messages, 1);
+        assert_eq!(config.set("log.retention.bytes", "-1"), Ok(()));
+        assert_eq!(config.log.retention_bytes, None);
+        assert!(config.set("log.retention.bytes", "-5").is_err());
+    }
+
+    #[test]
+    fn topic_overrides_reject_unknown_and_unsupported_keys() {
+        let defaults = LogConfig::default();
+        let mut overrides = BTreeMap::new();
+        overrides.insert("retention.ms".to_string(), "1000".to_string());
+        assert_eq!(topic_log_config(&defaults, &overrides).unwrap().retention_ms, Some(1000));
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        assert_eq!(topic_log_config(&defaults, &overrides).unwrap_err().0, "cleanup.policy");
+    }
+}

@@ -1,0 +1,1 @@
+//! The simulator. Built with `--cfg madsim` (see `cargo sim`).

@@ -1,0 +1,152 @@
+//! The helper behind the cargo aliases in `.cargo/config.toml`:
+//!
+//! - `cargo sim [ARGS]`    build the simulator with `--cfg madsim` in `target/sim` and run it
+//! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default)
+//! - `cargo bench-broker`  the broker benchmark (release build)
+//!
+//! Everything a fresh machine lacks (the Python venv with kafka-python; librdkafka is built
+//! from source by the `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+const USAGE: &str = "usage:
+  cargo sim [ARGS...]      build the simulator (--cfg madsim, target/sim) and run it
+  cargo xtest [TIER...]    run test tiers; TIER is fast | lint | real | sim (default: all, in that order)
+  cargo bench-broker       run the broker benchmark (release build)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("sim") => sim(&root, &args[1..]),
+        Some("test") => test(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().expect("xtask lives in the workspace root").to_path_buf()
+}
+
+/// A cargo command for simulator builds: `--cfg madsim` everywhere, its own target dir.
+fn sim_cargo(root: &Path) -> Command {
+    let mut cmd = Command::new(cargo());
+    let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    cmd.current_dir(root).env("RUSTFLAGS", format!("{rustflags} --cfg madsim").trim()).env("CARGO_TARGET_DIR", root.join("target/sim"));
+    cmd
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
+    eprintln!("xtask: {what}: {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("{what}: could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+fn sim(root: &Path, args: &[String]) -> Result<(), String> {
+    // Until the simulator's command line exists, `cargo sim` runs the simulator's own tests
+    // in a madsim build: that proves the broker compiles and runs under the simulator.
+    let mut cmd = sim_cargo(root);
+    cmd.args(["test", "--package", "sim"]).args(args);
+    run("simulator", &mut cmd)
+}
+
+fn test(root: &Path, tiers: &[String]) -> Result<(), String> {
+    const ALL: [&str; 4] = ["fast", "lint", "real", "sim"];
+    let tiers: Vec<&str> = if tiers.is_empty() { ALL.to_vec() } else { tiers.iter().map(String::as_str).collect() };
+    for tier in &tiers {
+        if !ALL.contains(tier) {
+            return Err(format!("unknown tier `{tier}`\n{USAGE}"));
+        }
+    }
+    for tier in tiers {
+        let started = Instant::now();
+        eprintln!("xtask: ===== tier {tier} =====");
+        match tier {
+            "fast" => tier_fast(root)?,
+            "lint" => tier_lint(root)?,
+            "real" => tier_real(root)?,
+            "sim" => tier_sim(root)?,
+            _ => unreachable!("checked above"),
+        }
+        eprintln!("xtask: tier {tier} passed in {:.0?}", started.elapsed());
+    }
+    Ok(())
+}
+
+/// Unit, property and snapshot tests of the broker: seconds, for the edit loop.
+fn tier_fast(root: &Path) -> Result<(), String> {
+    run("broker unit and property tests", Command::new(cargo()).current_dir(root).args(["test", "--package", "broker"]))
+}
+
+/// Formatting and clippy (whose `clippy.toml` bans what breaks determinism).
+fn tier_lint(root: &Path) -> Result<(), String> {
+    run("rustfmt", Command::new(cargo()).current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        "clippy",
+        Command::new(cargo()).current_dir(root).args(["clippy", "--package", "broker", "--package", "sim", "--all-targets", "--", "-D", "warnings"]),
+    )
+}
+
+/// Real clients (kafka-python, librdkafka) against a real broker.
+fn tier_real(root: &Path) -> Result<(), String> {
+    let python = ensure_python_venv(root)?;
+    run(
+        "real clients against a real broker",
+        Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).args(["test", "--package", "tests", "--", "--test-threads=1"]),
+    )
+}
+
+/// The broker inside the simulator.
+fn tier_sim(root: &Path) -> Result<(), String> {
+    run("simulator tests", sim_cargo(root).args(["test", "--package", "sim"]))
+}
+
+/// Creates `.venv` with the pinned Python packages unless it already has them.
+fn ensure_python_venv(root: &Path) -> Result<PathBuf, String> {
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    let requirements = root.join("tests/python/requirements.txt");
+    let stamp = venv.join(".gregor-requirements");
+    let wanted = read_to_string(&requirements)?;
+    if python.exists() && read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    let system_python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    run("create the Python venv", Command::new(&system_python).current_dir(root).args(["-m", "venv"]).arg(&venv))?;
+    run(
+        "install Python test requirements",
+        Command::new(&python).current_dir(root).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements),
+    )?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
+    Ok(python)
+}
+
+fn read_to_string(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<(), String> {
+    run("broker benchmark", Command::new(cargo()).current_dir(root).args(["run", "--release", "--package", "tests", "--bin", "bench", "--"]).args(args))
+}
