@@ -7,6 +7,8 @@
 //! [`SUPPORTED_APIS`] is the single source of truth for what the broker advertises: every API
 //! and version listed is implemented by `server::handlers` and decodable by `kafka-protocol`.
 
+pub mod client;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -50,7 +52,7 @@ pub enum DecodeError {
 /// it with UNSUPPORTED_VERSION and a v0 body).
 #[derive(Debug)]
 pub enum Request {
-    Known { header: RequestHeader, body: RequestKind },
+    Known { header: RequestHeader, body: Box<RequestKind> },
     UnsupportedVersion { api_key: ApiKey, api_version: i16, correlation_id: i32 },
 }
 
@@ -74,7 +76,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     let header_version = api_key.request_header_version(api_version);
     let header = RequestHeader::decode(&mut buf, header_version).map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut buf, api_version).map_err(malformed)?;
-    Ok(Request::Known { header, body })
+    Ok(Request::Known { header, body: Box::new(body) })
 }
 
 /// Encodes a response frame (with its length prefix).
@@ -157,7 +159,10 @@ mod tests {
     fn metadata_request_round_trips_through_decode() {
         let frame = request_frame(ApiKey::Metadata, 9, &RequestKind::Metadata(MetadataRequest::default()));
         match decode_request(frame).unwrap() {
-            Request::Known { header, body: RequestKind::Metadata(_) } => assert_eq!(header.correlation_id, 42),
+            Request::Known { header, body } => {
+                assert_eq!(header.correlation_id, 42);
+                assert!(matches!(*body, RequestKind::Metadata(_)));
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -178,7 +178,7 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> anyhow::Result<Optio
     };
     let version = header.request_api_version;
     let api_key = ApiKey::try_from(header.request_api_key).expect("checked by decode_request");
-    let response = match body {
+    let response = match *body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(handlers::code::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(broker, r, version)),
         RequestKind::Produce(r) => match handlers::produce(broker, r, version) {

@@ -22,6 +22,13 @@ pub fn now_ms() -> i64 {
     now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// 128 random bits for ids. `madsim::rand` is seeded by the simulator in simulator builds and
+/// is `rand`'s OS-seeded generator otherwise; this is the only place the broker draws randomness.
+#[allow(clippy::disallowed_methods)] // the seeded source, not the banned OS-seeded one, under madsim
+pub fn random_u128() -> u128 {
+    madsim::rand::random()
+}
+
 /// A partition log shared between request handlers.
 pub type SharedLog = Arc<Mutex<PartitionLog>>;
 
@@ -203,9 +210,9 @@ impl Broker {
         if topics.by_name.contains_key(name) {
             return Err(TopicError::new(36, format!("topic `{name}` already exists")));
         }
-        let mut topic_id: u128 = madsim::rand::random();
+        let mut topic_id = random_u128();
         while topic_id == 0 || topics.image.topic_by_id(topic_id).is_some() {
-            topic_id = madsim::rand::random();
+            topic_id = random_u128();
         }
         let image = TopicImage { name: name.to_string(), topic_id, partitions, configs: configs.clone() };
         if validate_only {
@@ -356,7 +363,7 @@ fn load_or_create_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32)
         }
         return Ok(cluster_id);
     }
-    let cluster_id = encode_cluster_id(madsim::rand::random());
+    let cluster_id = encode_cluster_id(random_u128());
     let text = format!("#Written by Gregor. Do not edit.\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\n");
     storage::write_atomic(disk, &path, text.as_bytes())?;
     Ok(cluster_id)

@@ -40,6 +40,7 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
 }
 
 /// An open file. Positional reads and writes; no shared cursor.
+#[allow(clippy::len_without_is_empty)] // a file's length is an io::Result, not a collection size
 pub trait DiskFile: Send + Sync + std::fmt::Debug {
     /// Current length in bytes (of the volatile image: what reads see).
     fn len(&self) -> io::Result<u64>;

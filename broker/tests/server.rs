@@ -1,0 +1,345 @@
+//! The broker over the wire, with a protocol-level client: what a Kafka client sees, including
+//! bad input. Each test starts a broker on port 0 with a fresh data directory.
+#![cfg(not(madsim))]
+
+use broker::protocol::client::Connection;
+use broker::server::{self, BrokerConfig, BrokerHandle};
+use broker::storage::real::RealDisk;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+struct TestBroker {
+    handle: Option<BrokerHandle>,
+    dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    async fn start(overrides: &[(&str, &str)]) -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = start_in(dir.path(), overrides).await;
+        TestBroker { handle: Some(handle), dir }
+    }
+
+    fn addr(&self) -> String {
+        self.handle.as_ref().unwrap().local_addr.to_string()
+    }
+
+    async fn connect(&self) -> Connection<TcpStream> {
+        let mut conn = Connection::connect(&self.addr(), "server-test").await.unwrap();
+        conn.request_timeout = Duration::from_secs(20);
+        conn
+    }
+
+    /// Clean shutdown, then a new broker on the same directory.
+    async fn restart(&mut self, overrides: &[(&str, &str)]) {
+        self.handle.take().unwrap().shutdown().await.unwrap();
+        self.handle = Some(start_in(self.dir.path(), overrides).await);
+    }
+}
+
+async fn start_in(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHandle {
+    let mut config = BrokerConfig::default();
+    config.set("listeners", "PLAINTEXT://127.0.0.1:0").unwrap();
+    config.set("log.dirs", dir.to_str().unwrap()).unwrap();
+    for (key, value) in overrides {
+        config.set(key, value).unwrap();
+    }
+    server::start(config, Arc::new(RealDisk)).await.unwrap()
+}
+
+fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, compression: Compression) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: if base_sequence < 0 { -1 } else { base_sequence + i as i32 },
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("key-{v}"))),
+            value: Some(Bytes::from(v.to_string())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.freeze()
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn create_topic(conn: &mut Connection<TcpStream>, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_string(k.to_string())).with_value(Some(StrBytes::from_string(v.to_string()))))
+        .collect();
+    let request = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()
+        .with_name(name(topic))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(configs)]);
+    match conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await.unwrap() {
+        ResponseKind::CreateTopics(r) => r.topics[0].error_code,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn produce(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, acks: i16, records: Bytes) -> (i16, i64) {
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name(topic))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
+    match conn.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap() {
+        ResponseKind::Produce(r) => {
+            let p = &r.responses[0].partition_responses[0];
+            (p.error_code, p.base_offset)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn fetch(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, offset: i64, max_wait_ms: i32, isolation_level: i8) -> fetch_response::PartitionData {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(isolation_level)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+    match conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await.unwrap() {
+        ResponseKind::Fetch(r) => r.responses[0].partitions[0].clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn values_of(records: &Option<Bytes>) -> Vec<(i64, String)> {
+    let mut buf = records.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+        for record in set.records {
+            out.push((record.offset, String::from_utf8(record.value.unwrap().to_vec()).unwrap()));
+        }
+    }
+    out
+}
+
+async fn list_offset(conn: &mut Connection<TcpStream>, topic: &str, timestamp: i64) -> (i16, i64) {
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(name(topic))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
+    match conn.send(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(request)).await.unwrap() {
+        ResponseKind::ListOffsets(r) => (r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn records_produced_are_fetched_back_in_order_with_every_compression() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "events", 1, &[]).await, 0);
+    let mut expected = Vec::new();
+    for (round, compression) in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd].into_iter().enumerate() {
+        let values: Vec<String> = (0..3).map(|i| format!("r{round}-v{i}")).collect();
+        let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (error, base_offset) = produce(&mut conn, "events", 0, 1, batch(&refs, None, compression)).await;
+        assert_eq!(error, 0, "{compression:?}");
+        assert_eq!(base_offset, round as i64 * 3);
+        expected.extend(values.into_iter().enumerate().map(|(i, v)| (round as i64 * 3 + i as i64, v)));
+    }
+    let data = fetch(&mut conn, "events", 0, 0, 0, 0).await;
+    assert_eq!(data.error_code, 0);
+    assert_eq!(data.high_watermark, 15);
+    assert_eq!(values_of(&data.records), expected);
+    assert_eq!(list_offset(&mut conn, "events", -2).await, (0, 0));
+    assert_eq!(list_offset(&mut conn, "events", -1).await, (0, 15));
+    assert_eq!(list_offset(&mut conn, "events", 1_700_000_000_001).await, (0, 1));
+}
+
+#[tokio::test]
+async fn idempotent_retry_gets_the_original_offset_and_a_gap_is_refused() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    let producer_id = match conn.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1))).await.unwrap() {
+        ResponseKind::InitProducerId(r) => {
+            assert_eq!(r.error_code, 0);
+            r.producer_id.0
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(create_topic(&mut conn, "idem", 1, &[]).await, 0);
+    let first = batch(&["a", "b"], Some((producer_id, 0, 0)), Compression::None);
+    assert_eq!(produce(&mut conn, "idem", 0, -1, first.clone()).await, (0, 0));
+    assert_eq!(produce(&mut conn, "idem", 0, -1, batch(&["c"], Some((producer_id, 0, 2)), Compression::None)).await, (0, 2));
+    // The retry of the first batch is answered with its original offset and not stored again.
+    assert_eq!(produce(&mut conn, "idem", 0, -1, first).await, (0, 0));
+    // Sequence 5 after 2: a gap.
+    assert_eq!(produce(&mut conn, "idem", 0, -1, batch(&["x"], Some((producer_id, 0, 5)), Compression::None)).await.0, 45);
+    assert_eq!(list_offset(&mut conn, "idem", -1).await, (0, 3));
+}
+
+#[tokio::test]
+async fn a_corrupt_or_oversized_batch_is_refused_and_never_stored() {
+    let broker = TestBroker::start(&[("message.max.bytes", "2000")]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "strict", 1, &[]).await, 0);
+    let mut corrupt = BytesMut::from(&batch(&["hello"], None, Compression::None)[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    assert_eq!(produce(&mut conn, "strict", 0, 1, corrupt.freeze()).await.0, 2, "CORRUPT_MESSAGE");
+    let big = "x".repeat(5000);
+    assert_eq!(produce(&mut conn, "strict", 0, 1, batch(&[&big], None, Compression::None)).await.0, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(list_offset(&mut conn, "strict", -1).await, (0, 0));
+    assert_eq!(produce(&mut conn, "strict", 0, 1, batch(&["fine"], None, Compression::None)).await, (0, 0));
+}
+
+#[tokio::test]
+async fn malformed_frames_close_only_their_connection() {
+    let broker = TestBroker::start(&[("socket.request.max.bytes", "4096")]).await;
+    // Garbage body after a valid-looking Metadata header.
+    let mut bad = broker.connect().await;
+    bad.send_raw(&[0, 0, 0, 10, 0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff]).await.unwrap();
+    assert!(bad.read_raw().await.is_err(), "the broker closes a connection that sent garbage");
+    // A frame larger than socket.request.max.bytes.
+    let mut huge = broker.connect().await;
+    huge.send_raw(&100_000i32.to_be_bytes()).await.unwrap();
+    assert!(huge.read_raw().await.is_err());
+    // A negative length.
+    let mut negative = broker.connect().await;
+    negative.send_raw(&(-5i32).to_be_bytes()).await.unwrap();
+    assert!(negative.read_raw().await.is_err());
+    // The broker still serves everyone else.
+    let mut good = broker.connect().await;
+    assert_eq!(create_topic(&mut good, "after-garbage", 1, &[]).await, 0);
+}
+
+#[tokio::test]
+async fn api_versions_of_an_unknown_version_is_answered_with_v0_and_unsupported_version() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    // ApiVersions v99, correlation id 7, client id "x".
+    conn.send_raw(&[0, 0, 0, 11, 0, 18, 0, 99, 0, 0, 0, 7, 0, 1, b'x']).await.unwrap();
+    let mut frame = conn.read_raw().await.unwrap();
+    let header = ResponseHeader::decode(&mut frame, 0).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    let body = ApiVersionsResponse::decode(&mut frame, 0).unwrap();
+    assert_eq!(body.error_code, 35);
+    assert!(body.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16 && k.max_version == 9));
+}
+
+#[tokio::test]
+async fn create_topics_refuses_what_one_broker_cannot_honour() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "ok", 2, &[("retention.ms", "60000")]).await, 0);
+    assert_eq!(create_topic(&mut conn, "ok", 2, &[]).await, 36, "TOPIC_ALREADY_EXISTS");
+    assert_eq!(create_topic(&mut conn, "bad name!", 1, &[]).await, 17, "INVALID_TOPIC_EXCEPTION");
+    assert_eq!(create_topic(&mut conn, "zero", 0, &[]).await, 37, "INVALID_PARTITIONS");
+    assert_eq!(create_topic(&mut conn, "compacted", 1, &[("cleanup.policy", "compact")]).await, 40, "INVALID_CONFIG");
+    assert_eq!(create_topic(&mut conn, "typo", 1, &[("retention.msx", "1")]).await, 40, "INVALID_CONFIG");
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(name("rf3")).with_num_partitions(1).with_replication_factor(3)]);
+    match conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await.unwrap() {
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn acks_all_below_min_insync_replicas_is_refused() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "safe", 1, &[("min.insync.replicas", "2")]).await, 0);
+    assert_eq!(produce(&mut conn, "safe", 0, -1, batch(&["v"], None, Compression::None)).await.0, 19, "NOT_ENOUGH_REPLICAS");
+    assert_eq!(produce(&mut conn, "safe", 0, 1, batch(&["v"], None, Compression::None)).await, (0, 0));
+}
+
+#[tokio::test]
+async fn read_committed_fetch_returns_the_lso_and_an_empty_aborted_list() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "rc", 1, &[]).await, 0);
+    produce(&mut conn, "rc", 0, 1, batch(&["a", "b"], None, Compression::None)).await;
+    let data = fetch(&mut conn, "rc", 0, 0, 0, 1).await;
+    assert_eq!(data.last_stable_offset, 2);
+    assert_eq!(data.aborted_transactions, Some(vec![]));
+    assert_eq!(fetch(&mut conn, "rc", 0, 5, 0, 0).await.error_code, 1, "OFFSET_OUT_OF_RANGE");
+    assert_eq!(fetch(&mut conn, "nope", 0, 0, 0, 0).await.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_is_answered_when_data_arrives() {
+    let broker = TestBroker::start(&[]).await;
+    let mut setup = broker.connect().await;
+    assert_eq!(create_topic(&mut setup, "poll", 1, &[]).await, 0);
+    let mut consumer = broker.connect().await;
+    let waiting = tokio::spawn(async move { fetch(&mut consumer, "poll", 0, 0, 15_000, 0).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&mut setup, "poll", 0, 1, batch(&["late"], None, Compression::None)).await;
+    let data = waiting.await.unwrap();
+    assert_eq!(values_of(&data.records), vec![(0, "late".to_string())]);
+}
+
+#[tokio::test]
+async fn topics_and_records_survive_a_restart_and_deleted_topics_stay_deleted() {
+    let mut broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "kept", 3, &[]).await, 0);
+    assert_eq!(create_topic(&mut conn, "dropped", 1, &[]).await, 0);
+    produce(&mut conn, "kept", 2, 1, batch(&["x", "y"], None, Compression::Lz4)).await;
+    let request = DeleteTopicsRequest::default().with_topic_names(vec![name("dropped")]).with_timeout_ms(5000);
+    match conn.send(ApiKey::DeleteTopics, 5, RequestKind::DeleteTopics(request)).await.unwrap() {
+        ResponseKind::DeleteTopics(r) => assert_eq!(r.responses[0].error_code, 0),
+        other => panic!("{other:?}"),
+    }
+    drop(conn);
+    broker.restart(&[("auto.create.topics.enable", "false")]).await;
+    let mut conn = broker.connect().await;
+    let data = fetch(&mut conn, "kept", 2, 0, 0, 0).await;
+    assert_eq!(values_of(&data.records), vec![(0, "x".to_string()), (1, "y".to_string())]);
+    let request = MetadataRequest::default().with_topics(None);
+    match conn.send(ApiKey::Metadata, 12, RequestKind::Metadata(request)).await.unwrap() {
+        ResponseKind::Metadata(r) => {
+            let names: Vec<String> = r.topics.iter().map(|t| t.name.as_ref().unwrap().0.to_string()).collect();
+            assert_eq!(names, vec!["kept"]);
+            assert_eq!(r.topics[0].partitions.len(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_a_requested_topic_with_num_partitions() {
+    let broker = TestBroker::start(&[("num.partitions", "4")]).await;
+    let mut conn = broker.connect().await;
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("fresh")))]))
+        .with_allow_auto_topic_creation(true);
+    match conn.send(ApiKey::Metadata, 9, RequestKind::Metadata(request)).await.unwrap() {
+        ResponseKind::Metadata(r) => {
+            assert_eq!(r.topics[0].error_code, 0);
+            assert_eq!(r.topics[0].partitions.len(), 4);
+            assert_eq!(r.brokers[0].port, broker.handle.as_ref().unwrap().local_addr.port() as i32);
+        }
+        other => panic!("{other:?}"),
+    }
+}
