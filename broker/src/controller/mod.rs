@@ -63,20 +63,30 @@ impl MetadataImage {
     }
 }
 
-/// Bytes of the per-record header: length (u32) and CRC-32C (u32) of the payload.
-const RECORD_HEADER_BYTES: u64 = 8;
-/// A metadata record never approaches this; anything larger is corruption.
-const RECORD_BYTES_MAX: u32 = 1024 * 1024;
+/// Bytes of the per-append frame header: length (u32) and CRC-32C (u32) of the payload.
+const FRAME_HEADER_BYTES: u64 = 8;
+/// A metadata append never approaches this; anything larger is a torn or corrupt frame.
+const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
-/// The durable metadata log: `<dir>/metadata.log`, records framed as
-/// `length u32 | crc32c u32 | JSON payload`. A torn last record (crash mid-append) is
-/// truncated on open; an invalid record before the tail refuses to open.
+/// The durable metadata log: `<dir>/metadata.log`. Each append is one frame,
+/// `length u32 | crc32c u32 | JSON array of records`, fsynced before `append` returns, so only
+/// the last frame can be torn by a crash. On open a torn last frame (running past the end of
+/// the file, failing its checksum at the end, or followed only by zeros) is truncated; an
+/// invalid frame followed by other data refuses to open.
 #[derive(Debug)]
 pub struct MetadataLog {
     path: PathBuf,
     file: Arc<dyn DiskFile>,
-    /// Byte length of the valid records. Invariant: equals the file length after open/append.
+    /// Byte length of the valid frames. Invariant: equals the file length after open/append.
     end: u64,
+}
+
+/// What is at a position of the log.
+enum Frame {
+    Valid { records: Vec<MetadataRecord>, next: u64 },
+    /// Not a valid frame; `end` is where it claims to end (may be past the file).
+    Invalid { end: u64, reason: String },
+    End,
 }
 
 impl MetadataLog {
@@ -92,27 +102,38 @@ impl MetadataLog {
         let len = file.len()?;
         let mut records = Vec::new();
         let mut position = 0;
-        while let Some((record, next)) = read_record(&*file, position, len, &path)? {
-            records.push(record);
-            position = next;
-        }
-        if position < len {
-            tracing::warn!(path = %path.display(), valid_bytes = position, file_bytes = len, "truncating torn metadata log tail");
-            file.set_len(position)?;
-            file.sync()?;
+        loop {
+            match read_frame(&*file, position, len)? {
+                Frame::Valid { records: frame, next } => {
+                    records.extend(frame);
+                    position = next;
+                }
+                Frame::End => break,
+                Frame::Invalid { end, reason } => {
+                    if end < len && !is_zeros(&*file, end, len)? {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: corrupt metadata frame at byte {position} ({reason}) followed by more data", path.display()),
+                        ));
+                    }
+                    tracing::warn!(path = %path.display(), valid_bytes = position, file_bytes = len, reason, "truncating a torn metadata log tail");
+                    file.set_len(position)?;
+                    file.sync()?;
+                    break;
+                }
+            }
         }
         Ok((MetadataLog { path, file, end: position }, records))
     }
 
-    /// Appends records and fsyncs: when this returns Ok they survive a crash.
+    /// Appends records as one frame and fsyncs: when this returns Ok they survive a crash.
     pub fn append(&mut self, records: &[MetadataRecord]) -> io::Result<()> {
-        let mut buf = Vec::new();
-        for record in records {
-            let payload = serde_json::to_vec(record).map_err(io::Error::other)?;
-            buf.extend_from_slice(&u32::try_from(payload.len()).map_err(io::Error::other)?.to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-            buf.extend_from_slice(&payload);
-        }
+        let payload = serde_json::to_vec(records).map_err(io::Error::other)?;
+        let size = u32::try_from(payload.len()).ok().filter(|&s| s <= FRAME_BYTES_MAX).ok_or_else(|| io::Error::other("metadata append too large"))?;
+        let mut buf = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES as usize);
+        buf.extend_from_slice(&size.to_be_bytes());
+        buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
+        buf.extend_from_slice(&payload);
         self.file.write_all_at(&buf, self.end)?;
         self.file.sync()?;
         self.end += buf.len() as u64;
@@ -124,35 +145,104 @@ impl MetadataLog {
     }
 }
 
-/// Reads the record at `position`. `Ok(None)` at the end or at a torn tail (a record that runs
-/// past the end of the file, or whose checksum fails and is the last thing in the file).
-fn read_record(file: &dyn DiskFile, position: u64, len: u64, path: &Path) -> io::Result<Option<(MetadataRecord, u64)>> {
-    if position + RECORD_HEADER_BYTES > len {
-        return Ok(None);
+fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame> {
+    if position == len {
+        return Ok(Frame::End);
+    }
+    if position + FRAME_HEADER_BYTES > len {
+        return Ok(Frame::Invalid { end: len, reason: "header cut short".to_string() });
     }
     let mut header = [0u8; 8];
     file.read_exact_at(&mut header, position)?;
     let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
-    let end = position + RECORD_HEADER_BYTES + u64::from(size);
-    if size > RECORD_BYTES_MAX || end > len {
-        return Ok(None);
+    if size == 0 || size > FRAME_BYTES_MAX {
+        return Ok(Frame::Invalid { end: position, reason: format!("impossible length {size}") });
+    }
+    let end = position + FRAME_HEADER_BYTES + u64::from(size);
+    if end > len {
+        return Ok(Frame::Invalid { end: len, reason: "frame runs past the end of the file".to_string() });
     }
     let mut payload = vec![0u8; size as usize];
-    file.read_exact_at(&mut payload, position + RECORD_HEADER_BYTES)?;
-    let valid = crc32c::crc32c(&payload) == crc;
-    match (valid, end == len) {
-        (true, _) => {}
-        (false, true) => return Ok(None),
-        (false, false) => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: corrupt metadata record at byte {position} (checksum mismatch before the end of the log)", path.display()),
-            ))
-        }
+    file.read_exact_at(&mut payload, position + FRAME_HEADER_BYTES)?;
+    if crc32c::crc32c(&payload) != crc {
+        return Ok(Frame::Invalid { end, reason: "checksum mismatch".to_string() });
     }
-    let record = serde_json::from_slice(&payload).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{}: undecodable metadata record at byte {position}: {e}", path.display()))
+    let records = serde_json::from_slice(&payload).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("undecodable metadata frame at byte {position} with a valid checksum: {e}"))
     })?;
-    Ok(Some((record, end)))
+    Ok(Frame::Valid { records, next: end })
+}
+
+fn is_zeros(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<bool> {
+    const CHUNK_BYTES: u64 = 64 * 1024;
+    let mut position = from;
+    while position < to {
+        let mut chunk = vec![0u8; CHUNK_BYTES.min(to - position) as usize];
+        file.read_exact_at(&mut chunk, position)?;
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        position += chunk.len() as u64;
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::real::RealDisk;
+
+    fn topic(name: &str, id: u128) -> MetadataRecord {
+        MetadataRecord::Topic { name: name.to_string(), topic_id: id, partitions: 2, configs: BTreeMap::new() }
+    }
+
+    #[test]
+    fn records_replay_to_the_same_image_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, records) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        assert!(records.is_empty());
+        let written = vec![topic("a", 1), topic("b", 2), MetadataRecord::RemoveTopic { name: "a".to_string(), topic_id: 1 }];
+        log.append(&written).unwrap();
+        let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        assert_eq!(read, written);
+        let mut image = MetadataImage::default();
+        read.iter().for_each(|r| image.replay(r));
+        assert_eq!(image.topics.keys().collect::<Vec<_>>(), vec!["b"]);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_truncated_and_appends_continue_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        log.append(&[topic("b", 2)]).unwrap();
+        let file = RealDisk.open(log.path(), false).unwrap();
+        let full = file.len().unwrap();
+        for cut in 1..20 {
+            // Cut the last append short, or replace its end with zeros (a torn write).
+            file.set_len(full - cut).unwrap();
+            if cut % 2 == 0 {
+                file.set_len(full).unwrap();
+            }
+            let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+            assert_eq!(read, vec![topic("a", 1)], "cut {cut} bytes");
+        }
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("c", 3)]).unwrap();
+        let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        assert_eq!(read, vec![topic("a", 1), topic("c", 3)]);
+    }
+
+    #[test]
+    fn corruption_before_the_tail_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        log.append(&[topic("b", 2)]).unwrap();
+        let file = RealDisk.open(log.path(), false).unwrap();
+        file.write_all_at(b"X", 10).unwrap();
+        let err = MetadataLog::open(&RealDisk, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("corrupt metadata frame at byte 0"), "{err}");
+    }
 }
