@@ -1,0 +1,299 @@
+//! History checkers (names follow Jepsen's Kafka checker). Each reads only the [`History`] and
+//! returns the violations it found, each naming the invariant, the partition, the offsets and
+//! values involved and the operations (indexes into the history) that show it.
+//!
+//! | checker | must hold |
+//! | --- | --- |
+//! | `inconsistent-offsets` | one (partition, offset) is only ever one value, across acks and reads |
+//! | `duplicate` | a value appears at one offset only |
+//! | `lost-write` | every acked value at or below the highest offset any read reached was read |
+//! | `unseen` | after the final reads, every acked value was read |
+//! | `nonmonotonic-send` | one producer's acked sends to a partition land in send order |
+//! | `realtime-order` | a send invoked after another send's ack gets a higher offset |
+//! | `poll-skip` / `nonmonotonic-poll` | a consumer reads contiguous, increasing offsets between seeks |
+//! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
+
+use crate::history::{History, Op, Outcome, Partition, Process, Value};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub invariant: &'static str,
+    pub partition: Partition,
+    pub offsets: Vec<i64>,
+    pub values: Vec<Value>,
+    /// Indexes of the operations that show the violation.
+    pub operations: Vec<usize>,
+    pub detail: String,
+}
+
+/// Runs every history checker. `final_reads_done` enables `unseen`, which is only meaningful
+/// once the heal phase has read every partition to its end.
+pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    violations.extend(inconsistent_offsets(history));
+    violations.extend(duplicate(history));
+    violations.extend(lost_write(history));
+    if final_reads_done {
+        violations.extend(unseen(history));
+    }
+    violations.extend(nonmonotonic_send(history));
+    violations.extend(realtime_order(history));
+    violations.extend(poll_order(history));
+    violations.extend(hw_monotonic(history));
+    violations
+}
+
+/// Every (partition, offset) → value observation: acks and reads, with the operation index.
+fn observations(history: &History) -> Vec<(Partition, i64, Value, usize)> {
+    let mut seen: Vec<(Partition, i64, Value, usize)> = history.acknowledged_sends().map(|(i, _, p, v, o)| (p, o, v, i)).collect();
+    for (i, _, partition, records) in history.successful_polls() {
+        seen.extend(records.iter().map(|&(offset, value)| (partition, offset, value, i)));
+    }
+    seen
+}
+
+pub fn inconsistent_offsets(history: &History) -> Vec<Violation> {
+    let mut at: BTreeMap<(Partition, i64), BTreeMap<Value, Vec<usize>>> = BTreeMap::new();
+    for (partition, offset, value, op) in observations(history) {
+        at.entry((partition, offset)).or_default().entry(value).or_default().push(op);
+    }
+    at.into_iter()
+        .filter(|(_, values)| values.len() > 1)
+        .map(|((partition, offset), values)| Violation {
+            invariant: "inconsistent-offsets",
+            partition,
+            offsets: vec![offset],
+            values: values.keys().copied().collect(),
+            operations: values.values().flatten().copied().collect(),
+            detail: format!("offset {offset} of partition {partition} was seen holding {} different values", values.len()),
+        })
+        .collect()
+}
+
+pub fn duplicate(history: &History) -> Vec<Violation> {
+    let mut offsets_of: BTreeMap<(Partition, Value), BTreeMap<i64, Vec<usize>>> = BTreeMap::new();
+    for (partition, offset, value, op) in observations(history) {
+        offsets_of.entry((partition, value)).or_default().entry(offset).or_default().push(op);
+    }
+    offsets_of
+        .into_iter()
+        .filter(|(_, offsets)| offsets.len() > 1)
+        .map(|((partition, value), offsets)| Violation {
+            invariant: "duplicate",
+            partition,
+            offsets: offsets.keys().copied().collect(),
+            values: vec![value],
+            operations: offsets.values().flatten().copied().collect(),
+            detail: format!("value {value} appears at {} offsets", offsets.len()),
+        })
+        .collect()
+}
+
+/// Values read anywhere, per partition.
+fn values_read(history: &History) -> BTreeMap<Partition, BTreeSet<Value>> {
+    let mut read: BTreeMap<Partition, BTreeSet<Value>> = BTreeMap::new();
+    for (_, _, partition, records) in history.successful_polls() {
+        read.entry(partition).or_default().extend(records.iter().map(|&(_, v)| v));
+    }
+    read
+}
+
+pub fn lost_write(history: &History) -> Vec<Violation> {
+    let read = values_read(history);
+    let mut highest_read: BTreeMap<Partition, i64> = BTreeMap::new();
+    for (_, _, partition, records) in history.successful_polls() {
+        if let Some(&(offset, _)) = records.iter().max_by_key(|(o, _)| *o) {
+            let entry = highest_read.entry(partition).or_insert(offset);
+            *entry = (*entry).max(offset);
+        }
+    }
+    history
+        .acknowledged_sends()
+        .filter(|&(_, _, partition, value, offset)| {
+            highest_read.get(&partition).is_some_and(|&h| offset <= h) && !read.get(&partition).is_some_and(|r| r.contains(&value))
+        })
+        .map(|(i, _, partition, value, offset)| Violation {
+            invariant: "lost-write",
+            partition,
+            offsets: vec![offset],
+            values: vec![value],
+            operations: vec![i],
+            detail: format!(
+                "{value} was acknowledged at offset {offset}, reads reached offset {}, but nobody ever read {value}",
+                highest_read[&partition]
+            ),
+        })
+        .collect()
+}
+
+pub fn unseen(history: &History) -> Vec<Violation> {
+    let read = values_read(history);
+    history
+        .acknowledged_sends()
+        .filter(|&(_, _, partition, value, _)| !read.get(&partition).is_some_and(|r| r.contains(&value)))
+        .map(|(i, _, partition, value, offset)| Violation {
+            invariant: "unseen",
+            partition,
+            offsets: vec![offset],
+            values: vec![value],
+            operations: vec![i],
+            detail: format!("{value} was acknowledged at offset {offset} but never read, even by the final reads"),
+        })
+        .collect()
+}
+
+pub fn nonmonotonic_send(history: &History) -> Vec<Violation> {
+    let mut by_producer: BTreeMap<(Process, Partition), Vec<(u64, usize, Value, i64)>> = BTreeMap::new();
+    for (i, op, partition, value, offset) in history.acknowledged_sends() {
+        by_producer.entry((op.process, partition)).or_default().push((op.invoked_ns, i, value, offset));
+    }
+    let mut violations = Vec::new();
+    for ((process, partition), mut sends) in by_producer {
+        // Send order: invocation time, then history position (a batch's records share a time).
+        sends.sort_by_key(|&(t, i, _, _)| (t, i));
+        for pair in sends.windows(2) {
+            let (_, i1, v1, o1) = pair[0];
+            let (_, i2, v2, o2) = pair[1];
+            if o2 <= o1 {
+                violations.push(Violation {
+                    invariant: "nonmonotonic-send",
+                    partition,
+                    offsets: vec![o1, o2],
+                    values: vec![v1, v2],
+                    operations: vec![i1, i2],
+                    detail: format!("producer {} sent {v1} before {v2}, but they landed at offsets {o1} and {o2}", process.0),
+                });
+            }
+        }
+    }
+    violations
+}
+
+pub fn realtime_order(history: &History) -> Vec<Violation> {
+    let mut by_partition: BTreeMap<Partition, Vec<(usize, u64, u64, Value, i64)>> = BTreeMap::new();
+    for (i, op, partition, value, offset) in history.acknowledged_sends() {
+        by_partition.entry(partition).or_default().push((i, op.invoked_ns, op.completed_ns, value, offset));
+    }
+    let mut violations = Vec::new();
+    for (partition, sends) in by_partition {
+        // For each send B, the acked send A with the highest offset among those completed
+        // before B was invoked must be below B.
+        let mut by_completion = sends.clone();
+        by_completion.sort_by_key(|s| s.2);
+        let mut by_invocation = sends;
+        by_invocation.sort_by_key(|s| s.1);
+        let mut best: Option<(usize, Value, i64)> = None;
+        let mut next = 0;
+        for &(ib, invoked, _, vb, ob) in &by_invocation {
+            while next < by_completion.len() && by_completion[next].2 < invoked {
+                let (ia, _, _, va, oa) = by_completion[next];
+                if best.is_none_or(|(_, _, o)| oa > o) {
+                    best = Some((ia, va, oa));
+                }
+                next += 1;
+            }
+            if let Some((ia, va, oa)) = best {
+                if ob <= oa {
+                    violations.push(Violation {
+                        invariant: "realtime-order",
+                        partition,
+                        offsets: vec![oa, ob],
+                        values: vec![va, vb],
+                        operations: vec![ia, ib],
+                        detail: format!("{va} was acknowledged at offset {oa} before {vb} was sent, yet {vb} got offset {ob}"),
+                    });
+                }
+            }
+        }
+    }
+    violations
+}
+
+pub fn poll_order(history: &History) -> Vec<Violation> {
+    let mut position: BTreeMap<(Process, Partition), (i64, usize)> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for (i, operation) in history.operations.iter().enumerate() {
+        let Op::Poll { partition, records, after_seek, .. } = &operation.op else { continue };
+        if operation.outcome != Outcome::Ok {
+            continue;
+        }
+        let key = (operation.process, *partition);
+        if *after_seek {
+            position.remove(&key);
+        }
+        for &(offset, value) in records {
+            if let Some(&(last, last_op)) = position.get(&key) {
+                let (invariant, what) = match offset {
+                    o if o <= last => ("nonmonotonic-poll", "went back to"),
+                    o if o > last + 1 => ("poll-skip", "skipped to"),
+                    _ => ("", ""),
+                };
+                if !invariant.is_empty() {
+                    violations.push(Violation {
+                        invariant,
+                        partition: *partition,
+                        offsets: vec![last, offset],
+                        values: vec![value],
+                        operations: vec![last_op, i],
+                        detail: format!("consumer {} read offset {last}, then {what} offset {offset}", operation.process.0),
+                    });
+                }
+            }
+            position.insert(key, (offset, i));
+        }
+    }
+    violations
+}
+
+pub fn hw_monotonic(history: &History) -> Vec<Violation> {
+    // (partition) -> observations (invoked, completed, watermark, op)
+    let mut observed: BTreeMap<Partition, Vec<(u64, u64, i64, usize)>> = BTreeMap::new();
+    for (i, operation) in history.operations.iter().enumerate() {
+        if operation.outcome != Outcome::Ok {
+            continue;
+        }
+        let (partition, watermark) = match &operation.op {
+            Op::Poll { partition, high_watermark: Some(hw), .. } => (*partition, *hw),
+            Op::ListLatest { partition, offset: Some(offset) } => (*partition, *offset),
+            _ => continue,
+        };
+        observed.entry(partition).or_default().push((operation.invoked_ns, operation.completed_ns, watermark, i));
+    }
+    let mut violations = Vec::new();
+    for (partition, observations) in observed {
+        let mut by_completion = observations.clone();
+        by_completion.sort_by_key(|o| o.1);
+        let mut by_invocation = observations;
+        by_invocation.sort_by_key(|o| o.0);
+        let mut highest: Option<(i64, usize)> = None;
+        let mut next = 0;
+        for &(invoked, _, watermark, i) in &by_invocation {
+            while next < by_completion.len() && by_completion[next].1 < invoked {
+                let (_, _, w, j) = by_completion[next];
+                if highest.is_none_or(|(h, _)| w > h) {
+                    highest = Some((w, j));
+                }
+                next += 1;
+            }
+            if let Some((h, j)) = highest {
+                if watermark < h {
+                    violations.push(Violation {
+                        invariant: "hw-monotonic",
+                        partition,
+                        offsets: vec![h, watermark],
+                        values: vec![],
+                        operations: vec![j, i],
+                        detail: format!("a client saw high watermark {h}; a later request saw {watermark}"),
+                    });
+                }
+            }
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests;

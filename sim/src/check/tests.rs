@@ -1,0 +1,138 @@
+//! Each checker on hand-written histories: one that holds, and one that breaks it.
+
+use super::*;
+use crate::history::{History, Op, Operation, Outcome, Process, Value};
+
+const P: Partition = 0;
+
+fn op(process: u32, invoked_ns: u64, completed_ns: u64, outcome: Outcome, op: Op) -> Operation {
+    Operation { process: Process(process), invoked_ns, completed_ns, outcome, op }
+}
+
+fn send(process: u32, t: (u64, u64), value: u64, offset: i64) -> Operation {
+    op(process, t.0, t.1, Outcome::Ok, Op::Send { partition: P, value: Value(value), offset: Some(offset) })
+}
+
+fn poll(process: u32, t: (u64, u64), records: &[(i64, u64)], hw: i64, after_seek: bool) -> Operation {
+    let records = records.iter().map(|&(o, v)| (o, Value(v))).collect();
+    op(process, t.0, t.1, Outcome::Ok, Op::Poll { partition: P, records, high_watermark: Some(hw), after_seek })
+}
+
+fn history(operations: Vec<Operation>) -> History {
+    let mut history = History::default();
+    operations.into_iter().for_each(|o| history.push(o));
+    history
+}
+
+fn invariants(violations: &[Violation]) -> Vec<&'static str> {
+    violations.iter().map(|v| v.invariant).collect()
+}
+
+/// Three sends read back in order by one consumer: every checker passes.
+fn healthy() -> History {
+    history(vec![
+        send(1, (0, 10), 100, 0),
+        send(1, (11, 20), 101, 1),
+        send(2, (21, 30), 102, 2),
+        poll(9, (31, 40), &[(0, 100), (1, 101)], 2, true),
+        poll(9, (41, 50), &[(2, 102)], 3, false),
+    ])
+}
+
+#[test]
+fn a_healthy_history_passes_every_checker() {
+    assert_eq!(check_history(&healthy(), true), vec![]);
+}
+
+#[test]
+fn inconsistent_offsets_catches_two_values_at_one_offset() {
+    let h = history(vec![send(1, (0, 10), 100, 0), poll(9, (11, 20), &[(0, 999)], 1, true)]);
+    let v = inconsistent_offsets(&h);
+    assert_eq!(invariants(&v), vec!["inconsistent-offsets"]);
+    assert_eq!(v[0].offsets, vec![0]);
+    assert_eq!(v[0].values, vec![Value(100), Value(999)]);
+}
+
+#[test]
+fn duplicate_catches_one_value_at_two_offsets() {
+    let h = history(vec![send(1, (0, 10), 100, 0), poll(9, (11, 20), &[(0, 100), (1, 100)], 2, true)]);
+    let v = duplicate(&h);
+    assert_eq!(invariants(&v), vec!["duplicate"]);
+    assert_eq!(v[0].offsets, vec![0, 1]);
+}
+
+#[test]
+fn lost_write_catches_an_acked_value_below_the_highest_read_that_nobody_read() {
+    // 101 was acked at offset 1; a read reached offset 2 but never saw 101.
+    let h = history(vec![
+        send(1, (0, 10), 100, 0),
+        send(1, (11, 20), 101, 1),
+        send(1, (21, 30), 102, 2),
+        poll(9, (31, 40), &[(0, 100), (2, 102)], 3, true),
+    ]);
+    let v = lost_write(&h);
+    assert_eq!(invariants(&v), vec!["lost-write"]);
+    assert_eq!(v[0].values, vec![Value(101)]);
+    // An acked value above every read is not lost (yet): only `unseen` reports it.
+    let h = history(vec![send(1, (0, 10), 100, 0), send(1, (11, 20), 101, 1), poll(9, (21, 30), &[(0, 100)], 1, true)]);
+    assert_eq!(lost_write(&h), vec![]);
+    assert_eq!(invariants(&unseen(&h)), vec!["unseen"]);
+}
+
+#[test]
+fn unacknowledged_sends_may_be_lost_without_a_violation() {
+    let h = history(vec![
+        op(1, 0, 10, Outcome::Info, Op::Send { partition: P, value: Value(100), offset: None }),
+        op(1, 11, 20, Outcome::Fail, Op::Send { partition: P, value: Value(101), offset: None }),
+        poll(9, (21, 30), &[], 0, true),
+    ]);
+    assert_eq!(check_history(&h, true), vec![]);
+}
+
+#[test]
+fn nonmonotonic_send_catches_a_producer_whose_later_send_landed_earlier() {
+    let h = history(vec![send(1, (0, 10), 100, 5), send(1, (5, 12), 101, 4)]);
+    let v = nonmonotonic_send(&h);
+    assert_eq!(invariants(&v), vec!["nonmonotonic-send"]);
+    assert_eq!(v[0].offsets, vec![5, 4]);
+    // Two producers may interleave freely.
+    let h = history(vec![send(1, (0, 10), 100, 5), send(2, (5, 12), 101, 4)]);
+    assert_eq!(nonmonotonic_send(&h), vec![]);
+}
+
+#[test]
+fn realtime_order_catches_a_send_after_an_ack_that_got_a_lower_offset() {
+    let h = history(vec![send(1, (0, 10), 100, 7), send(2, (20, 30), 101, 3)]);
+    let v = realtime_order(&h);
+    assert_eq!(invariants(&v), vec!["realtime-order"]);
+    assert_eq!(v[0].values, vec![Value(100), Value(101)]);
+    // Concurrent sends (overlapping in time) may land in any order.
+    let h = history(vec![send(1, (0, 10), 100, 7), send(2, (5, 30), 101, 3)]);
+    assert_eq!(realtime_order(&h), vec![]);
+}
+
+#[test]
+fn poll_order_catches_skips_and_rewinds_but_not_after_a_seek() {
+    let h = history(vec![poll(9, (0, 10), &[(0, 100), (1, 101)], 5, true), poll(9, (11, 20), &[(3, 103)], 5, false)]);
+    assert_eq!(invariants(&poll_order(&h)), vec!["poll-skip"]);
+    let h = history(vec![poll(9, (0, 10), &[(0, 100), (1, 101)], 5, true), poll(9, (11, 20), &[(1, 101)], 5, false)]);
+    assert_eq!(invariants(&poll_order(&h)), vec!["nonmonotonic-poll"]);
+    let h = history(vec![poll(9, (0, 10), &[(0, 100), (1, 101)], 5, true), poll(9, (11, 20), &[(0, 100)], 5, true)]);
+    assert_eq!(poll_order(&h), vec![]);
+}
+
+#[test]
+fn hw_monotonic_catches_a_high_watermark_that_went_back_in_real_time() {
+    let h = history(vec![poll(8, (0, 10), &[], 5, true), poll(9, (20, 30), &[], 3, true)]);
+    let v = hw_monotonic(&h);
+    assert_eq!(invariants(&v), vec!["hw-monotonic"]);
+    assert_eq!(v[0].offsets, vec![5, 3]);
+    let h = history(vec![
+        poll(8, (0, 10), &[], 5, true),
+        op(9, 20, 30, Outcome::Ok, Op::ListLatest { partition: P, offset: Some(4) }),
+    ]);
+    assert_eq!(invariants(&hw_monotonic(&h)), vec!["hw-monotonic"]);
+    // Overlapping requests may see either order.
+    let h = history(vec![poll(8, (0, 25), &[], 5, true), poll(9, (20, 30), &[], 3, true)]);
+    assert_eq!(hw_monotonic(&h), vec![]);
+}
