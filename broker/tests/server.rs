@@ -70,7 +70,8 @@ fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, compression: Compre
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if base_sequence < 0 { -1 } else { base_sequence + i as i32 },
+            // kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes.
+            sequence: if base_sequence < 0 { i as i32 } else { base_sequence + i as i32 },
             timestamp: 1_700_000_000_000 + i as i64,
             key: Some(Bytes::from(format!("key-{v}"))),
             value: Some(Bytes::from(v.to_string())),
@@ -180,7 +181,7 @@ async fn records_produced_are_fetched_back_in_order_with_every_compression() {
 async fn idempotent_retry_gets_the_original_offset_and_a_gap_is_refused() {
     let broker = TestBroker::start(&[]).await;
     let mut conn = broker.connect().await;
-    let producer_id = match conn.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(InitProducerIdRequest::default().with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1))).await.unwrap() {
+    let producer_id = match conn.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1))).await.unwrap() {
         ResponseKind::InitProducerId(r) => {
             assert_eq!(r.error_code, 0);
             r.producer_id.0

@@ -46,7 +46,8 @@ fn batch(values: &[String]) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes.
+            sequence: i as i32,
             timestamp: 0,
             key: None,
             value: Some(Bytes::from(v.clone())),

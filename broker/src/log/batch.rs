@@ -1,1 +1,413 @@
-//! Record batch (v2) parsing and validation.
+//! Record batch (v2, magic 2) parsing and validation.
+//!
+//! Layout of the 61-byte header (big-endian):
+//!
+//! | bytes | field | covered by the CRC |
+//! | --- | --- | --- |
+//! | 0..8 | baseOffset (assigned by the broker) | no |
+//! | 8..12 | batchLength (bytes after this field) | no |
+//! | 12..16 | partitionLeaderEpoch (assigned by the broker) | no |
+//! | 16 | magic | no |
+//! | 17..21 | crc (CRC-32C of bytes 21..end) | - |
+//! | 21..23 | attributes (compression 0-2, timestamp type 3, transactional 4, control 5) | yes |
+//! | 23..27 | lastOffsetDelta | yes |
+//! | 27..35 | baseTimestamp | yes |
+//! | 35..43 | maxTimestamp | yes |
+//! | 43..51 | producerId | yes |
+//! | 51..53 | producerEpoch | yes |
+//! | 53..57 | baseSequence | yes |
+//! | 57..61 | recordCount | yes |
+//! | 61.. | records (compressed as a whole if attributes say so) | yes |
+
+use super::LogError;
+use std::io::Read;
+
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batchLength` counts: baseOffset and batchLength itself.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+const CRC_START: usize = 21;
+/// A decompressed batch larger than this is refused (a zip bomb, not a batch).
+const DECOMPRESSED_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// The fields of a batch header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    /// Total bytes of the batch, header included.
+    pub size: usize,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x07
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & 0x10 != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & 0x20 != 0
+    }
+
+    /// The sequence of the last record, wrapping at `i32::MAX` as Kafka does.
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return -1;
+        }
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses the header at the start of `bytes` (at least [`BATCH_HEADER_BYTES`] long). Checks
+/// only that the length field is sane; nothing about the body.
+pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(LogError::CorruptMessage(format!("{} bytes is shorter than a batch header ({BATCH_HEADER_BYTES})", bytes.len())));
+    }
+    let batch_length = i32_at(bytes, 8);
+    let magic = bytes[16] as i8;
+    if magic != 2 {
+        return Err(LogError::UnsupportedMessageFormat(magic));
+    }
+    if batch_length < (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32 {
+        return Err(LogError::CorruptMessage(format!("batch length {batch_length} is shorter than a batch header")));
+    }
+    Ok(BatchHeader {
+        base_offset: i64_at(bytes, 0),
+        size: batch_length as usize + LOG_OVERHEAD_BYTES,
+        partition_leader_epoch: i32_at(bytes, 12),
+        magic,
+        crc: u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes")),
+        attributes: i16_at(bytes, 21),
+        last_offset_delta: i32_at(bytes, 23),
+        base_timestamp: i64_at(bytes, 27),
+        max_timestamp: i64_at(bytes, 35),
+        producer_id: i64_at(bytes, 43),
+        producer_epoch: i16_at(bytes, 51),
+        base_sequence: i32_at(bytes, 53),
+        record_count: i32_at(bytes, 57),
+    })
+}
+
+/// Whether the CRC-32C over bytes 21..end matches the header. `batch` is exactly one batch.
+pub fn crc_matches(batch: &[u8]) -> bool {
+    batch.len() >= BATCH_HEADER_BYTES && crc32c::crc32c(&batch[CRC_START..]) == u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"))
+}
+
+/// What validation learned about a batch from a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidatedBatch {
+    pub header: BatchHeader,
+    /// The largest record timestamp and the offset delta of the first record that has it.
+    pub max_timestamp: i64,
+    pub offset_delta_of_max_timestamp: i32,
+}
+
+/// Validates one batch from a producer: exactly one whole batch, magic 2, CRC-32C, size limit,
+/// record count and record framing (after decompression).
+pub fn validate_batch(bytes: &[u8], max_message_bytes: usize) -> Result<ValidatedBatch, LogError> {
+    let header = parse_header(bytes)?;
+    if header.size > bytes.len() {
+        return Err(LogError::CorruptMessage(format!("batch claims {} bytes but {} were sent", header.size, bytes.len())));
+    }
+    if header.size < bytes.len() {
+        return Err(LogError::InvalidRecord(format!(
+            "a produce request must carry exactly one record batch per partition; found {} extra bytes after the first",
+            bytes.len() - header.size
+        )));
+    }
+    if header.size > max_message_bytes {
+        return Err(LogError::MessageTooLarge { size: header.size, max: max_message_bytes });
+    }
+    if !crc_matches(bytes) {
+        return Err(LogError::CorruptMessage(format!("CRC-32C mismatch (header says {:#010x})", header.crc)));
+    }
+    if header.record_count <= 0 {
+        return Err(LogError::CorruptMessage(format!("record count {} must be positive", header.record_count)));
+    }
+    if header.last_offset_delta != header.record_count - 1 {
+        return Err(LogError::CorruptMessage(format!("lastOffsetDelta {} does not match {} records", header.last_offset_delta, header.record_count)));
+    }
+    if header.is_control() {
+        return Err(LogError::InvalidRecord("producers may not write control batches".to_string()));
+    }
+    let body = decompress(header.compression(), &bytes[BATCH_HEADER_BYTES..])?;
+    let (max_timestamp, offset_delta_of_max_timestamp) = validate_records(&header, &body)?;
+    Ok(ValidatedBatch { header, max_timestamp, offset_delta_of_max_timestamp })
+}
+
+/// Decompresses a batch body (identity for uncompressed batches).
+pub fn decompress(compression: i16, body: &[u8]) -> Result<Vec<u8>, LogError> {
+    let corrupt = |codec: &str, e: std::io::Error| LogError::CorruptMessage(format!("{codec} body does not decompress: {e}"));
+    let limit = DECOMPRESSED_BYTES_MAX as u64 + 1;
+    let mut out = Vec::new();
+    match compression {
+        0 => return Ok(body.to_vec()),
+        1 => flate2::read::GzDecoder::new(body).take(limit).read_to_end(&mut out).map_err(|e| corrupt("gzip", e))?,
+        2 => return decompress_snappy(body),
+        3 => lz4::Decoder::new(body).map_err(|e| corrupt("lz4", e))?.take(limit).read_to_end(&mut out).map_err(|e| corrupt("lz4", e))?,
+        4 => zstd::stream::read::Decoder::new(body).map_err(|e| corrupt("zstd", e))?.take(limit).read_to_end(&mut out).map_err(|e| corrupt("zstd", e))?,
+        other => return Err(LogError::CorruptMessage(format!("unknown compression codec {other}"))),
+    };
+    if out.len() > DECOMPRESSED_BYTES_MAX {
+        return Err(LogError::CorruptMessage(format!("decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes")));
+    }
+    Ok(out)
+}
+
+/// Snappy as Kafka clients send it: xerial framing (Java) or a raw block (others).
+fn decompress_snappy(body: &[u8]) -> Result<Vec<u8>, LogError> {
+    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    const XERIAL_HEADER_BYTES: usize = 16;
+    let raw = |block: &[u8]| {
+        let len = snap::raw::decompress_len(block).map_err(|e| LogError::CorruptMessage(format!("snappy: {e}")))?;
+        if len > DECOMPRESSED_BYTES_MAX {
+            return Err(LogError::CorruptMessage(format!("snappy block decompresses to {len} bytes")));
+        }
+        snap::raw::Decoder::new().decompress_vec(block).map_err(|e| LogError::CorruptMessage(format!("snappy: {e}")))
+    };
+    if !body.starts_with(XERIAL_MAGIC) {
+        return raw(body);
+    }
+    let mut out = Vec::new();
+    let mut at = XERIAL_HEADER_BYTES.min(body.len());
+    while at < body.len() {
+        if at + 4 > body.len() {
+            return Err(LogError::CorruptMessage("snappy: truncated xerial block length".to_string()));
+        }
+        let len = u32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
+        at += 4;
+        let block = body.get(at..at + len).ok_or_else(|| LogError::CorruptMessage("snappy: truncated xerial block".to_string()))?;
+        out.extend(raw(block)?);
+        if out.len() > DECOMPRESSED_BYTES_MAX {
+            return Err(LogError::CorruptMessage("snappy: decompresses too large".to_string()));
+        }
+        at += len;
+    }
+    Ok(out)
+}
+
+/// A cursor over record bytes with Kafka's zig-zag varints.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn varlong(&mut self) -> Result<i64, LogError> {
+        let mut value: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self.bytes.get(self.at).ok_or_else(|| LogError::CorruptMessage("record truncated inside a varint".to_string()))?;
+            self.at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(LogError::CorruptMessage("varint longer than 10 bytes".to_string()))
+    }
+
+    fn varint(&mut self) -> Result<i32, LogError> {
+        let v = self.varlong()?;
+        i32::try_from(v).map_err(|_| LogError::CorruptMessage(format!("varint {v} out of range")))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), LogError> {
+        if self.at + n > self.bytes.len() {
+            return Err(LogError::CorruptMessage("record field runs past the record".to_string()));
+        }
+        self.at += n;
+        Ok(())
+    }
+
+    /// A length-prefixed field; -1 means null.
+    fn skip_bytes_field(&mut self) -> Result<(), LogError> {
+        match self.varint()? {
+            -1 => Ok(()),
+            n if n < 0 => Err(LogError::CorruptMessage(format!("negative field length {n}"))),
+            n => self.skip(n as usize),
+        }
+    }
+}
+
+/// Walks every record: framing, offset deltas 0..n-1, exact byte count. Returns the largest
+/// timestamp and the offset delta of the first record with it.
+fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(i64, i32), LogError> {
+    let mut cursor = Cursor { bytes: body, at: 0 };
+    let mut max = (i64::MIN, 0);
+    for expected_delta in 0..header.record_count {
+        let length = cursor.varint()?;
+        if length <= 0 {
+            return Err(LogError::CorruptMessage(format!("record length {length}")));
+        }
+        let end = cursor.at + length as usize;
+        if end > body.len() {
+            return Err(LogError::CorruptMessage(format!("record {expected_delta} runs past the batch")));
+        }
+        cursor.skip(1)?; // attributes
+        let timestamp_delta = cursor.varlong()?;
+        let offset_delta = cursor.varint()?;
+        if offset_delta != expected_delta {
+            return Err(LogError::CorruptMessage(format!("record {expected_delta} has offset delta {offset_delta}")));
+        }
+        cursor.skip_bytes_field()?; // key
+        cursor.skip_bytes_field()?; // value
+        let headers = cursor.varint()?;
+        if headers < 0 {
+            return Err(LogError::CorruptMessage(format!("negative header count {headers}")));
+        }
+        for _ in 0..headers {
+            cursor.skip_bytes_field()?;
+            cursor.skip_bytes_field()?;
+        }
+        if cursor.at != end {
+            return Err(LogError::CorruptMessage(format!("record {expected_delta} length {length} does not match its fields")));
+        }
+        let timestamp = header.base_timestamp.wrapping_add(timestamp_delta);
+        if timestamp > max.0 {
+            max = (timestamp, offset_delta);
+        }
+    }
+    if cursor.at != body.len() {
+        return Err(LogError::CorruptMessage(format!("{} bytes after the last of {} records", body.len() - cursor.at, header.record_count)));
+    }
+    Ok(max)
+}
+
+/// Record timestamps and offset deltas of a stored batch, for ListOffsets by timestamp.
+pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i32, i64)>, LogError> {
+    let header = parse_header(batch)?;
+    let body = decompress(header.compression(), &batch[BATCH_HEADER_BYTES..header.size.min(batch.len())])?;
+    let mut cursor = Cursor { bytes: &body, at: 0 };
+    let mut out = Vec::with_capacity(header.record_count.max(0) as usize);
+    for _ in 0..header.record_count {
+        let length = cursor.varint()?;
+        let end = cursor.at + length.max(0) as usize;
+        cursor.skip(1)?;
+        let timestamp_delta = cursor.varlong()?;
+        let offset_delta = cursor.varint()?;
+        out.push((offset_delta, header.base_timestamp.wrapping_add(timestamp_delta)));
+        cursor.at = end.min(body.len());
+    }
+    Ok(out)
+}
+
+/// Stamps the broker-assigned fields (outside the CRC) into a batch.
+pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    pub fn encode(values: &[&str], compression: Compression) -> Vec<u8> {
+        let records: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: 7,
+                producer_epoch: 1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: 1000 + (i as i64 % 3),
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(v.to_string())),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn valid_batches_of_every_codec_are_accepted() {
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let batch = encode(&["a", "bb", "ccc", "dddd"], compression);
+            let v = validate_batch(&batch, 1 << 20).unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+            assert_eq!(v.header.record_count, 4);
+            assert_eq!(v.header.producer_id, 7);
+            assert_eq!(v.header.last_sequence(), 3);
+            assert_eq!((v.max_timestamp, v.offset_delta_of_max_timestamp), (1002, 2));
+            assert_eq!(record_timestamps(&batch).unwrap().len(), 4);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_anywhere_under_the_crc_is_caught() {
+        let batch = encode(&["hello", "world"], Compression::None);
+        for at in CRC_START..batch.len() {
+            let mut bad = batch.clone();
+            bad[at] ^= 0x01;
+            assert!(matches!(validate_batch(&bad, 1 << 20), Err(LogError::CorruptMessage(_))), "byte {at}");
+        }
+        // The broker-assigned fields are outside the CRC.
+        let mut stamped = batch.clone();
+        assign_offsets(&mut stamped, 12345, 9);
+        assert!(validate_batch(&stamped, 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn wrong_lengths_counts_and_magic_are_refused() {
+        let batch = encode(&["x"], Compression::None);
+        assert!(matches!(validate_batch(&batch[..batch.len() - 1], 1 << 20), Err(LogError::CorruptMessage(_))));
+        let mut two = batch.clone();
+        two.extend_from_slice(&batch);
+        assert!(matches!(validate_batch(&two, 1 << 20), Err(LogError::InvalidRecord(_))));
+        let mut magic1 = batch.clone();
+        magic1[16] = 1;
+        assert!(matches!(validate_batch(&magic1, 1 << 20), Err(LogError::UnsupportedMessageFormat(1))));
+        assert!(matches!(validate_batch(&batch, 10), Err(LogError::MessageTooLarge { .. })));
+        // A record count that disagrees with the records (CRC recomputed so only the count is wrong).
+        let mut count = batch.clone();
+        count[57..61].copy_from_slice(&2i32.to_be_bytes());
+        count[23..27].copy_from_slice(&1i32.to_be_bytes());
+        let crc = crc32c::crc32c(&count[CRC_START..]);
+        count[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate_batch(&count, 1 << 20), Err(LogError::CorruptMessage(_))));
+    }
+
+    #[test]
+    fn last_sequence_wraps_like_kafka() {
+        let batch = encode(&["a", "b", "c"], Compression::None);
+        let mut header = parse_header(&batch).unwrap();
+        header.base_sequence = i32::MAX - 1;
+        assert_eq!(header.last_sequence(), 0, "MAX-1, MAX, 0");
+    }
+}

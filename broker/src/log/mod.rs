@@ -22,11 +22,18 @@
 
 pub mod batch;
 pub mod producer_state;
+mod segment;
 
-use crate::storage::Disk;
+#[cfg(test)]
+mod tests;
+
+use crate::storage::{self, Disk};
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
-use bytes::Bytes;
-use std::path::PathBuf;
+use batch::{BatchHeader, BATCH_HEADER_BYTES};
+use bytes::{Bytes, BytesMut};
+use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
+use segment::Segment;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Per-log settings, with Kafka's names and defaults.
@@ -108,6 +115,8 @@ pub enum LogError {
     OutOfOrderSequence { producer_id: ProducerId, expected: i32, received: i32 },
     #[error("producer {producer_id:?} epoch {received:?} is older than the current epoch {current:?}")]
     InvalidProducerEpoch { producer_id: ProducerId, received: ProducerEpoch, current: ProducerEpoch },
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange { offset: Offset, log_start_offset: Offset, log_end_offset: Offset },
     /// The disk failed; the log directory must be taken offline.
@@ -129,6 +138,7 @@ impl LogError {
             LogError::OutOfOrderSequence { .. } => 45,
             LogError::InvalidProducerEpoch { .. } => 47,
             LogError::OffsetOutOfRange { .. } => 1,
+            LogError::InvalidRecord(_) => 87,
             LogError::Storage { .. } | LogError::Corruption { .. } => 56, // KAFKA_STORAGE_ERROR
         }
     }
@@ -141,90 +151,491 @@ pub struct ReadResult {
     pub records: Bytes,
 }
 
+
+/// Files in a partition directory besides segments, indexes and snapshots.
+const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point.checkpoint";
+const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
+/// Producer-state snapshots kept (the newest ones).
+const SNAPSHOTS_KEPT: usize = 2;
+
 /// One partition's log. See the module docs for the contract.
+///
+/// Call order: [`PartitionLog::open`] once; then any of `append`, `read`, `tick`, `flush`,
+/// `apply_retention` and the offset queries; finally `close` (clean shutdown) or drop (a crash
+/// as far as the disk is concerned). After a storage error every operation fails: a disk that
+/// failed a write or an fsync is never trusted again.
 #[derive(Debug)]
 pub struct PartitionLog {
-    _disk: Arc<dyn Disk>,
-    _dir: PathBuf,
-    _config: LogConfig,
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    config: LogConfig,
+    /// Oldest first; the last is the active segment. Invariants: never empty; each segment's
+    /// `next_offset` is the next one's `base_offset`; only the active segment grows.
+    segments: Vec<Segment>,
+    producers: ProducerStateManager,
+    /// Every offset below this is fsynced. Invariant: `<= log_end_offset`.
+    recovery_point: i64,
+    /// Records appended since the last fsync, and when the oldest of them was appended.
+    unflushed_messages: u64,
+    first_unflushed_ms: Option<i64>,
+    /// Set by the first storage error; every later operation fails with it.
+    failed: Option<String>,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Storage { path: path.to_path_buf(), source }
 }
 
 impl PartitionLog {
     /// Opens (recovering) or creates the log in `dir`.
+    ///
+    /// Recovery: without a clean-shutdown marker, sealed segments (fsynced when they were
+    /// rolled) are loaded from their indexes; the active segment is scanned batch by batch and
+    /// truncated at the first invalid batch (a torn tail). An invalid batch in any sealed
+    /// segment that has to be scanned is corruption: `open` fails with [`LogError::Corruption`].
     pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
-        let _ = (disk, dir, config, now_ms);
-        todo!("storage engine")
+        let _ = now_ms;
+        disk.create_dir_all(&dir).map_err(io_error(&dir))?;
+        let names = disk.list_dir(&dir).map_err(io_error(&dir))?;
+        for stray in names.iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".deleted")) {
+            disk.remove_file(&dir.join(stray)).map_err(io_error(&dir))?;
+        }
+        let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
+        let recovery_point = if clean { i64::MAX } else { read_recovery_point(&*disk, &dir) };
+        let mut bases: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".log")).filter_map(|b| b.parse().ok()).collect();
+        bases.sort_unstable();
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+        for (i, &base) in bases.iter().enumerate() {
+            let is_active = i + 1 == bases.len();
+            let sealed_and_synced = !is_active && bases[i + 1] <= recovery_point;
+            let mut segment = Segment::open(&*disk, dir.join(segment::file_name(base, "log")), base)?;
+            if clean || sealed_and_synced {
+                segment.load(&*disk, config.index_interval_bytes)?;
+            } else {
+                segment.recover(config.index_interval_bytes, is_active)?;
+            }
+            if let Some(previous) = segments.last() {
+                if previous.next_offset != base {
+                    return Err(LogError::Corruption {
+                        path: segment.path.clone(),
+                        position: 0,
+                        reason: format!("segment starts at offset {base} but the previous one ends at {}", previous.next_offset),
+                    });
+                }
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&*disk, &dir, 0)?);
+            disk.sync_dir(&dir).map_err(io_error(&dir))?;
+        }
+        let log_end = segments.last().expect("never empty").next_offset;
+        let mut log = PartitionLog {
+            disk,
+            dir,
+            config,
+            segments,
+            producers: ProducerStateManager::default(),
+            recovery_point: recovery_point.min(log_end),
+            unflushed_messages: 0,
+            first_unflushed_ms: None,
+            failed: None,
+        };
+        log.recover_producer_state()?;
+        if clean {
+            // From now on the files change again: a crash must trigger recovery.
+            log.disk.remove_file(&log.dir.join(CLEAN_SHUTDOWN_FILE)).map_err(io_error(&log.dir))?;
+            log.disk.sync_dir(&log.dir).map_err(io_error(&log.dir))?;
+        }
+        log.check_invariants();
+        Ok(log)
+    }
+
+    fn check_invariants(&self) {
+        assert!(!self.segments.is_empty());
+        for pair in self.segments.windows(2) {
+            assert_eq!(pair[0].next_offset, pair[1].base_offset, "segments are contiguous");
+        }
+        assert!(self.recovery_point <= self.log_end_offset().0);
     }
 
     pub fn config(&self) -> &LogConfig {
-        todo!("storage engine")
+        &self.config
     }
 
     /// Replaces the config (CreateTopics per-topic overrides, AlterConfigs later).
     pub fn set_config(&mut self, config: LogConfig) {
-        let _ = config;
-        todo!("storage engine")
+        self.config = config;
+    }
+
+    fn check_healthy(&self) -> Result<(), LogError> {
+        match &self.failed {
+            Some(reason) => Err(LogError::Storage { path: self.dir.clone(), source: std::io::Error::other(format!("an earlier storage error: {reason}")) }),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a mutating step; a storage error marks the log failed for good.
+    fn guard<T>(&mut self, step: impl FnOnce(&mut Self) -> Result<T, LogError>) -> Result<T, LogError> {
+        self.check_healthy()?;
+        let result = step(self);
+        if let Err(e @ (LogError::Storage { .. } | LogError::Corruption { .. })) = &result {
+            self.failed = Some(e.to_string());
+        }
+        result
     }
 
     /// Appends one client batch (see module docs). `leader_epoch` is stamped into the batch.
     pub fn append(&mut self, batch: Bytes, leader_epoch: LeaderEpoch, now_ms: i64) -> Result<AppendOutcome, LogError> {
-        let _ = (batch, leader_epoch, now_ms);
-        todo!("storage engine")
+        self.guard(|log| log.append_inner(batch, leader_epoch, now_ms))
+    }
+
+    fn append_inner(&mut self, batch: Bytes, leader_epoch: LeaderEpoch, now_ms: i64) -> Result<AppendOutcome, LogError> {
+        let validated = batch::validate_batch(&batch, self.config.max_message_bytes)?;
+        let header = validated.header;
+        if header.is_transactional() {
+            return Err(LogError::InvalidRecord("transactional batches are not supported yet".to_string()));
+        }
+        if header.producer_id >= 0 {
+            if header.base_sequence < 0 {
+                return Err(LogError::InvalidRecord(format!("producer {} sent a batch without a sequence number", header.producer_id)));
+            }
+            let check = self.producers.check(header.producer_id, header.producer_epoch, header.base_sequence, header.last_sequence())?;
+            if let SequenceCheck::Duplicate(original) = check {
+                return Ok(AppendOutcome::Duplicate(AppendInfo {
+                    base_offset: Offset(original.first_offset),
+                    last_offset: Offset(original.last_offset),
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset(),
+                }));
+            }
+        }
+        self.maybe_roll(header.size, now_ms)?;
+        let base_offset = self.log_end_offset().0;
+        let mut bytes = BytesMut::from(&batch[..]);
+        batch::assign_offsets(&mut bytes, base_offset, leader_epoch.0);
+        let stored = BatchHeader { base_offset, partition_leader_epoch: leader_epoch.0, ..header };
+        let interval = self.config.index_interval_bytes;
+        self.segments.last_mut().expect("never empty").append(&bytes, &stored, interval, now_ms)?;
+        if header.producer_id >= 0 {
+            let metadata = BatchMetadata { first_seq: header.base_sequence, last_seq: header.last_sequence(), first_offset: base_offset, last_offset: stored.last_offset() };
+            self.producers.update(header.producer_id, header.producer_epoch, metadata);
+        }
+        self.unflushed_messages += header.record_count as u64;
+        self.first_unflushed_ms.get_or_insert(now_ms);
+        if self.unflushed_messages >= self.config.flush_interval_messages {
+            self.flush_inner()?;
+        }
+        Ok(AppendOutcome::Appended(AppendInfo {
+            base_offset: Offset(base_offset),
+            last_offset: Offset(stored.last_offset()),
+            log_append_time_ms: -1,
+            log_start_offset: self.log_start_offset(),
+        }))
+    }
+
+    fn maybe_roll(&mut self, incoming_bytes: usize, now_ms: i64) -> Result<(), LogError> {
+        // Index entries hold 32-bit positions and relative offsets.
+        const SEGMENT_BYTES_HARD_MAX: u64 = i32::MAX as u64;
+        let active = self.segments.last().expect("never empty");
+        if active.is_empty() {
+            return Ok(());
+        }
+        let limit = self.config.segment_bytes.min(SEGMENT_BYTES_HARD_MAX);
+        let full = active.size + incoming_bytes as u64 > limit;
+        let old = active.first_append_ms.is_some_and(|t| now_ms - t >= self.config.segment_ms);
+        let offsets_exhausted = active.next_offset - active.base_offset >= i64::from(u32::MAX) - i64::from(i32::MAX);
+        if full || old || offsets_exhausted {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync data and indexes, snapshot producer state, advance the
+    /// recovery point) and starts a new one at the log end.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let new_base = self.log_end_offset().0;
+        let active = self.segments.last().expect("never empty");
+        active.sync()?;
+        active.write_indexes(&*self.disk)?;
+        self.write_producer_snapshot(new_base)?;
+        let segment = Segment::create(&*self.disk, &self.dir, new_base)?;
+        self.disk.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
+        self.segments.push(segment);
+        self.recovery_point = new_base;
+        self.unflushed_messages = 0;
+        self.first_unflushed_ms = None;
+        write_recovery_point(&*self.disk, &self.dir, new_base)?;
+        tracing::debug!(dir = %self.dir.display(), new_base, "rolled segment");
+        Ok(())
     }
 
     pub fn read(&self, fetch_offset: Offset, max_bytes: usize, upper_bound: Offset, min_one_batch: bool) -> Result<ReadResult, LogError> {
-        let _ = (fetch_offset, max_bytes, upper_bound, min_one_batch);
-        todo!("storage engine")
+        self.check_healthy()?;
+        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        if fetch_offset < log_start || fetch_offset > log_end {
+            return Err(LogError::OffsetOutOfRange { offset: fetch_offset, log_start_offset: log_start, log_end_offset: log_end });
+        }
+        let upper = upper_bound.min(log_end).0;
+        let mut out = BytesMut::new();
+        let first = self.segments.partition_point(|s| s.base_offset <= fetch_offset.0).saturating_sub(1);
+        let mut offset = fetch_offset.0;
+        'segments: for segment in &self.segments[first..] {
+            let Some((mut position, _)) = segment.find(offset)? else { continue };
+            while let Some(header) = segment.header_at(position)? {
+                let fits = out.len() + header.size <= max_bytes || (min_one_batch && out.is_empty());
+                if header.last_offset() >= upper || !fits {
+                    break 'segments;
+                }
+                let bytes = segment.read_bytes(position, header.size)?;
+                if !batch::crc_matches(&bytes) {
+                    return Err(LogError::Corruption { path: segment.path.clone(), position, reason: "CRC-32C mismatch on read".to_string() });
+                }
+                out.extend_from_slice(&bytes);
+                position += header.size as u64;
+                offset = header.last_offset() + 1;
+            }
+        }
+        Ok(ReadResult { records: out.freeze() })
     }
 
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> Offset {
-        todo!("storage engine")
+        Offset(self.segments[0].base_offset)
     }
 
     /// The offset the next appended record will get.
     pub fn log_end_offset(&self) -> Offset {
-        todo!("storage engine")
+        Offset(self.segments.last().expect("never empty").next_offset)
     }
 
     /// ListOffsets by timestamp: the first offset whose record timestamp is `>= timestamp_ms`,
     /// with that record's timestamp; `None` if no record is that new.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(Offset, i64)>, LogError> {
-        let _ = timestamp_ms;
-        todo!("storage engine")
+        self.check_healthy()?;
+        for segment in &self.segments {
+            if !segment.max_timestamp.is_some_and(|(t, _)| t >= timestamp_ms) {
+                continue;
+            }
+            let Some((position, header)) = segment.find_by_timestamp(timestamp_ms)? else { continue };
+            let bytes = segment.read_bytes(position, header.size)?;
+            for (delta, t) in batch::record_timestamps(&bytes)? {
+                if t >= timestamp_ms {
+                    return Ok(Some((Offset(header.base_offset + i64::from(delta)), t)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// ListOffsets MAX_TIMESTAMP (-3): the offset and timestamp of the record with the largest
     /// timestamp (the first such record); `None` for an empty log.
     pub fn offset_of_max_timestamp(&self) -> Result<Option<(Offset, i64)>, LogError> {
-        todo!("storage engine")
+        self.check_healthy()?;
+        let mut best: Option<(i64, &Segment, i64)> = None;
+        for segment in &self.segments {
+            if let Some((t, batch_offset)) = segment.max_timestamp {
+                if best.is_none_or(|(b, _, _)| t > b) {
+                    best = Some((t, segment, batch_offset));
+                }
+            }
+        }
+        let Some((timestamp, segment, batch_offset)) = best else { return Ok(None) };
+        let Some((position, header)) = segment.find(batch_offset)? else { return Ok(None) };
+        let bytes = segment.read_bytes(position, header.size)?;
+        let delta = batch::record_timestamps(&bytes)?.into_iter().find(|&(_, t)| t == timestamp).map_or(0, |(d, _)| d);
+        Ok(Some((Offset(header.base_offset + i64::from(delta)), timestamp)))
     }
 
     /// Time-based work: flush by `flush.ms`, roll by `segment.ms`.
     pub fn tick(&mut self, now_ms: i64) -> Result<(), LogError> {
-        let _ = now_ms;
-        todo!("storage engine")
+        self.guard(|log| {
+            let flush_due = match (log.config.flush_interval_ms, log.first_unflushed_ms) {
+                (Some(interval), Some(first)) => now_ms - first >= interval,
+                _ => false,
+            };
+            if flush_due {
+                log.flush_inner()?;
+            }
+            let active = log.segments.last().expect("never empty");
+            if !active.is_empty() && active.first_append_ms.is_some_and(|t| now_ms - t >= log.config.segment_ms) {
+                log.roll()?;
+            }
+            Ok(())
+        })
     }
 
-    /// fsyncs every unflushed byte (segments, indexes, directory). Afterwards everything
-    /// appended so far survives a crash.
+    /// fsyncs every unflushed byte. Afterwards everything appended so far survives a crash.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        todo!("storage engine")
+        self.guard(|log| log.flush_inner())
+    }
+
+    fn flush_inner(&mut self) -> Result<(), LogError> {
+        let log_end = self.log_end_offset().0;
+        if self.recovery_point < log_end {
+            // Sealed segments were synced when rolled: only the active one can be dirty.
+            self.segments.last().expect("never empty").sync()?;
+            self.recovery_point = log_end;
+        }
+        self.unflushed_messages = 0;
+        self.first_unflushed_ms = None;
+        Ok(())
     }
 
     /// Deletes whole segments past retention; returns how many were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        let _ = now_ms;
-        todo!("storage engine")
+        self.guard(|log| {
+            let mut deleted = 0;
+            if let Some(retention_ms) = log.config.retention_ms {
+                while log.segments[0].max_timestamp.is_some_and(|(t, _)| now_ms - t > retention_ms) {
+                    if log.segments.len() == 1 {
+                        log.roll()?; // Kafka rolls an expired active segment so it can go too.
+                    }
+                    log.delete_oldest_segment()?;
+                    deleted += 1;
+                }
+            }
+            if let Some(retention_bytes) = log.config.retention_bytes {
+                let total: u64 = log.segments.iter().map(|s| s.size).sum();
+                let mut excess = total.saturating_sub(retention_bytes);
+                while log.segments.len() > 1 && excess >= log.segments[0].size && !log.segments[0].is_empty() {
+                    excess -= log.segments[0].size;
+                    log.delete_oldest_segment()?;
+                    deleted += 1;
+                }
+            }
+            Ok(deleted)
+        })
+    }
+
+    fn delete_oldest_segment(&mut self) -> Result<(), LogError> {
+        assert!(self.segments.len() > 1, "the active segment is never deleted");
+        let segment = self.segments.remove(0);
+        segment.delete_files(&*self.disk)?;
+        self.disk.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
+        self.producers.remove_before(self.log_start_offset().0);
+        tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset, log_start_offset = self.log_start_offset().0, "deleted segment past retention");
+        Ok(())
     }
 
     /// Clean shutdown: flush and mark the log cleanly closed.
     pub fn close(&mut self) -> Result<(), LogError> {
-        todo!("storage engine")
+        self.guard(|log| {
+            log.flush_inner()?;
+            let log_end = log.log_end_offset().0;
+            log.segments.last().expect("never empty").write_indexes(&*log.disk)?;
+            log.write_producer_snapshot(log_end)?;
+            write_recovery_point(&*log.disk, &log.dir, log_end)?;
+            let marker = log.dir.join(CLEAN_SHUTDOWN_FILE);
+            log.disk.open(&marker, true).and_then(|f| f.sync()).map_err(io_error(&marker))?;
+            log.disk.sync_dir(&log.dir).map_err(io_error(&log.dir))
+        })
     }
 
     /// Removes the whole log directory (DeleteTopics).
     pub fn delete(self) -> Result<(), LogError> {
-        todo!("storage engine")
+        self.disk.remove_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+        if let Some(parent) = self.dir.parent() {
+            self.disk.sync_dir(parent).map_err(io_error(parent))?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ producer-state snapshots
+
+    fn snapshot_offsets(&self) -> Result<Vec<i64>, LogError> {
+        let names = self.disk.list_dir(&self.dir).map_err(io_error(&self.dir))?;
+        let mut offsets: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".snapshot")).filter_map(|o| o.parse().ok()).collect();
+        offsets.sort_unstable();
+        Ok(offsets)
+    }
+
+    /// Writes the producer state as of `offset` and keeps only the newest snapshots.
+    fn write_producer_snapshot(&self, offset: i64) -> Result<(), LogError> {
+        let path = self.dir.join(segment::file_name(offset, "snapshot"));
+        let json = serde_json::to_vec(&self.producers).expect("producer state serializes");
+        let mut content = crc32c::crc32c(&json).to_be_bytes().to_vec();
+        content.extend_from_slice(&json);
+        storage::write_atomic(&*self.disk, &path, &content).map_err(io_error(&path))?;
+        let offsets = self.snapshot_offsets()?;
+        for old in offsets.iter().rev().skip(SNAPSHOTS_KEPT) {
+            let old_path = self.dir.join(segment::file_name(*old, "snapshot"));
+            self.disk.remove_file(&old_path).map_err(io_error(&old_path))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the newest valid snapshot at or below the log end and replays the batches after it.
+    fn recover_producer_state(&mut self) -> Result<(), LogError> {
+        let log_end = self.log_end_offset().0;
+        let mut from = self.log_start_offset().0;
+        for offset in self.snapshot_offsets()?.into_iter().rev() {
+            let path = self.dir.join(segment::file_name(offset, "snapshot"));
+            if offset > log_end {
+                self.disk.remove_file(&path).map_err(io_error(&path))?;
+                continue;
+            }
+            match read_snapshot(&*self.disk, &path) {
+                Some(state) if offset >= from => {
+                    self.producers = state;
+                    from = offset;
+                    break;
+                }
+                Some(_) => break, // older than the log start: replaying the log is complete
+                None => tracing::warn!(path = %path.display(), "ignoring an unreadable producer-state snapshot"),
+            }
+        }
+        self.producers.remove_before(self.log_start_offset().0);
+        self.replay_producer_batches(from)
+    }
+
+    fn replay_producer_batches(&mut self, from: i64) -> Result<(), LogError> {
+        for segment in &self.segments {
+            if segment.next_offset <= from {
+                continue;
+            }
+            let Some((mut position, _)) = segment.find(from)? else { continue };
+            while let Some(header) = segment.header_at(position)? {
+                if header.producer_id >= 0 && header.base_offset >= from {
+                    let metadata = BatchMetadata {
+                        first_seq: header.base_sequence,
+                        last_seq: header.last_sequence(),
+                        first_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                    };
+                    self.producers.update(header.producer_id, header.producer_epoch, metadata);
+                }
+                position += header.size as u64;
+            }
+        }
+        Ok(())
     }
 }
+
+fn read_snapshot(disk: &dyn Disk, path: &Path) -> Option<ProducerStateManager> {
+    let content = storage::read_all(disk, path).ok()?;
+    let (crc, json) = content.split_at_checked(4)?;
+    if crc32c::crc32c(json).to_be_bytes() != crc {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
+    let path = dir.join(RECOVERY_CHECKPOINT_FILE);
+    let parsed = storage::read_all(disk, &path).ok().and_then(|bytes| {
+        let text = String::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        (lines.next()? == "1").then_some(())?;
+        lines.next()?.trim().parse().ok()
+    });
+    parsed.unwrap_or(0)
+}
+
+fn write_recovery_point(disk: &dyn Disk, dir: &Path, offset: i64) -> Result<(), LogError> {
+    let path = dir.join(RECOVERY_CHECKPOINT_FILE);
+    storage::write_atomic(disk, &path, format!("1\n{offset}\n").as_bytes()).map_err(io_error(&path))
+}
+
+/// Bytes of a batch header, re-exported for callers that walk raw batches.
+pub const RECORD_BATCH_HEADER_BYTES: usize = BATCH_HEADER_BYTES;

@@ -1,0 +1,337 @@
+//! One segment: `<base offset>.log` holding whole batches back to back, with a sparse offset
+//! index (`.index`: relative offset u32, position u32) and a sparse time index (`.timeindex`:
+//! timestamp i64, relative offset u32), Kafka's file names and entry layouts.
+//!
+//! Indexes live in memory and are written to their files when the segment is sealed (rolled)
+//! or the log is closed. They are derived data: a missing or inconsistent index file is
+//! rebuilt by scanning the segment.
+
+use super::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use super::LogError;
+use crate::storage::{Disk, DiskFile};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+const TIME_INDEX_ENTRY_BYTES: usize = 12;
+
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    file: Arc<dyn DiskFile>,
+    /// Bytes of whole batches. Invariant: equals the file length outside of `append`.
+    pub size: u64,
+    /// The offset after the last batch (`base_offset` when empty).
+    /// Invariant: `base_offset <= next_offset`.
+    pub next_offset: i64,
+    /// (offset, position) of some batch starts, both strictly increasing; entries at least
+    /// `index.interval.bytes` apart.
+    offset_index: Vec<(i64, u64)>,
+    /// (largest timestamp so far, base offset of the batch that brought it), both increasing.
+    time_index: Vec<(i64, i64)>,
+    /// Largest batch max-timestamp in the segment, and the base offset of that batch.
+    pub max_timestamp: Option<(i64, i64)>,
+    bytes_since_index_entry: u64,
+    /// When the segment received its first batch since it was opened (for `segment.ms`).
+    pub first_append_ms: Option<i64>,
+}
+
+fn storage(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Storage { path: path.to_path_buf(), source }
+}
+
+impl Segment {
+    /// Creates an empty segment file (the caller syncs the directory).
+    pub fn create(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<Segment, LogError> {
+        let path = dir.join(file_name(base_offset, "log"));
+        let file = disk.open(&path, true).map_err(storage(&path))?;
+        file.set_len(0).map_err(storage(&path))?;
+        Ok(Segment::new(base_offset, path, file, 0))
+    }
+
+    fn new(base_offset: i64, path: PathBuf, file: Arc<dyn DiskFile>, size: u64) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file,
+            size,
+            next_offset: base_offset,
+            offset_index: Vec::new(),
+            time_index: Vec::new(),
+            max_timestamp: None,
+            bytes_since_index_entry: 0,
+            first_append_ms: None,
+        }
+    }
+
+    /// Opens an existing segment without reading it (see [`Segment::recover`], [`Segment::load`]).
+    pub fn open(disk: &dyn Disk, path: PathBuf, base_offset: i64) -> Result<Segment, LogError> {
+        let file = disk.open(&path, false).map_err(storage(&path))?;
+        let size = file.len().map_err(storage(&path))?;
+        Ok(Segment::new(base_offset, path, file, size))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Appends one batch whose offsets are already assigned.
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64, now_ms: i64) -> Result<(), LogError> {
+        assert_eq!(header.base_offset, self.next_offset, "batches are appended at the log end");
+        assert_eq!(header.size, batch.len());
+        let position = self.size;
+        if let Err(source) = self.file.write_all_at(batch, position) {
+            // Leave the file as it was, if the disk lets us; the log goes offline either way.
+            let _ = self.file.set_len(position);
+            return Err(LogError::Storage { path: self.path.clone(), source });
+        }
+        self.size += batch.len() as u64;
+        self.first_append_ms.get_or_insert(now_ms);
+        self.index_batch(header, position, index_interval_bytes);
+        Ok(())
+    }
+
+    /// Updates next offset, indexes and max timestamp for a batch stored at `position`.
+    fn index_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u64) {
+        if self.offset_index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
+            self.offset_index.push((header.base_offset, position));
+            let newest = self.time_index.last().map_or(i64::MIN, |&(t, _)| t);
+            if header.max_timestamp > newest {
+                self.time_index.push((header.max_timestamp, header.base_offset));
+            }
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.size as u64;
+        if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
+            self.max_timestamp = Some((header.max_timestamp, header.base_offset));
+        }
+        self.next_offset = header.last_offset() + 1;
+        debug_assert!(self.base_offset <= self.next_offset);
+    }
+
+    /// Reads the header of the batch at `position`, if a whole header is there.
+    pub fn header_at(&self, position: u64) -> Result<Option<BatchHeader>, LogError> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Ok(None);
+        }
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        self.file.read_exact_at(&mut buf, position).map_err(storage(&self.path))?;
+        batch::parse_header(&buf).map(Some)
+    }
+
+    /// Reads `len` bytes at `position`.
+    pub fn read_bytes(&self, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, position).map_err(storage(&self.path))?;
+        Ok(buf)
+    }
+
+    /// Scans the file from the start, checking every batch (framing, CRC, contiguous offsets)
+    /// and rebuilding the indexes. At the first invalid batch: if `is_active`, the rest is a
+    /// torn tail and is truncated away; otherwise the segment is corrupt.
+    pub fn recover(&mut self, index_interval_bytes: u64, is_active: bool) -> Result<(), LogError> {
+        let file_len = self.size;
+        self.size = file_len;
+        self.reset_indexes();
+        let mut position = 0;
+        while position < file_len {
+            match self.check_batch_at(position, file_len) {
+                Ok(header) => {
+                    let size = header.size as u64;
+                    // Count the batch in before indexing it (indexing reads `self.size`-free state).
+                    self.index_batch(&header, position, index_interval_bytes);
+                    position += size;
+                }
+                Err(reason) if is_active => {
+                    tracing::warn!(segment = %self.path.display(), position, file_len, reason, "truncating a torn tail");
+                    self.file.set_len(position).map_err(storage(&self.path))?;
+                    self.file.sync().map_err(storage(&self.path))?;
+                    break;
+                }
+                Err(reason) => {
+                    return Err(LogError::Corruption { path: self.path.clone(), position, reason });
+                }
+            }
+        }
+        self.size = position;
+        Ok(())
+    }
+
+    /// Validates the batch at `position` as recovery sees it; `Err` says why it is not one.
+    fn check_batch_at(&self, position: u64, file_len: u64) -> Result<BatchHeader, String> {
+        if position + BATCH_HEADER_BYTES as u64 > file_len {
+            return Err(format!("{} bytes left, less than a batch header", file_len - position));
+        }
+        let mut head = [0u8; BATCH_HEADER_BYTES];
+        self.file.read_exact_at(&mut head, position).map_err(|e| format!("read failed: {e}"))?;
+        let header = batch::parse_header(&head).map_err(|e| e.to_string())?;
+        if position + header.size as u64 > file_len {
+            return Err(format!("batch of {} bytes runs past the end of the file", header.size));
+        }
+        if header.base_offset != self.next_offset {
+            return Err(format!("batch base offset {} where {} was expected", header.base_offset, self.next_offset));
+        }
+        if header.last_offset_delta < 0 || header.record_count <= 0 {
+            return Err(format!("impossible batch: last offset delta {}, {} records", header.last_offset_delta, header.record_count));
+        }
+        let bytes = self.read_bytes(position, header.size).map_err(|e| e.to_string())?;
+        if !batch::crc_matches(&bytes) {
+            return Err("CRC-32C mismatch".to_string());
+        }
+        Ok(header)
+    }
+
+    fn reset_indexes(&mut self) {
+        self.offset_index.clear();
+        self.time_index.clear();
+        self.max_timestamp = None;
+        self.bytes_since_index_entry = 0;
+        self.next_offset = self.base_offset;
+    }
+
+    /// Opens a sealed, fsynced segment cheaply: load its index files and scan only the batches
+    /// after the last index entry. Falls back to a full checked scan if the indexes do not fit.
+    pub fn load(&mut self, disk: &dyn Disk, index_interval_bytes: u64) -> Result<(), LogError> {
+        if self.load_indexes(disk).is_none() {
+            return self.recover(index_interval_bytes, false);
+        }
+        // Walk the headers after the last indexed batch to find the end and the max timestamp.
+        let mut position = self.offset_index.last().map_or(0, |&(_, p)| p);
+        self.next_offset = self.offset_index.last().map_or(self.base_offset, |&(o, _)| o);
+        self.max_timestamp = self.time_index.last().map(|&(t, o)| (t, o));
+        let index_len = self.offset_index.len();
+        while position < self.size {
+            let header = self.header_at(position)?.ok_or_else(|| LogError::Corruption {
+                path: self.path.clone(),
+                position,
+                reason: "a sealed segment ends inside a batch header".to_string(),
+            })?;
+            if header.base_offset != self.next_offset || position + header.size as u64 > self.size {
+                return Err(LogError::Corruption { path: self.path.clone(), position, reason: "batches do not line up".to_string() });
+            }
+            self.next_offset = header.last_offset() + 1;
+            if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
+                self.max_timestamp = Some((header.max_timestamp, header.base_offset));
+            }
+            position += header.size as u64;
+        }
+        assert_eq!(index_len, self.offset_index.len());
+        self.bytes_since_index_entry = index_interval_bytes; // the next append starts an entry
+        Ok(())
+    }
+
+    fn load_indexes(&mut self, disk: &dyn Disk) -> Option<()> {
+        let dir = self.path.parent()?;
+        let offsets = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "index"))).ok()?;
+        let times = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "timeindex"))).ok()?;
+        if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0 || times.len() % TIME_INDEX_ENTRY_BYTES != 0 || (offsets.is_empty() && self.size > 0) {
+            return None;
+        }
+        let mut offset_index = Vec::new();
+        for entry in offsets.chunks(OFFSET_INDEX_ENTRY_BYTES) {
+            let relative = u32::from_be_bytes(entry[..4].try_into().ok()?);
+            let position = u64::from(u32::from_be_bytes(entry[4..].try_into().ok()?));
+            let increasing = offset_index.last().is_none_or(|&(o, p)| self.base_offset + i64::from(relative) > o && position > p);
+            if !increasing || position >= self.size.max(1) {
+                return None;
+            }
+            offset_index.push((self.base_offset + i64::from(relative), position));
+        }
+        let mut time_index = Vec::new();
+        for entry in times.chunks(TIME_INDEX_ENTRY_BYTES) {
+            let timestamp = i64::from_be_bytes(entry[..8].try_into().ok()?);
+            let offset = self.base_offset + i64::from(u32::from_be_bytes(entry[8..].try_into().ok()?));
+            if time_index.last().is_some_and(|&(t, o)| timestamp <= t || offset < o) {
+                return None;
+            }
+            time_index.push((timestamp, offset));
+        }
+        // Spot-check: every indexed position holds a batch with that base offset.
+        for &(offset, position) in &offset_index {
+            if self.header_at(position).ok()??.base_offset != offset {
+                return None;
+            }
+        }
+        self.offset_index = offset_index;
+        self.time_index = time_index;
+        Some(())
+    }
+
+    /// Writes both index files and fsyncs them.
+    pub fn write_indexes(&self, disk: &dyn Disk) -> Result<(), LogError> {
+        let dir = self.path.parent().expect("segments live in a partition directory");
+        let mut offsets = Vec::with_capacity(self.offset_index.len() * OFFSET_INDEX_ENTRY_BYTES);
+        for &(offset, position) in &self.offset_index {
+            offsets.extend_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
+            offsets.extend_from_slice(&(position as u32).to_be_bytes());
+        }
+        let mut times = Vec::with_capacity(self.time_index.len() * TIME_INDEX_ENTRY_BYTES);
+        for &(timestamp, offset) in &self.time_index {
+            times.extend_from_slice(&timestamp.to_be_bytes());
+            times.extend_from_slice(&((offset - self.base_offset) as u32).to_be_bytes());
+        }
+        for (extension, content) in [("index", offsets), ("timeindex", times)] {
+            let path = dir.join(file_name(self.base_offset, extension));
+            let file = disk.open(&path, true).map_err(storage(&path))?;
+            file.set_len(0).map_err(storage(&path))?;
+            file.write_all_at(&content, 0).map_err(storage(&path))?;
+            file.sync().map_err(storage(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the segment's data.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.file.sync().map_err(storage(&self.path))
+    }
+
+    /// Position of the batch containing `offset`, with its header; `None` past the end.
+    pub fn find(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let start = match self.offset_index.partition_point(|&(o, _)| o <= offset) {
+            0 => 0,
+            i => self.offset_index[i - 1].1,
+        };
+        let mut position = start;
+        while let Some(header) = self.header_at(position)? {
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Position of the first batch whose max timestamp is `>= timestamp`.
+    pub fn find_by_timestamp(&self, timestamp: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        // Start from the last time-index entry below the target: batches before it are older.
+        let from_offset = match self.time_index.partition_point(|&(t, _)| t < timestamp) {
+            0 => self.base_offset,
+            i => self.time_index[i - 1].1,
+        };
+        let Some((mut position, _)) = self.find(from_offset)? else { return Ok(None) };
+        while let Some(header) = self.header_at(position)? {
+            if header.max_timestamp >= timestamp {
+                return Ok(Some((position, header)));
+            }
+            position += header.size as u64;
+        }
+        Ok(None)
+    }
+
+    /// Removes the segment's files (the caller syncs the directory).
+    pub fn delete_files(&self, disk: &dyn Disk) -> Result<(), LogError> {
+        let dir = self.path.parent().expect("segments live in a partition directory");
+        for extension in ["log", "index", "timeindex"] {
+            let path = dir.join(file_name(self.base_offset, extension));
+            if disk.exists(&path) {
+                disk.remove_file(&path).map_err(storage(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
