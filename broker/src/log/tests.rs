@@ -1,0 +1,370 @@
+//! The partition log against a model, through crashes at every byte, and with corruption.
+
+use super::*;
+use crate::storage::mem::MemDisk;
+use bytes::BytesMut;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use proptest::prelude::*;
+
+const DIR: &str = "/data/events-0";
+
+fn disk() -> MemDisk {
+    let disk = MemDisk::new();
+    disk.create_dir_all(Path::new("/data")).unwrap();
+    disk.sync_dir(Path::new("/")).unwrap();
+    disk
+}
+
+fn config() -> LogConfig {
+    LogConfig { segment_bytes: 400, index_interval_bytes: 100, retention_ms: None, ..LogConfig::default() }
+}
+
+fn open(disk: &MemDisk, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(Arc::new(disk.clone()), PathBuf::from(DIR), config, 0).unwrap()
+}
+
+/// A batch of `values`; `producer` = (id, epoch, base sequence).
+fn batch(values: &[u64], timestamp: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
+    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, 0));
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: base_sequence + i as i32,
+            timestamp: timestamp + i as i64,
+            key: None,
+            value: Some(Bytes::from(v.to_be_bytes().to_vec())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    buf.freeze()
+}
+
+/// (offset, value) of every record in `records`.
+fn decode(records: &Bytes) -> Vec<(i64, u64)> {
+    let mut buf = records.clone();
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut buf).unwrap() {
+        for record in set.records {
+            let value = record.value.unwrap();
+            out.push((record.offset, u64::from_be_bytes(value[..8].try_into().unwrap())));
+        }
+    }
+    out
+}
+
+fn read_all(log: &PartitionLog) -> Vec<(i64, u64)> {
+    let records = log.read(log.log_start_offset(), usize::MAX, log.log_end_offset(), true).unwrap().records;
+    decode(&records)
+}
+
+fn append(log: &mut PartitionLog, values: &[u64], timestamp: i64) -> AppendInfo {
+    match log.append(batch(values, timestamp, None), LeaderEpoch(0), timestamp).unwrap() {
+        AppendOutcome::Appended(info) => info,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Action {
+    Append(Vec<u64>),
+    Read { offset_pick: u16, max_bytes: u16 },
+    Flush,
+    Retention { retention_bytes: u16 },
+    CloseAndReopen,
+    CrashAndReopen,
+    OffsetForTimestamp(u16),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => prop::collection::vec(any::<u64>(), 1..6).prop_map(Action::Append),
+        3 => (any::<u16>(), any::<u16>()).prop_map(|(offset_pick, max_bytes)| Action::Read { offset_pick, max_bytes }),
+        1 => Just(Action::Flush),
+        1 => (200u16..2000).prop_map(|retention_bytes| Action::Retention { retention_bytes }),
+        1 => Just(Action::CloseAndReopen),
+        1 => Just(Action::CrashAndReopen),
+        1 => any::<u16>().prop_map(Action::OffsetForTimestamp),
+    ]
+}
+
+/// The model: every record ever appended, by offset; the log keeps those at or after its start.
+struct Model {
+    records: Vec<(i64, u64, i64)>,
+    log_start: i64,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With an fsync per append, the log behaves like a Vec through rolls, retention, clean
+    /// restarts and crashes.
+    #[test]
+    fn the_log_matches_a_simple_model(actions in prop::collection::vec(action(), 1..60)) {
+        let disk = disk();
+        let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+        let mut log = open(&disk, cfg.clone());
+        let mut model = Model { records: Vec::new(), log_start: 0 };
+        let mut clock = 1_000_000;
+        for action in actions {
+            clock += 10;
+            match action {
+                Action::Append(values) => {
+                    let info = append(&mut log, &values, clock);
+                    let base = model.records.len() as i64;
+                    prop_assert_eq!(info.base_offset.0, base);
+                    for (i, v) in values.iter().enumerate() {
+                        model.records.push((base + i as i64, *v, clock + i as i64));
+                    }
+                }
+                Action::Read { offset_pick, max_bytes } => {
+                    let span = (model.records.len() as i64 - model.log_start + 1).max(1);
+                    let offset = model.log_start + i64::from(offset_pick) % span;
+                    let read = log.read(Offset(offset), usize::from(max_bytes), log.log_end_offset(), true).unwrap();
+                    let got = decode(&read.records);
+                    let expected: Vec<(i64, u64)> = model.records.iter().filter(|r| r.0 >= model.log_start).map(|r| (r.0, r.1)).collect();
+                    // Whole batches from the one holding `offset`: a prefix of what is at or after its batch start.
+                    if offset < model.records.len() as i64 {
+                        prop_assert!(!got.is_empty(), "at least one batch");
+                        prop_assert!(got[0].0 <= offset && got.last().unwrap().0 >= offset);
+                        let start = expected.iter().position(|r| r.0 == got[0].0).unwrap();
+                        prop_assert_eq!(&got[..], &expected[start..start + got.len()]);
+                        prop_assert!(read.records.len() <= usize::from(max_bytes) || got.len() <= 5, "over max_bytes only for the first batch");
+                    } else {
+                        prop_assert!(got.is_empty());
+                    }
+                    let below = log.read(Offset(model.log_start - 1), 100, log.log_end_offset(), true);
+                    let out_of_range = matches!(below, Err(LogError::OffsetOutOfRange { .. }));
+                    prop_assert!(model.log_start == 0 || out_of_range, "a read below the log start is out of range");
+                }
+                Action::Flush => log.flush().unwrap(),
+                Action::Retention { retention_bytes } => {
+                    let mut cfg = log.config().clone();
+                    cfg.retention_bytes = Some(u64::from(retention_bytes));
+                    log.set_config(cfg);
+                    log.apply_retention(clock).unwrap();
+                    let start = log.log_start_offset().0;
+                    prop_assert!(start >= model.log_start, "log start never goes back");
+                    model.log_start = start;
+                    log.set_config(LogConfig { flush_interval_messages: 1, ..config() });
+                }
+                Action::CloseAndReopen => {
+                    log.close().unwrap();
+                    log = open(&disk, cfg.clone());
+                }
+                Action::CrashAndReopen => {
+                    drop(log);
+                    disk.crash();
+                    log = open(&disk, cfg.clone());
+                }
+                Action::OffsetForTimestamp(pick) => {
+                    let target = 1_000_000 + i64::from(pick);
+                    let expected = model.records.iter().find(|r| r.0 >= model.log_start && r.2 >= target).map(|r| (Offset(r.0), r.2));
+                    prop_assert_eq!(log.offset_for_timestamp(target).unwrap(), expected);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset().0, model.records.len() as i64);
+            prop_assert_eq!(log.log_start_offset().0, model.log_start);
+        }
+        let expected: Vec<(i64, u64)> = model.records.iter().filter(|r| r.0 >= model.log_start).map(|r| (r.0, r.1)).collect();
+        prop_assert_eq!(read_all(&log), expected);
+    }
+}
+
+/// Cuts the unsynced tail of the active segment at every byte and checks recovery keeps
+/// exactly the complete batches, then appends after them.
+#[test]
+fn a_crash_mid_write_keeps_exactly_the_complete_batches_at_every_cut() {
+    let setup = || {
+        let disk = disk();
+        let mut log = open(&disk, LogConfig { segment_bytes: 1 << 20, ..config() });
+        append(&mut log, &[1, 2], 1000);
+        log.flush().unwrap();
+        let synced = log.log_end_offset().0;
+        let mut ends = vec![];
+        for i in 0..3u64 {
+            append(&mut log, &[10 + i, 20 + i, 30 + i], 2000);
+            ends.push((log.segments.last().unwrap().size, log.log_end_offset().0));
+        }
+        (disk, synced, ends)
+    };
+    let (_, synced, ends) = setup();
+    let durable_len = ends[0].0 - batch(&[10, 20, 30], 2000, None).len() as u64;
+    for cut in 0..=(ends.last().unwrap().0 - durable_len) {
+        let (disk, _, _) = setup();
+        disk.crash_with(|path, durable, volatile| {
+            if path.extension().is_some_and(|e| e == "log") {
+                volatile[..durable.len() + cut as usize].to_vec()
+            } else {
+                durable.to_vec()
+            }
+        });
+        let kept = durable_len + cut;
+        let expected_end = ends.iter().filter(|(size, _)| *size <= kept).map(|&(_, end)| end).max().unwrap_or(synced);
+        let mut log = open(&disk, config());
+        assert_eq!(log.log_end_offset().0, expected_end, "cut at {cut}");
+        let offsets: Vec<i64> = read_all(&log).into_iter().map(|(o, _)| o).collect();
+        assert_eq!(offsets, (0..expected_end).collect::<Vec<_>>(), "cut at {cut}");
+        let info = append(&mut log, &[99], 3000);
+        assert_eq!(info.base_offset.0, expected_end, "appends continue after the recovered end");
+    }
+}
+
+#[test]
+fn a_torn_write_in_the_middle_of_the_tail_truncates_at_the_first_bad_batch() {
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { segment_bytes: 1 << 20, ..config() });
+    append(&mut log, &[1], 1000);
+    log.flush().unwrap();
+    let first_unsynced = log.segments.last().unwrap().size as usize;
+    append(&mut log, &[2, 3], 1000);
+    append(&mut log, &[4], 1000);
+    drop(log);
+    // Some sectors of the unsynced tail made it, some did not: the second batch is torn, the
+    // third is intact behind it. Everything from the torn batch on must go.
+    disk.crash_with(|path, _, volatile| {
+        let mut survived = volatile.to_vec();
+        if path.extension().is_some_and(|e| e == "log") {
+            survived[first_unsynced + 30..first_unsynced + 40].fill(0);
+        }
+        survived
+    });
+    let log = open(&disk, config());
+    assert_eq!(read_all(&log), vec![(0, 1)]);
+}
+
+fn segment_files(disk: &MemDisk) -> Vec<PathBuf> {
+    disk.list_dir(Path::new(DIR)).unwrap().into_iter().filter(|n| n.ends_with(".log")).map(|n| Path::new(DIR).join(n)).collect()
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_refused_at_open_when_scanned_and_at_read_otherwise() {
+    let disk = disk();
+    let mut log = open(&disk, config());
+    for i in 0..20 {
+        append(&mut log, &[i, i + 1], 1000);
+    }
+    log.close().unwrap();
+    let sealed = segment_files(&disk)[0].clone();
+    disk.corrupt(&sealed, 70, b"\xff\xff").unwrap();
+    // Opened from its indexes (it was synced when rolled): the corruption is caught on read.
+    let log = open(&disk, config());
+    match log.read(Offset(0), 1 << 20, log.log_end_offset(), true) {
+        Err(LogError::Corruption { path, .. }) => assert_eq!(path, sealed),
+        other => panic!("corrupt batch served: {other:?}"),
+    }
+    drop(log);
+    // Without a recovery point (and no clean shutdown), the sealed segment is scanned: refuse.
+    disk.remove_file(&Path::new(DIR).join(RECOVERY_CHECKPOINT_FILE)).unwrap();
+    disk.remove_file(&Path::new(DIR).join(CLEAN_SHUTDOWN_FILE)).unwrap_or(());
+    match PartitionLog::open(Arc::new(disk.clone()), PathBuf::from(DIR), config(), 0) {
+        Err(e @ LogError::Corruption { .. }) => assert!(e.to_string().contains("00000000000000000000.log"), "{e}"),
+        other => panic!("opened a corrupt log: {other:?}"),
+    }
+}
+
+#[test]
+fn idempotent_producer_state_survives_clean_restarts_crashes_and_rolls() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    let mut sequence = 0;
+    let mut batches = vec![];
+    for i in 0..12u64 {
+        let b = batch(&[i, i + 100], 1000, Some((42, 3, sequence)));
+        sequence += 2;
+        log.append(b.clone(), LeaderEpoch(0), 1000).unwrap();
+        batches.push(b);
+    }
+    assert!(log.segments.len() > 2, "the appends rolled segments (and wrote snapshots)");
+    let last = batches.last().unwrap().clone();
+    let expect_duplicate = |log: &mut PartitionLog| match log.append(last.clone(), LeaderEpoch(0), 1000).unwrap() {
+        AppendOutcome::Duplicate(info) => assert_eq!((info.base_offset.0, info.last_offset.0), (22, 23)),
+        other => panic!("retry was not recognised: {other:?}"),
+    };
+    expect_duplicate(&mut log);
+    log.close().unwrap();
+    let mut log = open(&disk, cfg.clone());
+    expect_duplicate(&mut log);
+    drop(log);
+    disk.crash();
+    let mut log = open(&disk, cfg.clone());
+    expect_duplicate(&mut log);
+    assert!(matches!(log.append(batch(&[1], 1000, Some((42, 3, sequence + 1))), LeaderEpoch(0), 1000), Err(LogError::OutOfOrderSequence { .. })));
+    assert!(matches!(log.append(batch(&[1], 1000, Some((42, 2, sequence))), LeaderEpoch(0), 1000), Err(LogError::InvalidProducerEpoch { .. })));
+    assert_eq!(log.log_end_offset().0, 24, "nothing rejected was stored");
+}
+
+#[test]
+fn time_retention_deletes_old_segments_and_reads_below_the_start_are_out_of_range() {
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { retention_ms: Some(60_000), ..config() });
+    for i in 0..10 {
+        append(&mut log, &[i, i, i], 1_000_000);
+    }
+    for i in 0..10 {
+        append(&mut log, &[i], 2_000_000);
+    }
+    let deleted = log.apply_retention(1_000_000 + 100_000).unwrap();
+    assert!(deleted > 0);
+    let start = log.log_start_offset().0;
+    assert!(start > 0 && start <= 30, "old segments went, new ones stayed: start {start}");
+    assert!(matches!(log.read(Offset(0), 100, log.log_end_offset(), true), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0 .0, start);
+    // Everything expires: the active segment is rolled and deleted too, the end stays.
+    log.apply_retention(10_000_000).unwrap();
+    assert_eq!(log.log_start_offset(), log.log_end_offset());
+    assert_eq!(log.log_end_offset().0, 40);
+    drop(log);
+    let log = open(&disk, config());
+    assert_eq!(log.log_start_offset().0, 40, "the start survives a restart");
+}
+
+#[test]
+fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
+    let disk = disk();
+    let mut log = open(&disk, config());
+    for i in 0..30 {
+        append(&mut log, &[i, i], 10_000 + i as i64 * 10);
+    }
+    assert_eq!(log.offset_for_timestamp(10_000).unwrap(), Some((Offset(0), 10_000)));
+    assert_eq!(log.offset_for_timestamp(10_001).unwrap(), Some((Offset(1), 10_001)));
+    assert_eq!(log.offset_for_timestamp(10_002).unwrap(), Some((Offset(2), 10_010)));
+    assert_eq!(log.offset_for_timestamp(10_292).unwrap(), None);
+    assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((Offset(59), 10_291)));
+    log.close().unwrap();
+    let log = open(&disk, config());
+    assert_eq!(log.offset_for_timestamp(10_150).unwrap(), Some((Offset(30), 10_150)), "after loading indexes from disk");
+}
+
+#[test]
+fn a_failed_fsync_fails_the_log_for_good() {
+    use crate::storage::mem::{DiskOp, FaultHook};
+    #[derive(Debug)]
+    struct FailSync;
+    impl FaultHook for FailSync {
+        fn check(&self, op: DiskOp, _: &Path) -> std::io::Result<()> {
+            if op == DiskOp::Sync {
+                return Err(std::io::Error::other("EIO"));
+            }
+            Ok(())
+        }
+    }
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { flush_interval_messages: 1, ..config() });
+    disk.set_fault_hook(Some(Arc::new(FailSync)));
+    assert!(matches!(log.append(batch(&[1], 1, None), LeaderEpoch(0), 1), Err(LogError::Storage { .. })));
+    disk.set_fault_hook(None);
+    assert!(matches!(log.append(batch(&[2], 1, None), LeaderEpoch(0), 1), Err(LogError::Storage { .. })), "never trusted again");
+    assert!(log.read(Offset(0), 100, Offset(1), true).is_err());
+}
