@@ -92,7 +92,12 @@ enum Frame {
 impl MetadataLog {
     /// Opens (or creates) the log under `dir` and returns it with every record in it.
     pub fn open(disk: &dyn Disk, dir: &Path) -> io::Result<(MetadataLog, Vec<MetadataRecord>)> {
-        disk.create_dir_all(dir)?;
+        if !disk.exists(dir) {
+            disk.create_dir_all(dir)?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent)?;
+            }
+        }
         let path = dir.join("metadata.log");
         let created = !disk.exists(&path);
         let file = disk.open(&path, true)?;

@@ -195,7 +195,12 @@ impl PartitionLog {
     /// segment that has to be scanned is corruption: `open` fails with [`LogError::Corruption`].
     pub fn open(disk: Arc<dyn Disk>, dir: PathBuf, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
         let _ = now_ms;
-        disk.create_dir_all(&dir).map_err(io_error(&dir))?;
+        if !disk.exists(&dir) {
+            disk.create_dir_all(&dir).map_err(io_error(&dir))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent).map_err(io_error(parent))?;
+            }
+        }
         let names = disk.list_dir(&dir).map_err(io_error(&dir))?;
         for stray in names.iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".deleted")) {
             disk.remove_file(&dir.join(stray)).map_err(io_error(&dir))?;

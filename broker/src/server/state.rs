@@ -148,6 +148,7 @@ impl Broker {
     pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>, advertised: (String, i32)) -> anyhow::Result<Broker> {
         let log_dir = config.log_dir.clone();
         disk.create_dir_all(&log_dir)?;
+        sync_parent(&*disk, &log_dir)?;
         let cluster_id = load_or_create_meta_properties(&*disk, &log_dir, config.node_id)?;
         let metadata_dir = log_dir.join("__cluster_metadata-0");
         let (metadata_log, records) = MetadataLog::open(&*disk, &metadata_dir)?;
@@ -338,6 +339,14 @@ fn open_topic(disk: &dyn Disk, shared: &Arc<dyn Disk>, config: &BrokerConfig, im
     }
     disk.sync_dir(&config.log_dir)?;
     Ok(Topic { image: image.clone(), log_config, min_insync_replicas, partitions })
+}
+
+/// Makes a directory's own entry durable in its parent.
+pub fn sync_parent(disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => disk.sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Reads `meta.properties` (refusing a directory that belongs to another node) or writes it.

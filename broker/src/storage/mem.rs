@@ -111,6 +111,11 @@ impl MemDisk {
     pub fn crash_with(&self, mut survivor: impl FnMut(&Path, &[u8], &[u8]) -> Vec<u8>) {
         let mut state = self.lock();
         let State { files, volatile, durable, .. } = &mut *state;
+        // An entry whose parent directory's own entry never became durable is unreachable.
+        let snapshot = durable.clone();
+        durable.retain(|path, _| {
+            path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/")).all(|a| snapshot.get(a) == Some(&Entry::Dir))
+        });
         *volatile = durable.clone();
         let mut names: BTreeMap<FileId, PathBuf> = BTreeMap::new();
         for (path, entry) in durable.iter() {
@@ -369,6 +374,17 @@ mod tests {
         f.sync().unwrap();
         disk.crash();
         assert!(!disk.exists(&path("/d/new")), "file data was synced but its directory entry was not");
+    }
+
+    #[test]
+    fn a_synced_file_in_a_directory_whose_own_entry_was_never_synced_is_lost() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(&path("/d/e")).unwrap();
+        disk.open(&path("/d/e/f"), true).unwrap().sync().unwrap();
+        disk.sync_dir(&path("/d/e")).unwrap();
+        disk.sync_dir(&path("/d")).unwrap();
+        disk.crash();
+        assert!(!disk.exists(&path("/d/e/f")), "/d itself was never synced into /");
     }
 
     #[test]
