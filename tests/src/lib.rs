@@ -1,1 +1,135 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and the benchmark: a broker in this process or in a
+//! child process, bounded subprocesses, and the Python interpreter set up by `cargo xtest`.
+#![allow(clippy::disallowed_methods)] // real threads, processes and files: never simulated
+
+use broker::server::{self, BrokerConfig, BrokerHandle};
+use broker::storage::real::RealDisk;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A broker running on its own tokio runtime in this process, with a fresh data directory.
+pub struct InProcessBroker {
+    runtime: tokio::runtime::Runtime,
+    handle: Option<BrokerHandle>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+impl InProcessBroker {
+    /// Starts a broker listening on `listener` (e.g. `127.0.0.1:0`) with extra config keys.
+    pub fn start(listener: &str, overrides: &[(&str, &str)]) -> InProcessBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = BrokerConfig::default();
+        config.set("listeners", &format!("PLAINTEXT://{listener}")).unwrap();
+        config.set("log.dirs", dir.path().to_str().unwrap()).unwrap();
+        for (key, value) in overrides {
+            config.set(key, value).unwrap();
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let handle = runtime.block_on(server::start(config, Arc::new(RealDisk))).expect("broker starts");
+        let addr = handle.local_addr;
+        InProcessBroker { runtime, handle: Some(handle), dir, addr }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn shutdown(mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.runtime.block_on(handle.shutdown()).expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for InProcessBroker {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = self.runtime.block_on(handle.shutdown());
+        }
+    }
+}
+
+/// The broker binary as a child process (so a test can kill -9 it).
+pub struct ChildBroker {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildBroker {
+    pub fn start(binary: &str, addr: SocketAddr, data_dir: &Path, overrides: &[(&str, &str)]) -> ChildBroker {
+        let mut command = Command::new(binary);
+        command.arg("--override").arg(format!("listeners=PLAINTEXT://{addr}"));
+        command.arg("--override").arg(format!("log.dirs={}", data_dir.display()));
+        for (key, value) in overrides {
+            command.arg("--override").arg(format!("{key}={value}"));
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("broker binary starts");
+        wait_for_port(addr, Duration::from_secs(30));
+        ChildBroker { child, addr }
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Python interpreter of the venv that `cargo xtest` sets up.
+pub fn python() -> PathBuf {
+    match std::env::var_os("GREGOR_PYTHON") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("GREGOR_PYTHON is not set: run the real-client tier with `cargo xtest real`, which creates the venv with kafka-python"),
+    }
+}
+
+/// A script in `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}
+
+/// Runs a command, killing it if it runs longer than `timeout` (then the test fails).
+pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "{command:?} ran longer than {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
