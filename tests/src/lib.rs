@@ -133,3 +133,6 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(not(madsim))]
+pub mod rdkafka_util;
