@@ -12,7 +12,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -90,7 +92,11 @@ fn name(s: &str) -> TopicName {
 async fn create_topic(conn: &mut Connection<TcpStream>, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> i16 {
     let configs = configs
         .iter()
-        .map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_string(k.to_string())).with_value(Some(StrBytes::from_string(v.to_string()))))
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
         .collect();
     let request = CreateTopicsRequest::default().with_timeout_ms(5000).with_topics(vec![CreatableTopic::default()
         .with_name(name(topic))
@@ -103,10 +109,18 @@ async fn create_topic(conn: &mut Connection<TcpStream>, topic: &str, partitions:
     }
 }
 
-async fn produce(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, acks: i16, records: Bytes) -> (i16, i64) {
-    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(name(topic))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))])]);
+async fn produce(
+    conn: &mut Connection<TcpStream>,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> (i16, i64) {
+    let request = ProduceRequest::default().with_acks(acks).with_timeout_ms(5000).with_topic_data(vec![
+        TopicProduceData::default().with_name(name(topic)).with_partition_data(vec![PartitionProduceData::default()
+            .with_index(partition)
+            .with_records(Some(records))]),
+    ]);
     match conn.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap() {
         ResponseKind::Produce(r) => {
             let p = &r.responses[0].partition_responses[0];
@@ -116,7 +130,14 @@ async fn produce(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, 
     }
 }
 
-async fn fetch(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, offset: i64, max_wait_ms: i32, isolation_level: i8) -> fetch_response::PartitionData {
+async fn fetch(
+    conn: &mut Connection<TcpStream>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    isolation_level: i8,
+) -> fetch_response::PartitionData {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
@@ -124,9 +145,12 @@ async fn fetch(conn: &mut Connection<TcpStream>, topic: &str, partition: i32, of
         .with_max_bytes(1 << 20)
         .with_isolation_level(isolation_level)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+        .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20),
+        ])]);
     match conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await.unwrap() {
         ResponseKind::Fetch(r) => r.responses[0].partitions[0].clone(),
         other => panic!("{other:?}"),
@@ -145,9 +169,10 @@ fn values_of(records: &Option<Bytes>) -> Vec<(i64, String)> {
 }
 
 async fn list_offset(conn: &mut Connection<TcpStream>, topic: &str, timestamp: i64) -> (i16, i64) {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(name(topic))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
+    let request =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(timestamp)])]);
     match conn.send(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(request)).await.unwrap() {
         ResponseKind::ListOffsets(r) => (r.topics[0].partitions[0].error_code, r.topics[0].partitions[0].offset),
         other => panic!("{other:?}"),
@@ -160,7 +185,11 @@ async fn records_produced_are_fetched_back_in_order_with_every_compression() {
     let mut conn = broker.connect().await;
     assert_eq!(create_topic(&mut conn, "events", 1, &[]).await, 0);
     let mut expected = Vec::new();
-    for (round, compression) in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd].into_iter().enumerate() {
+    for (round, compression) in
+        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+            .into_iter()
+            .enumerate()
+    {
         let values: Vec<String> = (0..3).map(|i| format!("r{round}-v{i}")).collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
         let (error, base_offset) = produce(&mut conn, "events", 0, 1, batch(&refs, None, compression)).await;
@@ -181,7 +210,21 @@ async fn records_produced_are_fetched_back_in_order_with_every_compression() {
 async fn idempotent_retry_gets_the_original_offset_and_a_gap_is_refused() {
     let broker = TestBroker::start(&[]).await;
     let mut conn = broker.connect().await;
-    let producer_id = match conn.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1))).await.unwrap() {
+    let producer_id = match conn
+        .send(
+            ApiKey::InitProducerId,
+            4,
+            RequestKind::InitProducerId(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            ),
+        )
+        .await
+        .unwrap()
+    {
         ResponseKind::InitProducerId(r) => {
             assert_eq!(r.error_code, 0);
             r.producer_id.0
@@ -191,11 +234,17 @@ async fn idempotent_retry_gets_the_original_offset_and_a_gap_is_refused() {
     assert_eq!(create_topic(&mut conn, "idem", 1, &[]).await, 0);
     let first = batch(&["a", "b"], Some((producer_id, 0, 0)), Compression::None);
     assert_eq!(produce(&mut conn, "idem", 0, -1, first.clone()).await, (0, 0));
-    assert_eq!(produce(&mut conn, "idem", 0, -1, batch(&["c"], Some((producer_id, 0, 2)), Compression::None)).await, (0, 2));
+    assert_eq!(
+        produce(&mut conn, "idem", 0, -1, batch(&["c"], Some((producer_id, 0, 2)), Compression::None)).await,
+        (0, 2)
+    );
     // The retry of the first batch is answered with its original offset and not stored again.
     assert_eq!(produce(&mut conn, "idem", 0, -1, first).await, (0, 0));
     // Sequence 5 after 2: a gap.
-    assert_eq!(produce(&mut conn, "idem", 0, -1, batch(&["x"], Some((producer_id, 0, 5)), Compression::None)).await.0, 45);
+    assert_eq!(
+        produce(&mut conn, "idem", 0, -1, batch(&["x"], Some((producer_id, 0, 5)), Compression::None)).await.0,
+        45
+    );
     assert_eq!(list_offset(&mut conn, "idem", -1).await, (0, 3));
 }
 
@@ -209,7 +258,11 @@ async fn a_corrupt_or_oversized_batch_is_refused_and_never_stored() {
     corrupt[last] ^= 0xff;
     assert_eq!(produce(&mut conn, "strict", 0, 1, corrupt.freeze()).await.0, 2, "CORRUPT_MESSAGE");
     let big = "x".repeat(5000);
-    assert_eq!(produce(&mut conn, "strict", 0, 1, batch(&[&big], None, Compression::None)).await.0, 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        produce(&mut conn, "strict", 0, 1, batch(&[&big], None, Compression::None)).await.0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
     assert_eq!(list_offset(&mut conn, "strict", -1).await, (0, 0));
     assert_eq!(produce(&mut conn, "strict", 0, 1, batch(&["fine"], None, Compression::None)).await, (0, 0));
 }
@@ -258,7 +311,10 @@ async fn create_topics_refuses_what_one_broker_cannot_honour() {
     assert_eq!(create_topic(&mut conn, "zero", 0, &[]).await, 37, "INVALID_PARTITIONS");
     assert_eq!(create_topic(&mut conn, "compacted", 1, &[("cleanup.policy", "compact")]).await, 40, "INVALID_CONFIG");
     assert_eq!(create_topic(&mut conn, "typo", 1, &[("retention.msx", "1")]).await, 40, "INVALID_CONFIG");
-    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(name("rf3")).with_num_partitions(1).with_replication_factor(3)]);
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(name("rf3"))
+        .with_num_partitions(1)
+        .with_replication_factor(3)]);
     match conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await.unwrap() {
         ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR"),
         other => panic!("{other:?}"),
@@ -270,7 +326,11 @@ async fn acks_all_below_min_insync_replicas_is_refused() {
     let broker = TestBroker::start(&[]).await;
     let mut conn = broker.connect().await;
     assert_eq!(create_topic(&mut conn, "safe", 1, &[("min.insync.replicas", "2")]).await, 0);
-    assert_eq!(produce(&mut conn, "safe", 0, -1, batch(&["v"], None, Compression::None)).await.0, 19, "NOT_ENOUGH_REPLICAS");
+    assert_eq!(
+        produce(&mut conn, "safe", 0, -1, batch(&["v"], None, Compression::None)).await.0,
+        19,
+        "NOT_ENOUGH_REPLICAS"
+    );
     assert_eq!(produce(&mut conn, "safe", 0, 1, batch(&["v"], None, Compression::None)).await, (0, 0));
 }
 

@@ -74,7 +74,9 @@ impl History {
     /// Successful sends: (operation index, partition, value, offset).
     pub fn acknowledged_sends(&self) -> impl Iterator<Item = (usize, &Operation, Partition, Value, i64)> {
         self.operations.iter().enumerate().filter_map(|(i, o)| match (&o.op, o.outcome) {
-            (Op::Send { partition, value, offset: Some(offset) }, Outcome::Ok) => Some((i, o, *partition, *value, *offset)),
+            (Op::Send { partition, value, offset: Some(offset) }, Outcome::Ok) => {
+                Some((i, o, *partition, *value, *offset))
+            }
             _ => None,
         })
     }

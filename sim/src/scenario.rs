@@ -232,9 +232,19 @@ impl Scenario {
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |span| line_of(text, span.start));
-            ScenarioError { file: file.to_string(), line, field: field_of(e.message()), message: e.message().trim().to_string() }
+            ScenarioError {
+                file: file.to_string(),
+                line,
+                field: field_of(e.message()),
+                message: e.message().trim().to_string(),
+            }
         })?;
-        scenario.validate().map_err(|(field, message)| ScenarioError { file: file.to_string(), line: line_of_field(text, &field), field, message })?;
+        scenario.validate().map_err(|(field, message)| ScenarioError {
+            file: file.to_string(),
+            line: line_of_field(text, &field),
+            field,
+            message,
+        })?;
         Ok(scenario)
     }
 
@@ -248,7 +258,10 @@ impl Scenario {
             return bad("topic.partitions", format!("must be at least 1, got {}", self.topic.partitions));
         }
         if self.topic.replication_factor < 1 || self.topic.replication_factor as u32 > self.cluster.brokers {
-            return bad("topic.replication_factor", format!("must be 1 to {} (the brokers), got {}", self.cluster.brokers, self.topic.replication_factor));
+            return bad(
+                "topic.replication_factor",
+                format!("must be 1 to {} (the brokers), got {}", self.cluster.brokers, self.topic.replication_factor),
+            );
         }
         if self.workload.producers == 0 {
             return bad("workload.producers", "at least one producer is needed to have something to check".to_string());
@@ -258,34 +271,50 @@ impl Scenario {
         }
         for fault in &self.faults.scripted {
             if !self.is_node(&fault.target) {
-                return bad("faults.scripted.target", format!("unknown node `{}`: use broker-1 .. broker-{}", fault.target, self.cluster.brokers));
+                return bad(
+                    "faults.scripted.target",
+                    format!("unknown node `{}`: use broker-1 .. broker-{}", fault.target, self.cluster.brokers),
+                );
             }
             if fault.at_s < 0.0 || fault.at_s > self.workload.duration_s as f64 {
-                return bad("faults.scripted.at_s", format!("{} is outside the fault phase (0 to {} s)", fault.at_s, self.workload.duration_s));
+                return bad(
+                    "faults.scripted.at_s",
+                    format!("{} is outside the fault phase (0 to {} s)", fault.at_s, self.workload.duration_s),
+                );
             }
             if fault.duration_s < 0.0 {
                 return bad("faults.scripted.duration_s", format!("must not be negative, got {}", fault.duration_s));
             }
         }
         if let Some(swarm) = &self.faults.swarm {
-            if swarm.kinds.is_empty() || !(swarm.faults_per_minute > 0.0) {
+            if swarm.kinds.is_empty() || swarm.faults_per_minute.is_nan() || swarm.faults_per_minute <= 0.0 {
                 return bad("faults.swarm", "needs at least one kind and a positive faults_per_minute".to_string());
             }
         }
         for anomaly in &self.expect.anomalies {
             if !KNOWN_ANOMALIES.contains(&anomaly.as_str()) {
-                return bad("expect.anomalies", format!("unknown anomaly `{anomaly}`; known: {}", KNOWN_ANOMALIES.join(", ")));
+                return bad(
+                    "expect.anomalies",
+                    format!("unknown anomaly `{anomaly}`; known: {}", KNOWN_ANOMALIES.join(", ")),
+                );
             }
         }
         match (self.expect.outcome, self.expect.anomalies.is_empty()) {
-            (ExpectedOutcome::Pass, false) => bad("expect.anomalies", "outcome `pass` expects no anomalies".to_string()),
-            (ExpectedOutcome::Anomalies, true) => bad("expect.anomalies", "outcome `anomalies` needs the list of anomalies that must be found".to_string()),
+            (ExpectedOutcome::Pass, false) => {
+                bad("expect.anomalies", "outcome `pass` expects no anomalies".to_string())
+            }
+            (ExpectedOutcome::Anomalies, true) => bad(
+                "expect.anomalies",
+                "outcome `anomalies` needs the list of anomalies that must be found".to_string(),
+            ),
             _ => Ok(()),
         }
     }
 
     fn is_node(&self, name: &str) -> bool {
-        name.strip_prefix("broker-").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| (1..=self.cluster.brokers).contains(&n))
+        name.strip_prefix("broker-")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=self.cluster.brokers).contains(&n))
     }
 }
 

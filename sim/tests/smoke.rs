@@ -13,7 +13,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use madsim::runtime::Handle;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,7 +57,8 @@ fn batch(values: &[String]) -> Bytes {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
     buf.freeze()
 }
 
@@ -76,10 +79,12 @@ async fn fetch_all(conn: &mut Connection<TcpStream>) -> Vec<String> {
         .with_replica_id(BrokerId(-1))
         .with_max_bytes(1 << 20)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name("smoke"))
-            .with_partitions(vec![FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20)])]);
-    let ResponseKind::Fetch(response) = conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await.unwrap() else { panic!() };
+        .with_topics(vec![FetchTopic::default().with_topic(name("smoke")).with_partitions(vec![
+            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20),
+        ])]);
+    let ResponseKind::Fetch(response) = conn.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await.unwrap() else {
+        panic!()
+    };
     let mut records = response.responses[0].partitions[0].records.clone().unwrap_or_default();
     let mut values = Vec::new();
     for set in RecordBatchDecoder::decode_all(&mut records).unwrap() {
@@ -112,14 +117,27 @@ async fn broker_keeps_fsynced_records_through_a_crash_inside_the_simulator() {
     client
         .spawn(async move {
             let mut conn = connect().await;
-            let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(name("smoke")).with_num_partitions(1).with_replication_factor(1)]);
-            let ResponseKind::CreateTopics(created) = conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await.unwrap() else { panic!() };
+            let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+                .with_name(name("smoke"))
+                .with_num_partitions(1)
+                .with_replication_factor(1)]);
+            let ResponseKind::CreateTopics(created) =
+                conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await.unwrap()
+            else {
+                panic!()
+            };
             assert_eq!(created.topics[0].error_code, 0);
             for chunk in sent.chunks(5) {
-                let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-                    .with_name(name("smoke"))
-                    .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(chunk)))])]);
-                let ResponseKind::Produce(produced) = conn.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap() else { panic!() };
+                let request = ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![
+                    TopicProduceData::default().with_name(name("smoke")).with_partition_data(vec![
+                        PartitionProduceData::default().with_index(0).with_records(Some(batch(chunk))),
+                    ]),
+                ]);
+                let ResponseKind::Produce(produced) =
+                    conn.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap()
+                else {
+                    panic!()
+                };
                 assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
             }
             assert_eq!(fetch_all(&mut conn).await, sent);

@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 
 /// Creates a topic through librdkafka's admin client (CreateTopics).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
-    let results = futures::executor::block_on(admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()))
-        .expect("CreateTopics request");
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let results = futures::executor::block_on(
+        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
+    )
+    .expect("CreateTopics request");
     for result in results {
         result.unwrap_or_else(|(name, code)| panic!("creating {name}: {code:?}"));
     }
@@ -44,12 +47,21 @@ pub fn read_to_end(bootstrap: &str, topic: &str, partitions: i32, timeout: Durat
     let mut at_end: BTreeMap<i32, bool> = (0..partitions).map(|p| (p, false)).collect();
     let deadline = Instant::now() + timeout;
     while at_end.values().any(|eof| !eof) {
-        assert!(Instant::now() < deadline, "did not reach the end of every partition within {timeout:?}; read {} records", read.len());
+        assert!(
+            Instant::now() < deadline,
+            "did not reach the end of every partition within {timeout:?}; read {} records",
+            read.len()
+        );
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(message)) => {
                 at_end.insert(message.partition(), false);
-                read.push((message.partition(), message.offset(), message.key().unwrap_or_default().to_vec(), message.payload().unwrap_or_default().to_vec()));
+                read.push((
+                    message.partition(),
+                    message.offset(),
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().unwrap_or_default().to_vec(),
+                ));
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 at_end.insert(partition, true);

@@ -30,13 +30,18 @@ fn rdkafka_idempotent_producer_and_read_committed_consumer_round_trip_100k_recor
         .map(|i| {
             let key = format!("key-{}", i % 1000);
             let payload = format!("value-{i:08}");
-            producer.send_result(FutureRecord::to("round-trip").key(&key).payload(&payload)).map_err(|(e, _)| e).expect("enqueued")
+            producer
+                .send_result(FutureRecord::to("round-trip").key(&key).payload(&payload))
+                .map_err(|(e, _)| e)
+                .expect("enqueued")
         })
         .collect();
     // partition -> (offset, payload) in acknowledgement order
     let mut acked: BTreeMap<i32, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
     for (i, delivery) in deliveries.into_iter().enumerate() {
-        let delivery = futures::executor::block_on(delivery).expect("delivery future").unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
+        let delivery = futures::executor::block_on(delivery)
+            .expect("delivery future")
+            .unwrap_or_else(|(e, _)| panic!("record {i} not delivered: {e}"));
         acked.entry(delivery.partition).or_default().push((delivery.offset, format!("value-{i:08}").into_bytes()));
     }
     assert_eq!(acked.values().map(Vec::len).sum::<usize>(), RECORDS);

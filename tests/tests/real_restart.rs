@@ -76,14 +76,23 @@ fn every_acknowledged_record_survives_kill_9_with_an_fsync_per_message() {
     let acked_all = acked.lock().unwrap().clone();
     let acked: Vec<(i32, i64, String)> = acked_all.iter().flatten().cloned().collect();
     let sent = acked_all.len();
-    assert!(acked.len() >= KILL_AFTER_ACKS && acked.len() < sent, "the kill landed mid-stream ({} of {sent} acked)", acked.len());
+    assert!(
+        acked.len() >= KILL_AFTER_ACKS && acked.len() < sent,
+        "the kill landed mid-stream ({} of {sent} acked)",
+        acked.len()
+    );
 
     let _broker = ChildBroker::start(broker_binary, addr, dir.path(), &overrides);
     let read = read_to_end(&bootstrap, "durable", 2, Duration::from_secs(60));
-    let stored: BTreeSet<(i32, i64, String)> = read.iter().map(|(p, o, _, v)| (*p, *o, String::from_utf8(v.clone()).unwrap())).collect();
+    let stored: BTreeSet<(i32, i64, String)> =
+        read.iter().map(|(p, o, _, v)| (*p, *o, String::from_utf8(v.clone()).unwrap())).collect();
     let missing: Vec<_> = acked.iter().filter(|r| !stored.contains(r)).collect();
-    assert!(missing.is_empty(), "{} acknowledged records lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged records lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     let values: BTreeSet<&str> = read.iter().map(|(_, _, _, v)| std::str::from_utf8(v).unwrap()).collect();
     assert_eq!(values.len(), read.len(), "no record stored twice");
 }
-

@@ -46,7 +46,9 @@ fn workspace_root() -> PathBuf {
 fn sim_cargo(root: &Path) -> Command {
     let mut cmd = Command::new(cargo());
     let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    cmd.current_dir(root).env("RUSTFLAGS", format!("{rustflags} --cfg madsim").trim()).env("CARGO_TARGET_DIR", root.join("target/sim"));
+    cmd.current_dir(root)
+        .env("RUSTFLAGS", format!("{rustflags} --cfg madsim").trim())
+        .env("CARGO_TARGET_DIR", root.join("target/sim"));
     cmd
 }
 
@@ -105,7 +107,17 @@ fn tier_lint(root: &Path) -> Result<(), String> {
     run("rustfmt", Command::new(cargo()).current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
     run(
         "clippy",
-        Command::new(cargo()).current_dir(root).args(["clippy", "--package", "broker", "--package", "sim", "--all-targets", "--", "-D", "warnings"]),
+        Command::new(cargo()).current_dir(root).args([
+            "clippy",
+            "--package",
+            "broker",
+            "--package",
+            "sim",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )
 }
 
@@ -114,7 +126,13 @@ fn tier_real(root: &Path) -> Result<(), String> {
     let python = ensure_python_venv(root)?;
     run(
         "real clients against a real broker",
-        Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).args(["test", "--package", "tests", "--", "--test-threads=1"]),
+        Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).args([
+            "test",
+            "--package",
+            "tests",
+            "--",
+            "--test-threads=1",
+        ]),
     )
 }
 
@@ -137,7 +155,10 @@ fn ensure_python_venv(root: &Path) -> Result<PathBuf, String> {
     run("create the Python venv", Command::new(&system_python).current_dir(root).args(["-m", "venv"]).arg(&venv))?;
     run(
         "install Python test requirements",
-        Command::new(&python).current_dir(root).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&requirements),
+        Command::new(&python)
+            .current_dir(root)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(&requirements),
     )?;
     std::fs::write(&stamp, wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
     Ok(python)
@@ -148,5 +169,11 @@ fn read_to_string(path: &Path) -> Result<String, String> {
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<(), String> {
-    run("broker benchmark", Command::new(cargo()).current_dir(root).args(["run", "--release", "--package", "tests", "--bin", "bench", "--"]).args(args))
+    run(
+        "broker benchmark",
+        Command::new(cargo())
+            .current_dir(root)
+            .args(["run", "--release", "--package", "tests", "--bin", "bench", "--"])
+            .args(args),
+    )
 }

@@ -47,7 +47,12 @@ impl MetadataImage {
                 assert!(*partitions > 0, "topic {name} with {partitions} partitions");
                 let previous = self.topics.insert(
                     name.clone(),
-                    TopicImage { name: name.clone(), topic_id: *topic_id, partitions: *partitions, configs: configs.clone() },
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: *partitions,
+                        configs: configs.clone(),
+                    },
                 );
                 assert!(previous.is_none(), "topic {name} created twice");
             }
@@ -83,9 +88,15 @@ pub struct MetadataLog {
 
 /// What is at a position of the log.
 enum Frame {
-    Valid { records: Vec<MetadataRecord>, next: u64 },
+    Valid {
+        records: Vec<MetadataRecord>,
+        next: u64,
+    },
     /// Not a valid frame; `end` is where it claims to end (may be past the file).
-    Invalid { end: u64, reason: String },
+    Invalid {
+        end: u64,
+        reason: String,
+    },
     End,
 }
 
@@ -118,7 +129,10 @@ impl MetadataLog {
                     if end < len && !is_zeros(&*file, end, len)? {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
-                            format!("{}: corrupt metadata frame at byte {position} ({reason}) followed by more data", path.display()),
+                            format!(
+                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by more data",
+                                path.display()
+                            ),
                         ));
                     }
                     tracing::warn!(path = %path.display(), valid_bytes = position, file_bytes = len, reason, "truncating a torn metadata log tail");
@@ -134,7 +148,10 @@ impl MetadataLog {
     /// Appends records as one frame and fsyncs: when this returns Ok they survive a crash.
     pub fn append(&mut self, records: &[MetadataRecord]) -> io::Result<()> {
         let payload = serde_json::to_vec(records).map_err(io::Error::other)?;
-        let size = u32::try_from(payload.len()).ok().filter(|&s| s <= FRAME_BYTES_MAX).ok_or_else(|| io::Error::other("metadata append too large"))?;
+        let size = u32::try_from(payload.len())
+            .ok()
+            .filter(|&s| s <= FRAME_BYTES_MAX)
+            .ok_or_else(|| io::Error::other("metadata append too large"))?;
         let mut buf = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES as usize);
         buf.extend_from_slice(&size.to_be_bytes());
         buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
@@ -174,7 +191,10 @@ fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame>
         return Ok(Frame::Invalid { end, reason: "checksum mismatch".to_string() });
     }
     let records = serde_json::from_slice(&payload).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("undecodable metadata frame at byte {position} with a valid checksum: {e}"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("undecodable metadata frame at byte {position} with a valid checksum: {e}"),
+        )
     })?;
     Ok(Frame::Valid { records, next: end })
 }
@@ -207,7 +227,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, records) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
         assert!(records.is_empty());
-        let written = vec![topic("a", 1), topic("b", 2), MetadataRecord::RemoveTopic { name: "a".to_string(), topic_id: 1 }];
+        let written =
+            vec![topic("a", 1), topic("b", 2), MetadataRecord::RemoveTopic { name: "a".to_string(), topic_id: 1 }];
         log.append(&written).unwrap();
         let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
         assert_eq!(read, written);

@@ -89,7 +89,10 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 /// only that the length field is sane; nothing about the body.
 pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, LogError> {
     if bytes.len() < BATCH_HEADER_BYTES {
-        return Err(LogError::CorruptMessage(format!("{} bytes is shorter than a batch header ({BATCH_HEADER_BYTES})", bytes.len())));
+        return Err(LogError::CorruptMessage(format!(
+            "{} bytes is shorter than a batch header ({BATCH_HEADER_BYTES})",
+            bytes.len()
+        )));
     }
     let batch_length = i32_at(bytes, 8);
     let magic = bytes[16] as i8;
@@ -118,7 +121,8 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, LogError> {
 
 /// Whether the CRC-32C over bytes 21..end matches the header. `batch` is exactly one batch.
 pub fn crc_matches(batch: &[u8]) -> bool {
-    batch.len() >= BATCH_HEADER_BYTES && crc32c::crc32c(&batch[CRC_START..]) == u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"))
+    batch.len() >= BATCH_HEADER_BYTES
+        && crc32c::crc32c(&batch[CRC_START..]) == u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"))
 }
 
 /// What validation learned about a batch from a client.
@@ -135,7 +139,11 @@ pub struct ValidatedBatch {
 pub fn validate_batch(bytes: &[u8], max_message_bytes: usize) -> Result<ValidatedBatch, LogError> {
     let header = parse_header(bytes)?;
     if header.size > bytes.len() {
-        return Err(LogError::CorruptMessage(format!("batch claims {} bytes but {} were sent", header.size, bytes.len())));
+        return Err(LogError::CorruptMessage(format!(
+            "batch claims {} bytes but {} were sent",
+            header.size,
+            bytes.len()
+        )));
     }
     if header.size < bytes.len() {
         return Err(LogError::InvalidRecord(format!(
@@ -153,7 +161,10 @@ pub fn validate_batch(bytes: &[u8], max_message_bytes: usize) -> Result<Validate
         return Err(LogError::CorruptMessage(format!("record count {} must be positive", header.record_count)));
     }
     if header.last_offset_delta != header.record_count - 1 {
-        return Err(LogError::CorruptMessage(format!("lastOffsetDelta {} does not match {} records", header.last_offset_delta, header.record_count)));
+        return Err(LogError::CorruptMessage(format!(
+            "lastOffsetDelta {} does not match {} records",
+            header.last_offset_delta, header.record_count
+        )));
     }
     if header.is_control() {
         return Err(LogError::InvalidRecord("producers may not write control batches".to_string()));
@@ -165,15 +176,24 @@ pub fn validate_batch(bytes: &[u8], max_message_bytes: usize) -> Result<Validate
 
 /// Decompresses a batch body (identity for uncompressed batches).
 pub fn decompress(compression: i16, body: &[u8]) -> Result<Vec<u8>, LogError> {
-    let corrupt = |codec: &str, e: std::io::Error| LogError::CorruptMessage(format!("{codec} body does not decompress: {e}"));
+    let corrupt =
+        |codec: &str, e: std::io::Error| LogError::CorruptMessage(format!("{codec} body does not decompress: {e}"));
     let limit = DECOMPRESSED_BYTES_MAX as u64 + 1;
     let mut out = Vec::new();
     match compression {
         0 => return Ok(body.to_vec()),
         1 => flate2::read::GzDecoder::new(body).take(limit).read_to_end(&mut out).map_err(|e| corrupt("gzip", e))?,
         2 => return decompress_snappy(body),
-        3 => lz4::Decoder::new(body).map_err(|e| corrupt("lz4", e))?.take(limit).read_to_end(&mut out).map_err(|e| corrupt("lz4", e))?,
-        4 => zstd::stream::read::Decoder::new(body).map_err(|e| corrupt("zstd", e))?.take(limit).read_to_end(&mut out).map_err(|e| corrupt("zstd", e))?,
+        3 => lz4::Decoder::new(body)
+            .map_err(|e| corrupt("lz4", e))?
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt("lz4", e))?,
+        4 => zstd::stream::read::Decoder::new(body)
+            .map_err(|e| corrupt("zstd", e))?
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(|e| corrupt("zstd", e))?,
         other => return Err(LogError::CorruptMessage(format!("unknown compression codec {other}"))),
     };
     if out.len() > DECOMPRESSED_BYTES_MAX {
@@ -204,7 +224,9 @@ fn decompress_snappy(body: &[u8]) -> Result<Vec<u8>, LogError> {
         }
         let len = u32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes")) as usize;
         at += 4;
-        let block = body.get(at..at + len).ok_or_else(|| LogError::CorruptMessage("snappy: truncated xerial block".to_string()))?;
+        let block = body
+            .get(at..at + len)
+            .ok_or_else(|| LogError::CorruptMessage("snappy: truncated xerial block".to_string()))?;
         out.extend(raw(block)?);
         if out.len() > DECOMPRESSED_BYTES_MAX {
             return Err(LogError::CorruptMessage("snappy: decompresses too large".to_string()));
@@ -224,7 +246,10 @@ impl Cursor<'_> {
     fn varlong(&mut self) -> Result<i64, LogError> {
         let mut value: u64 = 0;
         for shift in (0..70).step_by(7) {
-            let byte = *self.bytes.get(self.at).ok_or_else(|| LogError::CorruptMessage("record truncated inside a varint".to_string()))?;
+            let byte = *self
+                .bytes
+                .get(self.at)
+                .ok_or_else(|| LogError::CorruptMessage("record truncated inside a varint".to_string()))?;
             self.at += 1;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -288,7 +313,9 @@ fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(i64, i32), Log
             cursor.skip_bytes_field()?;
         }
         if cursor.at != end {
-            return Err(LogError::CorruptMessage(format!("record {expected_delta} length {length} does not match its fields")));
+            return Err(LogError::CorruptMessage(format!(
+                "record {expected_delta} length {length} does not match its fields"
+            )));
         }
         let timestamp = header.base_timestamp.wrapping_add(timestamp_delta);
         if timestamp > max.0 {
@@ -296,7 +323,11 @@ fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(i64, i32), Log
         }
     }
     if cursor.at != body.len() {
-        return Err(LogError::CorruptMessage(format!("{} bytes after the last of {} records", body.len() - cursor.at, header.record_count)));
+        return Err(LogError::CorruptMessage(format!(
+            "{} bytes after the last of {} records",
+            body.len() - cursor.at,
+            header.record_count
+        )));
     }
     Ok(max)
 }
@@ -358,7 +389,9 @@ mod tests {
 
     #[test]
     fn valid_batches_of_every_codec_are_accepted() {
-        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
             let batch = encode(&["a", "bb", "ccc", "dddd"], compression);
             let v = validate_batch(&batch, 1 << 20).unwrap_or_else(|e| panic!("{compression:?}: {e}"));
             assert_eq!(v.header.record_count, 4);

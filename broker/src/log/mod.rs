@@ -151,7 +151,6 @@ pub struct ReadResult {
     pub records: Bytes,
 }
 
-
 /// Files in a partition directory besides segments, indexes and snapshots.
 const RECOVERY_CHECKPOINT_FILE: &str = "recovery-point.checkpoint";
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
@@ -207,7 +206,8 @@ impl PartitionLog {
         }
         let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
         let recovery_point = if clean { i64::MAX } else { read_recovery_point(&*disk, &dir) };
-        let mut bases: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".log")).filter_map(|b| b.parse().ok()).collect();
+        let mut bases: Vec<i64> =
+            names.iter().filter_map(|n| n.strip_suffix(".log")).filter_map(|b| b.parse().ok()).collect();
         bases.sort_unstable();
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
         for (i, &base) in bases.iter().enumerate() {
@@ -224,7 +224,10 @@ impl PartitionLog {
                     return Err(LogError::Corruption {
                         path: segment.path.clone(),
                         position: 0,
-                        reason: format!("segment starts at offset {base} but the previous one ends at {}", previous.next_offset),
+                        reason: format!(
+                            "segment starts at offset {base} but the previous one ends at {}",
+                            previous.next_offset
+                        ),
                     });
                 }
             }
@@ -275,7 +278,10 @@ impl PartitionLog {
 
     fn check_healthy(&self) -> Result<(), LogError> {
         match &self.failed {
-            Some(reason) => Err(LogError::Storage { path: self.dir.clone(), source: std::io::Error::other(format!("an earlier storage error: {reason}")) }),
+            Some(reason) => Err(LogError::Storage {
+                path: self.dir.clone(),
+                source: std::io::Error::other(format!("an earlier storage error: {reason}")),
+            }),
             None => Ok(()),
         }
     }
@@ -295,7 +301,12 @@ impl PartitionLog {
         self.guard(|log| log.append_inner(batch, leader_epoch, now_ms))
     }
 
-    fn append_inner(&mut self, batch: Bytes, leader_epoch: LeaderEpoch, now_ms: i64) -> Result<AppendOutcome, LogError> {
+    fn append_inner(
+        &mut self,
+        batch: Bytes,
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<AppendOutcome, LogError> {
         let validated = batch::validate_batch(&batch, self.config.max_message_bytes)?;
         let header = validated.header;
         if header.is_transactional() {
@@ -303,9 +314,17 @@ impl PartitionLog {
         }
         if header.producer_id >= 0 {
             if header.base_sequence < 0 {
-                return Err(LogError::InvalidRecord(format!("producer {} sent a batch without a sequence number", header.producer_id)));
+                return Err(LogError::InvalidRecord(format!(
+                    "producer {} sent a batch without a sequence number",
+                    header.producer_id
+                )));
             }
-            let check = self.producers.check(header.producer_id, header.producer_epoch, header.base_sequence, header.last_sequence())?;
+            let check = self.producers.check(
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence,
+                header.last_sequence(),
+            )?;
             if let SequenceCheck::Duplicate(original) = check {
                 return Ok(AppendOutcome::Duplicate(AppendInfo {
                     base_offset: Offset(original.first_offset),
@@ -323,7 +342,12 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         self.segments.last_mut().expect("never empty").append(&bytes, &stored, interval, now_ms)?;
         if header.producer_id >= 0 {
-            let metadata = BatchMetadata { first_seq: header.base_sequence, last_seq: header.last_sequence(), first_offset: base_offset, last_offset: stored.last_offset() };
+            let metadata = BatchMetadata {
+                first_seq: header.base_sequence,
+                last_seq: header.last_sequence(),
+                first_offset: base_offset,
+                last_offset: stored.last_offset(),
+            };
             self.producers.update(header.producer_id, header.producer_epoch, metadata);
         }
         self.unflushed_messages += header.record_count as u64;
@@ -375,11 +399,21 @@ impl PartitionLog {
         Ok(())
     }
 
-    pub fn read(&self, fetch_offset: Offset, max_bytes: usize, upper_bound: Offset, min_one_batch: bool) -> Result<ReadResult, LogError> {
+    pub fn read(
+        &self,
+        fetch_offset: Offset,
+        max_bytes: usize,
+        upper_bound: Offset,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
         self.check_healthy()?;
         let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
         if fetch_offset < log_start || fetch_offset > log_end {
-            return Err(LogError::OffsetOutOfRange { offset: fetch_offset, log_start_offset: log_start, log_end_offset: log_end });
+            return Err(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start_offset: log_start,
+                log_end_offset: log_end,
+            });
         }
         let upper = upper_bound.min(log_end).0;
         let mut out = BytesMut::new();
@@ -394,7 +428,11 @@ impl PartitionLog {
                 }
                 let bytes = segment.read_bytes(position, header.size)?;
                 if !batch::crc_matches(&bytes) {
-                    return Err(LogError::Corruption { path: segment.path.clone(), position, reason: "CRC-32C mismatch on read".to_string() });
+                    return Err(LogError::Corruption {
+                        path: segment.path.clone(),
+                        position,
+                        reason: "CRC-32C mismatch on read".to_string(),
+                    });
                 }
                 out.extend_from_slice(&bytes);
                 position += header.size as u64;
@@ -419,7 +457,7 @@ impl PartitionLog {
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(Offset, i64)>, LogError> {
         self.check_healthy()?;
         for segment in &self.segments {
-            if !segment.max_timestamp.is_some_and(|(t, _)| t >= timestamp_ms) {
+            if segment.max_timestamp.is_none_or(|(t, _)| t < timestamp_ms) {
                 continue;
             }
             let Some((position, header)) = segment.find_by_timestamp(timestamp_ms)? else { continue };
@@ -550,7 +588,8 @@ impl PartitionLog {
 
     fn snapshot_offsets(&self) -> Result<Vec<i64>, LogError> {
         let names = self.disk.list_dir(&self.dir).map_err(io_error(&self.dir))?;
-        let mut offsets: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".snapshot")).filter_map(|o| o.parse().ok()).collect();
+        let mut offsets: Vec<i64> =
+            names.iter().filter_map(|n| n.strip_suffix(".snapshot")).filter_map(|o| o.parse().ok()).collect();
         offsets.sort_unstable();
         Ok(offsets)
     }

@@ -53,7 +53,13 @@ fn in_sequence(last_seq: i32, next_seq: i32) -> bool {
 
 impl ProducerStateManager {
     /// Checks a batch from `producer_id` with sequences `first_seq..=last_seq`.
-    pub fn check(&self, producer_id: i64, epoch: i16, first_seq: i32, last_seq: i32) -> Result<SequenceCheck, LogError> {
+    pub fn check(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        last_seq: i32,
+    ) -> Result<SequenceCheck, LogError> {
         let Some(entry) = self.producers.get(&producer_id) else {
             return Ok(SequenceCheck::Append);
         };
@@ -66,7 +72,11 @@ impl ProducerStateManager {
         }
         if epoch > entry.epoch {
             if first_seq != 0 {
-                return Err(LogError::OutOfOrderSequence { producer_id: ProducerId(producer_id), expected: 0, received: first_seq });
+                return Err(LogError::OutOfOrderSequence {
+                    producer_id: ProducerId(producer_id),
+                    expected: 0,
+                    received: first_seq,
+                });
             }
             return Ok(SequenceCheck::Append);
         }
@@ -85,7 +95,8 @@ impl ProducerStateManager {
 
     /// Records an appended batch (also used when replaying the log on recovery).
     pub fn update(&mut self, producer_id: i64, epoch: i16, batch: BatchMetadata) {
-        let entry = self.producers.entry(producer_id).or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::new() });
+        let entry =
+            self.producers.entry(producer_id).or_insert_with(|| ProducerEntry { epoch, batches: VecDeque::new() });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();

@@ -81,7 +81,13 @@ impl Segment {
     }
 
     /// Appends one batch whose offsets are already assigned.
-    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, index_interval_bytes: u64, now_ms: i64) -> Result<(), LogError> {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        index_interval_bytes: u64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         assert_eq!(header.base_offset, self.next_offset, "batches are appended at the log end");
         assert_eq!(header.size, batch.len());
         let position = self.size;
@@ -136,16 +142,13 @@ impl Segment {
     /// torn tail and is truncated away; otherwise the segment is corrupt.
     pub fn recover(&mut self, index_interval_bytes: u64, is_active: bool) -> Result<(), LogError> {
         let file_len = self.size;
-        self.size = file_len;
         self.reset_indexes();
         let mut position = 0;
         while position < file_len {
             match self.check_batch_at(position, file_len) {
                 Ok(header) => {
-                    let size = header.size as u64;
-                    // Count the batch in before indexing it (indexing reads `self.size`-free state).
                     self.index_batch(&header, position, index_interval_bytes);
-                    position += size;
+                    position += header.size as u64;
                 }
                 Err(reason) if is_active => {
                     tracing::warn!(segment = %self.path.display(), position, file_len, reason, "truncating a torn tail");
@@ -177,7 +180,10 @@ impl Segment {
             return Err(format!("batch base offset {} where {} was expected", header.base_offset, self.next_offset));
         }
         if header.last_offset_delta < 0 || header.record_count <= 0 {
-            return Err(format!("impossible batch: last offset delta {}, {} records", header.last_offset_delta, header.record_count));
+            return Err(format!(
+                "impossible batch: last offset delta {}, {} records",
+                header.last_offset_delta, header.record_count
+            ));
         }
         let bytes = self.read_bytes(position, header.size).map_err(|e| e.to_string())?;
         if !batch::crc_matches(&bytes) {
@@ -212,7 +218,11 @@ impl Segment {
                 reason: "a sealed segment ends inside a batch header".to_string(),
             })?;
             if header.base_offset != self.next_offset || position + header.size as u64 > self.size {
-                return Err(LogError::Corruption { path: self.path.clone(), position, reason: "batches do not line up".to_string() });
+                return Err(LogError::Corruption {
+                    path: self.path.clone(),
+                    position,
+                    reason: "batches do not line up".to_string(),
+                });
             }
             self.next_offset = header.last_offset() + 1;
             if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
@@ -229,14 +239,18 @@ impl Segment {
         let dir = self.path.parent()?;
         let offsets = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "index"))).ok()?;
         let times = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "timeindex"))).ok()?;
-        if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0 || times.len() % TIME_INDEX_ENTRY_BYTES != 0 || (offsets.is_empty() && self.size > 0) {
+        if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0
+            || times.len() % TIME_INDEX_ENTRY_BYTES != 0
+            || (offsets.is_empty() && self.size > 0)
+        {
             return None;
         }
         let mut offset_index = Vec::new();
         for entry in offsets.chunks(OFFSET_INDEX_ENTRY_BYTES) {
             let relative = u32::from_be_bytes(entry[..4].try_into().ok()?);
             let position = u64::from(u32::from_be_bytes(entry[4..].try_into().ok()?));
-            let increasing = offset_index.last().is_none_or(|&(o, p)| self.base_offset + i64::from(relative) > o && position > p);
+            let increasing =
+                offset_index.last().is_none_or(|&(o, p)| self.base_offset + i64::from(relative) > o && position > p);
             if !increasing || position >= self.size.max(1) {
                 return None;
             }

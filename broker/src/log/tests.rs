@@ -3,7 +3,9 @@
 use super::*;
 use crate::storage::mem::MemDisk;
 use bytes::BytesMut;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use proptest::prelude::*;
 
 const DIR: &str = "/data/events-0";
@@ -46,7 +48,8 @@ fn batch(values: &[u64], timestamp: i64, producer: Option<(i64, i16, i32)>) -> B
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None }).unwrap();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .unwrap();
     buf.freeze()
 }
 
@@ -244,7 +247,12 @@ fn a_torn_write_in_the_middle_of_the_tail_truncates_at_the_first_bad_batch() {
 }
 
 fn segment_files(disk: &MemDisk) -> Vec<PathBuf> {
-    disk.list_dir(Path::new(DIR)).unwrap().into_iter().filter(|n| n.ends_with(".log")).map(|n| Path::new(DIR).join(n)).collect()
+    disk.list_dir(Path::new(DIR))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".log"))
+        .map(|n| Path::new(DIR).join(n))
+        .collect()
 }
 
 #[test]
@@ -300,8 +308,14 @@ fn idempotent_producer_state_survives_clean_restarts_crashes_and_rolls() {
     disk.crash();
     let mut log = open(&disk, cfg.clone());
     expect_duplicate(&mut log);
-    assert!(matches!(log.append(batch(&[1], 1000, Some((42, 3, sequence + 1))), LeaderEpoch(0), 1000), Err(LogError::OutOfOrderSequence { .. })));
-    assert!(matches!(log.append(batch(&[1], 1000, Some((42, 2, sequence))), LeaderEpoch(0), 1000), Err(LogError::InvalidProducerEpoch { .. })));
+    assert!(matches!(
+        log.append(batch(&[1], 1000, Some((42, 3, sequence + 1))), LeaderEpoch(0), 1000),
+        Err(LogError::OutOfOrderSequence { .. })
+    ));
+    assert!(matches!(
+        log.append(batch(&[1], 1000, Some((42, 2, sequence))), LeaderEpoch(0), 1000),
+        Err(LogError::InvalidProducerEpoch { .. })
+    ));
     assert_eq!(log.log_end_offset().0, 24, "nothing rejected was stored");
 }
 
@@ -344,7 +358,11 @@ fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
     assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((Offset(59), 10_291)));
     log.close().unwrap();
     let log = open(&disk, config());
-    assert_eq!(log.offset_for_timestamp(10_150).unwrap(), Some((Offset(30), 10_150)), "after loading indexes from disk");
+    assert_eq!(
+        log.offset_for_timestamp(10_150).unwrap(),
+        Some((Offset(30), 10_150)),
+        "after loading indexes from disk"
+    );
 }
 
 #[test]
@@ -365,6 +383,9 @@ fn a_failed_fsync_fails_the_log_for_good() {
     disk.set_fault_hook(Some(Arc::new(FailSync)));
     assert!(matches!(log.append(batch(&[1], 1, None), LeaderEpoch(0), 1), Err(LogError::Storage { .. })));
     disk.set_fault_hook(None);
-    assert!(matches!(log.append(batch(&[2], 1, None), LeaderEpoch(0), 1), Err(LogError::Storage { .. })), "never trusted again");
+    assert!(
+        matches!(log.append(batch(&[2], 1, None), LeaderEpoch(0), 1), Err(LogError::Storage { .. })),
+        "never trusted again"
+    );
     assert!(log.read(Offset(0), 100, Offset(1), true).is_err());
 }

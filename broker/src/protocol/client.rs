@@ -35,14 +35,20 @@ pub struct Connection<S> {
 
 impl Connection<TcpStream> {
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(format!("connect {addr}: {e}")))?;
+        let stream =
+            TcpStream::connect(addr).await.map_err(|e| ClientError::Connection(format!("connect {addr}: {e}")))?;
         Ok(Connection::new(stream, client_id))
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, client_id: &str) -> Self {
-        Connection { stream, next_correlation_id: 0, client_id: client_id.to_string(), request_timeout: Duration::from_secs(30) }
+        Connection {
+            stream,
+            next_correlation_id: 0,
+            client_id: client_id.to_string(),
+            request_timeout: Duration::from_secs(30),
+        }
     }
 
     fn encode(&mut self, api_key: ApiKey, version: i16, body: &RequestKind) -> Result<(i32, Bytes), ClientError> {
@@ -65,24 +71,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Sends a request and waits (at most `request_timeout`) for its response.
-    pub async fn send(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> Result<ResponseKind, ClientError> {
+    pub async fn send(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> Result<ResponseKind, ClientError> {
         let (correlation_id, frame) = self.encode(api_key, version, &body)?;
         let timeout = self.request_timeout;
         let exchange = async {
             write_frame(&mut self.stream, &frame).await.map_err(|e| ClientError::Connection(format!("write: {e}")))?;
-            let mut response = read_frame(&mut self.stream, RESPONSE_BYTES_MAX).await.map_err(|e| ClientError::Connection(format!("read: {e}")))?;
-            let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-            let header = ResponseHeader::decode(&mut response, header_version).map_err(|e| ClientError::Protocol(format!("{e:#}")))?;
+            let mut response = read_frame(&mut self.stream, RESPONSE_BYTES_MAX)
+                .await
+                .map_err(|e| ClientError::Connection(format!("read: {e}")))?;
+            let header_version =
+                if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+            let header = ResponseHeader::decode(&mut response, header_version)
+                .map_err(|e| ClientError::Protocol(format!("{e:#}")))?;
             if header.correlation_id != correlation_id {
-                return Err(ClientError::Protocol(format!("correlation id {} for request {correlation_id}", header.correlation_id)));
+                return Err(ClientError::Protocol(format!(
+                    "correlation id {} for request {correlation_id}",
+                    header.correlation_id
+                )));
             }
-            ResponseKind::decode(api_key, &mut response, version).map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
+            ResponseKind::decode(api_key, &mut response, version)
+                .map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout(timeout))?
     }
 
     /// Sends a request that gets no response (Produce with acks=0).
-    pub async fn send_without_response(&mut self, api_key: ApiKey, version: i16, body: RequestKind) -> Result<(), ClientError> {
+    pub async fn send_without_response(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> Result<(), ClientError> {
         let (_, frame) = self.encode(api_key, version, &body)?;
         let timeout = self.request_timeout;
         tokio::time::timeout(timeout, write_frame(&mut self.stream, &frame))

@@ -71,7 +71,11 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     if !served {
         return Ok(Request::UnsupportedVersion { api_key, api_version, correlation_id });
     }
-    let malformed = |reason: anyhow::Error| DecodeError::Malformed { api: api_key, version: api_version, reason: format!("{reason:#}") };
+    let malformed = |reason: anyhow::Error| DecodeError::Malformed {
+        api: api_key,
+        version: api_version,
+        reason: format!("{reason:#}"),
+    };
     let mut buf = frame;
     let header_version = api_key.request_header_version(api_version);
     let header = RequestHeader::decode(&mut buf, header_version).map_err(malformed)?;
@@ -80,11 +84,16 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
 }
 
 /// Encodes a response frame (with its length prefix).
-pub fn encode_response(api_key: ApiKey, api_version: i16, correlation_id: i32, body: &ResponseKind) -> anyhow::Result<Bytes> {
+pub fn encode_response(
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_i32(0); // length, patched below
-    // ApiVersions responses always use header v0 so that a client that sent a version the
-    // broker does not know can still read the error (KIP-511).
+                    // ApiVersions responses always use header v0 so that a client that sent a version the
+                    // broker does not know can still read the error (KIP-511).
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(api_version) };
     ResponseHeader::default().with_correlation_id(correlation_id).encode(&mut buf, header_version)?;
     body.encode(&mut buf, api_version)?;
@@ -181,7 +190,10 @@ mod tests {
     #[test]
     fn garbage_frames_are_errors_not_panics() {
         assert!(matches!(decode_request(Bytes::from_static(b"\x00")), Err(DecodeError::Truncated(1))));
-        assert!(matches!(decode_request(Bytes::from_static(b"\x7f\x00\x00\x00\x00\x00\x00\x01")), Err(DecodeError::UnknownApiKey(_))));
+        assert!(matches!(
+            decode_request(Bytes::from_static(b"\x7f\x00\x00\x00\x00\x00\x00\x01")),
+            Err(DecodeError::UnknownApiKey(_))
+        ));
         // Metadata v9 header then a truncated body.
         let frame = request_frame(ApiKey::Metadata, 9, &RequestKind::Metadata(MetadataRequest::default()));
         let cut = frame.slice(..frame.len() - 2);

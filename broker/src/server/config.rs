@@ -151,7 +151,10 @@ impl BrokerConfig {
             "log.dirs" | "log.dir" => {
                 let dirs: Vec<&str> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
                 if dirs.len() != 1 {
-                    return Err(err(format!("Gregor stores data in exactly one directory; got {} in `{value}`", dirs.len())));
+                    return Err(err(format!(
+                        "Gregor stores data in exactly one directory; got {} in `{value}`",
+                        dirs.len()
+                    )));
                 }
                 self.log_dir = PathBuf::from(dirs[0]);
             }
@@ -166,7 +169,9 @@ impl BrokerConfig {
             }
             "min.insync.replicas" => self.min_insync_replicas = parse_positive(value).map_err(err)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_positive(value).map_err(err)?,
-            "log.retention.check.interval.ms" => self.retention_check_interval_ms = parse_positive(value).map_err(err)?,
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = parse_positive(value).map_err(err)?
+            }
             "message.max.bytes" => self.log.max_message_bytes = parse_positive(value).map_err(err)?,
             "log.segment.bytes" => self.log.segment_bytes = parse_segment_bytes(value).map_err(err)?,
             "log.roll.ms" => self.log.segment_ms = parse_positive(value).map_err(err)?,
@@ -177,7 +182,9 @@ impl BrokerConfig {
             "log.retention.bytes" => self.log.retention_bytes = parse_optional_limit(value).map_err(err)?,
             "log.retention.ms" => self.log.retention_ms = parse_optional_limit(value).map_err(err)?,
             "log.retention.minutes" => self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 60_000),
-            "log.retention.hours" => self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 3_600_000),
+            "log.retention.hours" => {
+                self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 3_600_000)
+            }
             other if IGNORED_KEYS.contains(&other) => self.ignored.push(format!("{origin}: {other}")),
             other => return Err(err(format!("unknown configuration key `{other}`"))),
         }
@@ -207,7 +214,9 @@ fn parse_listener(value: &str) -> Result<String, String> {
     let listener = listeners[0];
     let address = match listener.split_once("://") {
         Some(("PLAINTEXT", rest)) => rest,
-        Some((protocol, _)) => return Err(format!("security protocol `{protocol}` is not supported; use PLAINTEXT://host:port")),
+        Some((protocol, _)) => {
+            return Err(format!("security protocol `{protocol}` is not supported; use PLAINTEXT://host:port"))
+        }
         None => listener,
     };
     let Some((host, port)) = address.rsplit_once(':') else {
@@ -266,7 +275,10 @@ fn scale(value: Option<i64>, factor: i64) -> Option<i64> {
 
 /// Per-topic config overrides (CreateTopics `configs`) applied on top of the broker defaults.
 /// Returns the log config or the name of the first bad key with a reason.
-pub fn topic_log_config(defaults: &LogConfig, overrides: &BTreeMap<String, String>) -> Result<LogConfig, (String, String)> {
+pub fn topic_log_config(
+    defaults: &LogConfig,
+    overrides: &BTreeMap<String, String>,
+) -> Result<LogConfig, (String, String)> {
     let mut config = defaults.clone();
     for (key, value) in overrides {
         let bad = |message: String| (key.clone(), message);
@@ -283,11 +295,17 @@ pub fn topic_log_config(defaults: &LogConfig, overrides: &BTreeMap<String, Strin
                 parse_positive::<i32>(value).map_err(bad)?;
             }
             "cleanup.policy" if value == "delete" => {}
-            "cleanup.policy" => return Err(bad(format!("only `delete` is supported (log compaction is not implemented), got `{value}`"))),
+            "cleanup.policy" => {
+                return Err(bad(format!(
+                    "only `delete` is supported (log compaction is not implemented), got `{value}`"
+                )))
+            }
             "message.timestamp.type" if value == "CreateTime" => {}
             "message.timestamp.type" => return Err(bad(format!("only CreateTime is supported, got `{value}`"))),
             "compression.type" if value == "producer" => {}
-            "compression.type" => return Err(bad(format!("only `producer` (store as sent) is supported, got `{value}`"))),
+            "compression.type" => {
+                return Err(bad(format!("only `producer` (store as sent) is supported, got `{value}`")))
+            }
             _ => return Err(bad("unknown topic configuration key".to_string())),
         }
     }

@@ -12,7 +12,9 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -55,7 +57,9 @@ fn topic_name(s: &str) -> TopicName {
 pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
     let api_keys = SUPPORTED_APIS
         .iter()
-        .map(|&(key, min, max)| ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max))
+        .map(|&(key, min, max)| {
+            ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
+        })
         .collect();
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
@@ -92,7 +96,10 @@ pub fn metadata(broker: &Broker, request: MetadataRequest, version: i16) -> Meta
     }
     let (host, port) = broker.advertised.clone();
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default().with_node_id(BrokerId(broker.config.node_id)).with_host(str_bytes(host)).with_port(port)])
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(host))
+            .with_port(port)])
         .with_topics(topics);
     if version >= 1 {
         response = response.with_controller_id(BrokerId(broker.config.node_id));
@@ -103,14 +110,23 @@ pub fn metadata(broker: &Broker, request: MetadataRequest, version: i16) -> Meta
     response
 }
 
-fn metadata_for_request(broker: &Broker, wanted: MetadataRequestTopic, auto_create: bool, version: i16) -> MetadataResponseTopic {
+fn metadata_for_request(
+    broker: &Broker,
+    wanted: MetadataRequestTopic,
+    auto_create: bool,
+    version: i16,
+) -> MetadataResponseTopic {
     let name = match (&wanted.name, wanted.topic_id.is_nil()) {
         (Some(name), _) => name.0.to_string(),
         (None, false) => {
             let id = wanted.topic_id.as_u128();
             match broker.topics().image().topic_by_id(id) {
                 Some(topic) => topic.name.clone(),
-                None => return MetadataResponseTopic::default().with_error_code(code::UNKNOWN_TOPIC_ID).with_topic_id(wanted.topic_id),
+                None => {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(code::UNKNOWN_TOPIC_ID)
+                        .with_topic_id(wanted.topic_id)
+                }
             }
         }
         (None, true) => return MetadataResponseTopic::default().with_error_code(code::INVALID_REQUEST),
@@ -134,7 +150,9 @@ fn metadata_for_request(broker: &Broker, wanted: MetadataRequestTopic, auto_crea
 fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponseTopic {
     let topics = broker.topics();
     let Some(topic) = topics.get(name) else {
-        return MetadataResponseTopic::default().with_name(Some(topic_name(name))).with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+        return MetadataResponseTopic::default()
+            .with_name(Some(topic_name(name)))
+            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
     let node = BrokerId(broker.config.node_id);
     let offline = broker.offline_reason().is_some();
@@ -184,7 +202,9 @@ pub fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> Option
                 produce_partition_response(data.index, result, version)
             })
             .collect();
-        responses.push(TopicProduceResponse::default().with_name(topic_name(&name)).with_partition_responses(partition_responses));
+        responses.push(
+            TopicProduceResponse::default().with_name(topic_name(&name)).with_partition_responses(partition_responses),
+        );
     }
     if appended {
         broker.data_appended.notify_waiters();
@@ -201,13 +221,27 @@ struct PartitionProduceResult {
 
 impl PartitionProduceResult {
     fn error(error_code: i16, message: impl Into<String>) -> Self {
-        PartitionProduceResult { error_code, error_message: Some(message.into()), base_offset: -1, log_start_offset: -1 }
+        PartitionProduceResult {
+            error_code,
+            error_message: Some(message.into()),
+            base_offset: -1,
+            log_start_offset: -1,
+        }
     }
 }
 
-fn produce_partition(broker: &Broker, tp: &TopicPartition, acks: i16, transactional: bool, records: Option<Bytes>) -> PartitionProduceResult {
+fn produce_partition(
+    broker: &Broker,
+    tp: &TopicPartition,
+    acks: i16,
+    transactional: bool,
+    records: Option<Bytes>,
+) -> PartitionProduceResult {
     if !matches!(acks, -1..=1) {
-        return PartitionProduceResult::error(code::INVALID_REQUIRED_ACKS, format!("acks must be -1, 0 or 1, got {acks}"));
+        return PartitionProduceResult::error(
+            code::INVALID_REQUIRED_ACKS,
+            format!("acks must be -1, 0 or 1, got {acks}"),
+        );
     }
     if transactional {
         return PartitionProduceResult::error(code::INVALID_REQUEST, "transactional produce is not supported yet");
@@ -225,7 +259,10 @@ fn produce_partition(broker: &Broker, tp: &TopicPartition, acks: i16, transactio
     };
     // One broker: the ISR is this broker alone.
     if acks == -1 && min_insync_replicas > 1 {
-        return PartitionProduceResult::error(code::NOT_ENOUGH_REPLICAS, format!("ISR has 1 replica, min.insync.replicas is {min_insync_replicas}"));
+        return PartitionProduceResult::error(
+            code::NOT_ENOUGH_REPLICAS,
+            format!("ISR has 1 replica, min.insync.replicas is {min_insync_replicas}"),
+        );
     }
     let Some(records) = records else {
         return PartitionProduceResult::error(code::CORRUPT_MESSAGE, "produce request without records");
@@ -237,7 +274,12 @@ fn produce_partition(broker: &Broker, tp: &TopicPartition, acks: i16, transactio
                 tracing::debug!(%tp, base_offset = info.base_offset.0, "duplicate batch answered with its original offset");
             }
             let info = outcome.info();
-            PartitionProduceResult { error_code: code::NONE, error_message: None, base_offset: info.base_offset.0, log_start_offset: info.log_start_offset.0 }
+            PartitionProduceResult {
+                error_code: code::NONE,
+                error_message: None,
+                base_offset: info.base_offset.0,
+                log_start_offset: info.log_start_offset.0,
+            }
         }
         Err(error) => {
             broker.note_log_error(&error);
@@ -319,8 +361,16 @@ fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRe
     (FetchResponse::default().with_responses(responses), total_bytes, any_error)
 }
 
-fn fetch_partition(broker: &Broker, tp: &TopicPartition, request: &fetch_request::FetchPartition, bytes_left: usize, min_one_batch: bool, version: i16) -> PartitionData {
-    let empty = PartitionData::default().with_partition_index(tp.partition).with_high_watermark(-1).with_last_stable_offset(-1);
+fn fetch_partition(
+    broker: &Broker,
+    tp: &TopicPartition,
+    request: &fetch_request::FetchPartition,
+    bytes_left: usize,
+    min_one_batch: bool,
+    version: i16,
+) -> PartitionData {
+    let empty =
+        PartitionData::default().with_partition_index(tp.partition).with_high_watermark(-1).with_last_stable_offset(-1);
     let error = |code: i16| empty.clone().with_error_code(code);
     if let Some(_reason) = broker.offline_reason() {
         return error(code::KAFKA_STORAGE_ERROR);
@@ -338,7 +388,10 @@ fn fetch_partition(broker: &Broker, tp: &TopicPartition, request: &fetch_request
     let log_start_offset = log.log_start_offset();
     let max_bytes = (request.partition_max_bytes.max(0) as usize).min(bytes_left);
     let result = log.read(Offset(request.fetch_offset), max_bytes, high_watermark, min_one_batch);
-    let data = empty.with_high_watermark(high_watermark.0).with_last_stable_offset(high_watermark.0).with_log_start_offset(log_start_offset.0);
+    let data = empty
+        .with_high_watermark(high_watermark.0)
+        .with_last_stable_offset(high_watermark.0)
+        .with_log_start_offset(log_start_offset.0);
     match result {
         Ok(read) => data.with_records(Some(read.records)),
         Err(error) => {
@@ -386,7 +439,13 @@ const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-fn list_offset(broker: &Broker, tp: &TopicPartition, timestamp: i64, current_leader_epoch: i32, version: i16) -> Result<(i64, i64), i16> {
+fn list_offset(
+    broker: &Broker,
+    tp: &TopicPartition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+    version: i16,
+) -> Result<(i64, i64), i16> {
     if broker.offline_reason().is_some() {
         return Err(code::KAFKA_STORAGE_ERROR);
     }
@@ -428,7 +487,10 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
         .map(|topic| {
             let name = topic.name.0.to_string();
             let result = if seen[&name] > 1 {
-                Err(TopicError::new(code::INVALID_REQUEST, format!("topic `{name}` appears more than once in the request")))
+                Err(TopicError::new(
+                    code::INVALID_REQUEST,
+                    format!("topic `{name}` appears more than once in the request"),
+                ))
             } else {
                 create_one_topic(broker, &topic, request.validate_only)
             };
@@ -438,27 +500,49 @@ pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn create_one_topic(broker: &Broker, topic: &create_topics_request::CreatableTopic, validate_only: bool) -> Result<(i32, BTreeMap<String, String>, u128), TopicError> {
+fn create_one_topic(
+    broker: &Broker,
+    topic: &create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> Result<(i32, BTreeMap<String, String>, u128), TopicError> {
     let node = broker.config.node_id;
     let mut partitions = if topic.num_partitions == -1 { broker.config.num_partitions } else { topic.num_partitions };
     if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
-            return Err(TopicError::new(code::INVALID_REQUEST, "give either assignments or num_partitions/replication_factor, not both"));
+            return Err(TopicError::new(
+                code::INVALID_REQUEST,
+                "give either assignments or num_partitions/replication_factor, not both",
+            ));
         }
         for (expected, assignment) in topic.assignments.iter().enumerate() {
-            let valid = assignment.partition_index == expected as i32 && assignment.broker_ids.len() == 1 && assignment.broker_ids[0].0 == node;
+            let valid = assignment.partition_index == expected as i32
+                && assignment.broker_ids.len() == 1
+                && assignment.broker_ids[0].0 == node;
             if !valid {
-                return Err(TopicError::new(code::INVALID_REPLICA_ASSIGNMENT, format!("assignments must list partitions 0.. in order, each on broker {node} alone")));
+                return Err(TopicError::new(
+                    code::INVALID_REPLICA_ASSIGNMENT,
+                    format!("assignments must list partitions 0.. in order, each on broker {node} alone"),
+                ));
             }
         }
         partitions = topic.assignments.len() as i32;
     }
     if partitions <= 0 {
-        return Err(TopicError::new(code::INVALID_PARTITIONS, format!("number of partitions must be positive, got {partitions}")));
+        return Err(TopicError::new(
+            code::INVALID_PARTITIONS,
+            format!("number of partitions must be positive, got {partitions}"),
+        ));
     }
-    let factor = if topic.replication_factor == -1 { broker.config.default_replication_factor } else { topic.replication_factor };
+    let factor = if topic.replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        topic.replication_factor
+    };
     if topic.assignments.is_empty() && factor != 1 {
-        return Err(TopicError::new(code::INVALID_REPLICATION_FACTOR, format!("replication factor {factor} is larger than the 1 available broker")));
+        return Err(TopicError::new(
+            code::INVALID_REPLICATION_FACTOR,
+            format!("replication factor {factor} is larger than the 1 available broker"),
+        ));
     }
     let mut configs = BTreeMap::new();
     for config in &topic.configs {
@@ -471,7 +555,12 @@ fn create_one_topic(broker: &Broker, topic: &create_topics_request::CreatableTop
     Ok((partitions, configs, image.topic_id))
 }
 
-fn create_topic_result(broker: &Broker, name: &str, result: Result<(i32, BTreeMap<String, String>, u128), TopicError>, version: i16) -> CreatableTopicResult {
+fn create_topic_result(
+    broker: &Broker,
+    name: &str,
+    result: Result<(i32, BTreeMap<String, String>, u128), TopicError>,
+    version: i16,
+) -> CreatableTopicResult {
     let response = CreatableTopicResult::default().with_name(topic_name(name));
     match result {
         Ok((partitions, configs, topic_id)) => {
@@ -479,9 +568,15 @@ fn create_topic_result(broker: &Broker, name: &str, result: Result<(i32, BTreeMa
             if version >= 5 {
                 let configs = configs
                     .into_iter()
-                    .map(|(key, value)| CreatableTopicConfigs::default().with_name(str_bytes(key)).with_value(Some(str_bytes(value))).with_config_source(1))
+                    .map(|(key, value)| {
+                        CreatableTopicConfigs::default()
+                            .with_name(str_bytes(key))
+                            .with_value(Some(str_bytes(value)))
+                            .with_config_source(1)
+                    })
                     .collect();
-                response = response.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(configs));
+                response =
+                    response.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(configs));
             }
             if version >= 7 {
                 response = response.with_topic_id(uuid::Uuid::from_u128(topic_id));
@@ -502,14 +597,20 @@ fn create_topic_result(broker: &Broker, name: &str, result: Result<(i32, BTreeMa
 
 pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v1-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
-    let mut targets: Vec<(Option<String>, uuid::Uuid)> = request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
+    let mut targets: Vec<(Option<String>, uuid::Uuid)> =
+        request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
     targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
     let responses = targets
         .into_iter()
         .map(|(name, topic_id)| {
             let resolved = match name {
                 Some(name) => Ok(name),
-                None => broker.topics().image().topic_by_id(topic_id.as_u128()).map(|t| t.name.clone()).ok_or(TopicError::new(code::UNKNOWN_TOPIC_ID, "unknown topic id")),
+                None => broker
+                    .topics()
+                    .image()
+                    .topic_by_id(topic_id.as_u128())
+                    .map(|t| t.name.clone())
+                    .ok_or(TopicError::new(code::UNKNOWN_TOPIC_ID, "unknown topic id")),
             };
             let result = resolved.and_then(|name| broker.delete_topic(&name).map(|image| (name, image.topic_id)));
             let mut response = DeletableTopicResult::default();
@@ -538,13 +639,19 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16
 pub fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
     if request.transactional_id.is_some() {
         tracing::warn!("InitProducerId with a transactional id refused: transactions are not implemented yet");
-        return InitProducerIdResponse::default().with_error_code(code::INVALID_REQUEST).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+        return InitProducerIdResponse::default()
+            .with_error_code(code::INVALID_REQUEST)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
     }
     // Kafka gives an idempotent producer a fresh producer id every time (even when it sends
     // its old id and epoch to bump): the new id has no sequence history to conflict with.
     match broker.allocate_producer_id() {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(e) => InitProducerIdResponse::default().with_error_code(e.code).with_producer_id(ProducerId(-1)).with_producer_epoch(-1),
+        Err(e) => InitProducerIdResponse::default()
+            .with_error_code(e.code)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
     }
 }
 

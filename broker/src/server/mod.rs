@@ -70,7 +70,9 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
     for ignored in &config.ignored {
         tracing::info!(key = ignored, "configuration key accepted but has no effect in Gregor");
     }
-    let listener = TcpListener::bind(&config.listener).await.map_err(|e| anyhow::anyhow!("binding listener {}: {e}", config.listener))?;
+    let listener = TcpListener::bind(&config.listener)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding listener {}: {e}", config.listener))?;
     let local_addr = listener.local_addr()?;
     let advertised = config.advertised_address(local_addr);
     let broker = Arc::new(Broker::open(config, disk, advertised)?);
@@ -82,7 +84,12 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
     Ok(BrokerHandle { local_addr, broker, shutdown, open_connections, tasks: vec![accept, housekeeping] })
 }
 
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, open_connections: Arc<AtomicUsize>) {
+async fn accept_loop(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    open_connections: Arc<AtomicUsize>,
+) {
     loop {
         let accepted = tokio::select! {
             biased;
@@ -112,7 +119,10 @@ async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bo
     let retention_interval = broker.config.retention_check_interval_ms;
     let mut next_retention = state::now_ms() + retention_interval;
     loop {
-        let interval = broker.shortest_flush_interval_ms().unwrap_or(HOUSEKEEPING_INTERVAL_MS_MAX).clamp(HOUSEKEEPING_INTERVAL_MS_MIN, HOUSEKEEPING_INTERVAL_MS_MAX);
+        let interval = broker
+            .shortest_flush_interval_ms()
+            .unwrap_or(HOUSEKEEPING_INTERVAL_MS_MAX)
+            .clamp(HOUSEKEEPING_INTERVAL_MS_MIN, HOUSEKEEPING_INTERVAL_MS_MAX);
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
@@ -127,7 +137,12 @@ async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bo
     }
 }
 
-async fn serve_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = tokio::io::BufReader::new(reader);
@@ -199,7 +214,10 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> anyhow::Result<Optio
 #[cfg(not(madsim))]
 pub fn cli_main() -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt().with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
     let config = match parse_args(std::env::args().skip(1))? {
         Some(config) => config,
         None => return Ok(()),
@@ -242,8 +260,12 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<B
                 println!("{USAGE}");
                 return Ok(None);
             }
-            "--config" | "-c" => config_file = Some(args.next().ok_or_else(|| anyhow::anyhow!("--config needs a file\n\n{USAGE}"))?),
-            "--override" | "-o" => overrides.push(args.next().ok_or_else(|| anyhow::anyhow!("--override needs key=value\n\n{USAGE}"))?),
+            "--config" | "-c" => {
+                config_file = Some(args.next().ok_or_else(|| anyhow::anyhow!("--config needs a file\n\n{USAGE}"))?)
+            }
+            "--override" | "-o" => {
+                overrides.push(args.next().ok_or_else(|| anyhow::anyhow!("--override needs key=value\n\n{USAGE}"))?)
+            }
             other if other.starts_with("--override=") => overrides.push(other["--override=".len()..].to_string()),
             other if !other.starts_with('-') && config_file.is_none() => config_file = Some(other.to_string()),
             other => anyhow::bail!("unknown argument `{other}`\n\n{USAGE}"),
@@ -258,7 +280,8 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<B
         None => BrokerConfig::default(),
     };
     for item in overrides {
-        let (key, value) = item.split_once('=').ok_or_else(|| anyhow::anyhow!("--override expects key=value, got `{item}`"))?;
+        let (key, value) =
+            item.split_once('=').ok_or_else(|| anyhow::anyhow!("--override expects key=value, got `{item}`"))?;
         config.set(key.trim(), value.trim())?;
     }
     Ok(Some(config))

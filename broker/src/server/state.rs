@@ -59,7 +59,9 @@ impl ProducerIdAllocator {
         let path = log_dir.join("producer-id-block");
         let block_end = if disk.exists(&path) {
             let text = String::from_utf8(storage::read_all(disk, &path)?)?;
-            text.trim().parse().map_err(|e| anyhow::anyhow!("{}: bad producer id block `{text}`: {e}", path.display()))?
+            text.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{}: bad producer id block `{text}`: {e}", path.display()))?
         } else {
             0
         };
@@ -137,7 +139,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     const TOPIC_NAME_BYTES_MAX: usize = 249;
     let legal = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
     if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_BYTES_MAX || !legal {
-        return Err(TopicError::new(17, format!("invalid topic name `{name}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`")));
+        return Err(TopicError::new(
+            17,
+            format!("invalid topic name `{name}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`"),
+        ));
     }
     Ok(())
 }
@@ -201,12 +206,19 @@ impl Broker {
     }
 
     /// Creates a topic: validates, appends the record durably, replays it, opens the logs.
-    pub fn create_topic(&self, name: &str, partitions: i32, configs: BTreeMap<String, String>, validate_only: bool) -> Result<TopicImage, TopicError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicImage, TopicError> {
         validate_topic_name(name)?;
         if partitions <= 0 {
             return Err(TopicError::new(37, format!("number of partitions must be positive, got {partitions}")));
         }
-        let log_config = topic_log_config(&self.config.log, &configs).map_err(|(key, message)| TopicError::new(40, format!("config `{key}`: {message}")))?;
+        let log_config = topic_log_config(&self.config.log, &configs)
+            .map_err(|(key, message)| TopicError::new(40, format!("config `{key}`: {message}")))?;
         let mut topics = self.topics();
         if topics.by_name.contains_key(name) {
             return Err(TopicError::new(36, format!("topic `{name}` already exists")));
@@ -225,7 +237,10 @@ impl Broker {
         topics.image.replay(&record);
         let topic = open_topic(&*self.disk, &self.disk, &self.config, &image, now_ms()).map_err(|e| {
             let reason = format!("creating the logs of topic `{name}`: {e:#}");
-            self.note_log_error(&LogError::Storage { path: self.config.log_dir.clone(), source: std::io::Error::other(reason.clone()) });
+            self.note_log_error(&LogError::Storage {
+                path: self.config.log_dir.clone(),
+                source: std::io::Error::other(reason.clone()),
+            });
             TopicError::new(56, reason)
         })?;
         assert_eq!(topic.log_config, log_config);
@@ -255,7 +270,10 @@ impl Broker {
                         tracing::warn!(topic = name, error = %e, "could not remove a deleted topic's directory now; it is removed at the next start");
                     }
                 }
-                Err(_) => tracing::info!(topic = name, "a request still holds a deleted partition; its directory is removed at the next start"),
+                Err(_) => tracing::info!(
+                    topic = name,
+                    "a request still holds a deleted partition; its directory is removed at the next start"
+                ),
             }
         }
         tracing::info!(topic = name, "deleted topic");
@@ -290,7 +308,8 @@ impl Broker {
         let logs: Vec<SharedLog> = self.topics().by_name.values().flat_map(|t| t.partitions.iter().cloned()).collect();
         for log in logs {
             let mut log = log.lock().expect("log lock poisoned");
-            let result = log.tick(now).and_then(|()| if retention_due { log.apply_retention(now).map(|_| ()) } else { Ok(()) });
+            let result =
+                log.tick(now).and_then(|()| if retention_due { log.apply_retention(now).map(|_| ()) } else { Ok(()) });
             if let Err(error) = result {
                 self.note_log_error(&error);
                 return;
@@ -323,9 +342,16 @@ impl Broker {
     }
 }
 
-fn open_topic(disk: &dyn Disk, shared: &Arc<dyn Disk>, config: &BrokerConfig, image: &TopicImage, now: i64) -> anyhow::Result<Topic> {
-    let log_config = topic_log_config(&config.log, &image.configs)
-        .map_err(|(key, message)| anyhow::anyhow!("topic `{}` has a bad stored config `{key}`: {message}", image.name))?;
+fn open_topic(
+    disk: &dyn Disk,
+    shared: &Arc<dyn Disk>,
+    config: &BrokerConfig,
+    image: &TopicImage,
+    now: i64,
+) -> anyhow::Result<Topic> {
+    let log_config = topic_log_config(&config.log, &image.configs).map_err(|(key, message)| {
+        anyhow::anyhow!("topic `{}` has a bad stored config `{key}`: {message}", image.name)
+    })?;
     let min_insync_replicas = match image.configs.get("min.insync.replicas") {
         Some(value) => value.parse()?,
         None => config.min_insync_replicas,
@@ -368,7 +394,10 @@ fn load_or_create_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32)
             anyhow::bail!("{}: missing node.id or cluster.id", path.display());
         };
         if stored_node != node_id {
-            anyhow::bail!("{} belongs to node.id={stored_node}, but this broker is node.id={node_id}; use another log.dirs", path.display());
+            anyhow::bail!(
+                "{} belongs to node.id={stored_node}, but this broker is node.id={node_id}; use another log.dirs",
+                path.display()
+            );
         }
         return Ok(cluster_id);
     }

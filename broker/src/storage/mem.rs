@@ -114,7 +114,10 @@ impl MemDisk {
         // An entry whose parent directory's own entry never became durable is unreachable.
         let snapshot = durable.clone();
         durable.retain(|path, _| {
-            path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/")).all(|a| snapshot.get(a) == Some(&Entry::Dir))
+            path.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty() && *a != Path::new("/"))
+                .all(|a| snapshot.get(a) == Some(&Entry::Dir))
         });
         *volatile = durable.clone();
         let mut names: BTreeMap<FileId, PathBuf> = BTreeMap::new();
@@ -169,12 +172,15 @@ impl Disk for MemDisk {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.check(DiskOp::Create, path)?;
         let mut state = self.lock();
-        let mut ancestors: Vec<&Path> = path.ancestors().filter(|p| !p.as_os_str().is_empty() && *p != Path::new("/")).collect();
+        let mut ancestors: Vec<&Path> =
+            path.ancestors().filter(|p| !p.as_os_str().is_empty() && *p != Path::new("/")).collect();
         ancestors.reverse();
         for dir in ancestors {
             match state.volatile.get(dir) {
                 Some(Entry::Dir) => {}
-                Some(Entry::File(_)) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", dir.display()))),
+                Some(Entry::File(_)) => {
+                    return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", dir.display())))
+                }
                 None => {
                     state.volatile.insert(dir.to_path_buf(), Entry::Dir);
                 }
@@ -206,7 +212,9 @@ impl Disk for MemDisk {
         let existing = self.lock().volatile.get(path).cloned();
         let id = match existing {
             Some(Entry::File(id)) => id,
-            Some(Entry::Dir) => return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display()))),
+            Some(Entry::Dir) => {
+                return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())))
+            }
             None if !create => return Err(not_found(path)),
             None => {
                 self.check(DiskOp::Create, path)?;
@@ -234,7 +242,9 @@ impl Disk for MemDisk {
                 state.volatile.remove(path);
                 Ok(())
             }
-            Some(Entry::Dir) => Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display()))),
+            Some(Entry::Dir) => {
+                Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())))
+            }
             None => Err(not_found(path)),
         }
     }
@@ -255,7 +265,8 @@ impl Disk for MemDisk {
         if !state.volatile.contains_key(from) {
             return Err(not_found(from));
         }
-        let moved: Vec<(PathBuf, Entry)> = state.volatile.iter().filter(|(p, _)| p.starts_with(from)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        let moved: Vec<(PathBuf, Entry)> =
+            state.volatile.iter().filter(|(p, _)| p.starts_with(from)).map(|(p, e)| (p.clone(), e.clone())).collect();
         state.volatile.retain(|p, _| !p.starts_with(to));
         for (path, entry) in moved {
             state.volatile.remove(&path);
@@ -271,9 +282,14 @@ impl Disk for MemDisk {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check(DiskOp::SyncDir, path)?;
         let mut state = self.lock();
-        let is_child = |p: &Path| p.parent() == Some(path) || (p.parent().is_none_or(|q| q.as_os_str().is_empty()) && path.as_os_str().is_empty());
-        let current: Vec<(PathBuf, Entry)> = state.volatile.iter().filter(|(p, _)| is_child(p)).map(|(p, e)| (p.clone(), e.clone())).collect();
-        let removed: Vec<PathBuf> = state.durable.keys().filter(|p| is_child(p) && !state.volatile.contains_key(*p)).cloned().collect();
+        let is_child = |p: &Path| {
+            p.parent() == Some(path)
+                || (p.parent().is_none_or(|q| q.as_os_str().is_empty()) && path.as_os_str().is_empty())
+        };
+        let current: Vec<(PathBuf, Entry)> =
+            state.volatile.iter().filter(|(p, _)| is_child(p)).map(|(p, e)| (p.clone(), e.clone())).collect();
+        let removed: Vec<PathBuf> =
+            state.durable.keys().filter(|p| is_child(p) && !state.volatile.contains_key(*p)).cloned().collect();
         for path in removed {
             state.durable.retain(|p, _| !p.starts_with(&path));
         }
@@ -301,7 +317,10 @@ impl DiskFile for MemFile {
         let end = offset as usize + buf.len();
         self.with_data(|d| {
             if end > d.volatile.len() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{}: read past the end", self.path.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{}: read past the end", self.path.display()),
+                ));
             }
             buf.copy_from_slice(&d.volatile[offset as usize..end]);
             Ok(())

@@ -46,9 +46,30 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations
 }
 
+/// An acknowledged send, as the order checkers see it.
+#[derive(Clone, Copy)]
+struct AckedSend {
+    op: usize,
+    invoked_ns: u64,
+    completed_ns: u64,
+    value: Value,
+    offset: i64,
+}
+
+/// Acknowledged sends grouped by `key`.
+fn acked_sends_by<K: Ord>(history: &History, key: impl Fn(Process, Partition) -> K) -> BTreeMap<K, Vec<AckedSend>> {
+    let mut groups: BTreeMap<K, Vec<AckedSend>> = BTreeMap::new();
+    for (op, o, partition, value, offset) in history.acknowledged_sends() {
+        let send = AckedSend { op, invoked_ns: o.invoked_ns, completed_ns: o.completed_ns, value, offset };
+        groups.entry(key(o.process, partition)).or_default().push(send);
+    }
+    groups
+}
+
 /// Every (partition, offset) → value observation: acks and reads, with the operation index.
 fn observations(history: &History) -> Vec<(Partition, i64, Value, usize)> {
-    let mut seen: Vec<(Partition, i64, Value, usize)> = history.acknowledged_sends().map(|(i, _, p, v, o)| (p, o, v, i)).collect();
+    let mut seen: Vec<(Partition, i64, Value, usize)> =
+        history.acknowledged_sends().map(|(i, _, p, v, o)| (p, o, v, i)).collect();
     for (i, _, partition, records) in history.successful_polls() {
         seen.extend(records.iter().map(|&(offset, value)| (partition, offset, value, i)));
     }
@@ -68,7 +89,10 @@ pub fn inconsistent_offsets(history: &History) -> Vec<Violation> {
             offsets: vec![offset],
             values: values.keys().copied().collect(),
             operations: values.values().flatten().copied().collect(),
-            detail: format!("offset {offset} of partition {partition} was seen holding {} different values", values.len()),
+            detail: format!(
+                "offset {offset} of partition {partition} was seen holding {} different values",
+                values.len()
+            ),
         })
         .collect()
 }
@@ -113,7 +137,8 @@ pub fn lost_write(history: &History) -> Vec<Violation> {
     history
         .acknowledged_sends()
         .filter(|&(_, _, partition, value, offset)| {
-            highest_read.get(&partition).is_some_and(|&h| offset <= h) && !read.get(&partition).is_some_and(|r| r.contains(&value))
+            highest_read.get(&partition).is_some_and(|&h| offset <= h)
+                && !read.get(&partition).is_some_and(|r| r.contains(&value))
         })
         .map(|(i, _, partition, value, offset)| Violation {
             invariant: "lost-write",
@@ -146,25 +171,23 @@ pub fn unseen(history: &History) -> Vec<Violation> {
 }
 
 pub fn nonmonotonic_send(history: &History) -> Vec<Violation> {
-    let mut by_producer: BTreeMap<(Process, Partition), Vec<(u64, usize, Value, i64)>> = BTreeMap::new();
-    for (i, op, partition, value, offset) in history.acknowledged_sends() {
-        by_producer.entry((op.process, partition)).or_default().push((op.invoked_ns, i, value, offset));
-    }
     let mut violations = Vec::new();
-    for ((process, partition), mut sends) in by_producer {
+    for ((process, partition), mut sends) in acked_sends_by(history, |process, partition| (process, partition)) {
         // Send order: invocation time, then history position (a batch's records share a time).
-        sends.sort_by_key(|&(t, i, _, _)| (t, i));
+        sends.sort_by_key(|s| (s.invoked_ns, s.op));
         for pair in sends.windows(2) {
-            let (_, i1, v1, o1) = pair[0];
-            let (_, i2, v2, o2) = pair[1];
-            if o2 <= o1 {
+            let (a, b) = (pair[0], pair[1]);
+            if b.offset <= a.offset {
                 violations.push(Violation {
                     invariant: "nonmonotonic-send",
                     partition,
-                    offsets: vec![o1, o2],
-                    values: vec![v1, v2],
-                    operations: vec![i1, i2],
-                    detail: format!("producer {} sent {v1} before {v2}, but they landed at offsets {o1} and {o2}", process.0),
+                    offsets: vec![a.offset, b.offset],
+                    values: vec![a.value, b.value],
+                    operations: vec![a.op, b.op],
+                    detail: format!(
+                        "producer {} sent {} before {}, but they landed at offsets {} and {}",
+                        process.0, a.value, b.value, a.offset, b.offset
+                    ),
                 });
             }
         }
@@ -173,37 +196,36 @@ pub fn nonmonotonic_send(history: &History) -> Vec<Violation> {
 }
 
 pub fn realtime_order(history: &History) -> Vec<Violation> {
-    let mut by_partition: BTreeMap<Partition, Vec<(usize, u64, u64, Value, i64)>> = BTreeMap::new();
-    for (i, op, partition, value, offset) in history.acknowledged_sends() {
-        by_partition.entry(partition).or_default().push((i, op.invoked_ns, op.completed_ns, value, offset));
-    }
     let mut violations = Vec::new();
-    for (partition, sends) in by_partition {
+    for (partition, sends) in acked_sends_by(history, |_, partition| partition) {
         // For each send B, the acked send A with the highest offset among those completed
         // before B was invoked must be below B.
         let mut by_completion = sends.clone();
-        by_completion.sort_by_key(|s| s.2);
+        by_completion.sort_by_key(|s| s.completed_ns);
         let mut by_invocation = sends;
-        by_invocation.sort_by_key(|s| s.1);
-        let mut best: Option<(usize, Value, i64)> = None;
+        by_invocation.sort_by_key(|s| s.invoked_ns);
+        let mut best: Option<AckedSend> = None;
         let mut next = 0;
-        for &(ib, invoked, _, vb, ob) in &by_invocation {
-            while next < by_completion.len() && by_completion[next].2 < invoked {
-                let (ia, _, _, va, oa) = by_completion[next];
-                if best.is_none_or(|(_, _, o)| oa > o) {
-                    best = Some((ia, va, oa));
+        for b in &by_invocation {
+            while next < by_completion.len() && by_completion[next].completed_ns < b.invoked_ns {
+                let a = by_completion[next];
+                if best.is_none_or(|best| a.offset > best.offset) {
+                    best = Some(a);
                 }
                 next += 1;
             }
-            if let Some((ia, va, oa)) = best {
-                if ob <= oa {
+            if let Some(a) = best {
+                if b.offset <= a.offset {
                     violations.push(Violation {
                         invariant: "realtime-order",
                         partition,
-                        offsets: vec![oa, ob],
-                        values: vec![va, vb],
-                        operations: vec![ia, ib],
-                        detail: format!("{va} was acknowledged at offset {oa} before {vb} was sent, yet {vb} got offset {ob}"),
+                        offsets: vec![a.offset, b.offset],
+                        values: vec![a.value, b.value],
+                        operations: vec![a.op, b.op],
+                        detail: format!(
+                            "{} was acknowledged at offset {} before {} was sent, yet {} got offset {}",
+                            a.value, a.offset, b.value, b.value, b.offset
+                        ),
                     });
                 }
             }
@@ -238,7 +260,10 @@ pub fn poll_order(history: &History) -> Vec<Violation> {
                         offsets: vec![last, offset],
                         values: vec![value],
                         operations: vec![last_op, i],
-                        detail: format!("consumer {} read offset {last}, then {what} offset {offset}", operation.process.0),
+                        detail: format!(
+                            "consumer {} read offset {last}, then {what} offset {offset}",
+                            operation.process.0
+                        ),
                     });
                 }
             }

@@ -154,7 +154,10 @@ fn end_to_end_latency(bootstrap: &str) -> (Duration, Duration) {
 }
 
 fn main() {
-    println!("Gregor broker benchmark: {} records of {RECORD_BYTES} B per produce run, librdkafka on loopback\n", PRODUCE_RECORDS);
+    println!(
+        "Gregor broker benchmark: {} records of {RECORD_BYTES} B per produce run, librdkafka on loopback\n",
+        PRODUCE_RECORDS
+    );
     let broker = InProcessBroker::start("127.0.0.1:0", &[]);
     let bootstrap = broker.bootstrap();
     let tcp = loopback_tcp();
@@ -170,7 +173,11 @@ fn main() {
     println!("| sequential write + fsync to the data dir | {disk:.0} MB/s |");
     println!("| produce acks=1 | {acks1_mb:.0} MB/s, {acks1_rec:.0} records/s |");
     println!("| produce acks=all, idempotent | {acks_all_mb:.0} MB/s, {acks_all_rec:.0} records/s |");
-    println!("| end-to-end latency, acks=all, 1 record/ms | p50 {:.2} ms, p99 {:.2} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+    println!(
+        "| end-to-end latency, acks=all, 1 record/ms | p50 {:.2} ms, p99 {:.2} ms |",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
     println!();
     println!("| ratio | value |");
     println!("| --- | --- |");
