@@ -404,3 +404,16 @@ async fn metadata_auto_creates_a_requested_topic_with_num_partitions() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn acks_0_gets_no_response_but_the_records_are_stored() {
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "fire-and-forget", 1, &[]).await, 0);
+    let request = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name("fire-and-forget"))
+        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(&["a", "b"], None, Compression::None)))])]);
+    conn.send_without_response(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap();
+    // The next response on this connection is the ListOffsets answer, not a Produce answer.
+    assert_eq!(list_offset(&mut conn, "fire-and-forget", -1).await, (0, 2));
+}

@@ -1,7 +1,17 @@
 //! Gregor's simulator: the real broker inside madsim, a workload that records what clients
-//! saw, and checkers that judge it. Built with `--cfg madsim` (see `cargo sim`); the history
-//! and checker modules are plain logic and also build without it.
+//! saw, and checkers that judge it. Built with `--cfg madsim` (see `cargo sim`); the history,
+//! checker, scenario, disk-model and fault-planning modules are plain logic and also build
+//! (and unit-test) without it.
 
 pub mod check;
+pub mod disk;
 pub mod history;
+pub mod nemesis;
 pub mod scenario;
+
+#[cfg(madsim)]
+pub mod client;
+#[cfg(madsim)]
+pub mod report;
+#[cfg(madsim)]
+pub mod run;

@@ -150,11 +150,15 @@ pub struct FaultSpec {
     pub swarm: Option<SwarmSpec>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
-    /// Kill the node (losing what its disk did not sync), restart it after `duration_s`.
+    /// Power loss: kill the node and its disk loses what was not synced (the seed may keep some
+    /// unsynced sectors and tear the last write); restart it after `duration_s`.
     Crash,
+    /// Process crash: kill the node; the disk (page cache included) survives; restart after
+    /// `duration_s`.
+    Kill,
     /// Freeze the node's tasks while time goes on.
     Pause,
     /// Cut every link of the node.
@@ -214,6 +218,8 @@ pub const KNOWN_ANOMALIES: &[&str] = &[
     "poll-skip",
     "nonmonotonic-poll",
     "hw-monotonic",
+    "phantom-value",
+    "hw-bounded",
 ];
 
 impl Scenario {

@@ -209,3 +209,15 @@ mod tests {
         assert_eq!(&frame[8..10], &0i16.to_be_bytes());
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::SUPPORTED_APIS;
+
+    /// The advertised API table as a golden file: changing what clients see is a reviewed diff.
+    #[test]
+    fn advertised_api_versions() {
+        let table: String = SUPPORTED_APIS.iter().map(|(key, min, max)| format!("{key:?}: v{min}..=v{max}\n")).collect();
+        insta::assert_snapshot!(table);
+    }
+}

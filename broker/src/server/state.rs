@@ -121,6 +121,17 @@ pub struct Broker {
     pub data_appended: Notify,
 }
 
+/// What the simulator's state checks may see of one partition (never private fields).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionObservation {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_end_offset: i64,
+}
+
 /// Why a topic operation failed, as Kafka error codes with a message.
 #[derive(Debug)]
 pub struct TopicError {
@@ -315,6 +326,28 @@ impl Broker {
                 return;
             }
         }
+    }
+
+    /// The observation hook: per partition, the offsets the invariants bound. One replica, so
+    /// the high watermark and the last stable offset are the log end offset.
+    pub fn observe(&self) -> Vec<PartitionObservation> {
+        let topics = self.topics();
+        let mut observed = Vec::new();
+        for (name, topic) in &topics.by_name {
+            for (index, log) in topic.partitions.iter().enumerate() {
+                let log = log.lock().expect("log lock poisoned");
+                let log_end_offset = log.log_end_offset().0;
+                observed.push(PartitionObservation {
+                    topic: name.clone(),
+                    partition: index as i32,
+                    log_start_offset: log.log_start_offset().0,
+                    high_watermark: log_end_offset,
+                    last_stable_offset: log_end_offset,
+                    log_end_offset,
+                });
+            }
+        }
+        observed
     }
 
     /// The shortest `flush.ms` of any topic, for the housekeeping cadence.

@@ -12,6 +12,7 @@
 //! | `realtime-order` | a send invoked after another send's ack gets a higher offset |
 //! | `poll-skip` / `nonmonotonic-poll` | a consumer reads contiguous, increasing offsets between seeks |
 //! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
+//! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 
 use crate::history::{History, Op, Outcome, Partition, Process, Value};
 use serde::Serialize;
@@ -43,6 +44,34 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(realtime_order(history));
     violations.extend(poll_order(history));
     violations.extend(hw_monotonic(history));
+    violations.extend(phantom_value(history));
+    violations
+}
+
+pub fn phantom_value(history: &History) -> Vec<Violation> {
+    let sent: BTreeSet<(Partition, Value)> = history
+        .operations
+        .iter()
+        .filter_map(|o| match &o.op {
+            Op::Send { partition, value, .. } => Some((*partition, *value)),
+            _ => None,
+        })
+        .collect();
+    let mut violations = Vec::new();
+    for (i, _, partition, records) in history.successful_polls() {
+        for &(offset, value) in records {
+            if !sent.contains(&(partition, value)) {
+                violations.push(Violation {
+                    invariant: "phantom-value",
+                    partition,
+                    offsets: vec![offset],
+                    values: vec![value],
+                    operations: vec![i],
+                    detail: format!("offset {offset} was read holding {value}, which nobody sent to partition {partition}"),
+                });
+            }
+        }
+    }
     violations
 }
 

@@ -136,3 +136,17 @@ fn hw_monotonic_catches_a_high_watermark_that_went_back_in_real_time() {
     let h = history(vec![poll(8, (0, 25), &[], 5, true), poll(9, (20, 30), &[], 3, true)]);
     assert_eq!(hw_monotonic(&h), vec![]);
 }
+
+#[test]
+fn phantom_value_catches_a_read_of_a_value_nobody_sent() {
+    let h = history(vec![send(1, (0, 10), 100, 0), poll(9, (11, 20), &[(0, 100), (1, 0xdead)], 2, true)]);
+    let v = phantom_value(&h);
+    assert_eq!(invariants(&v), vec!["phantom-value"]);
+    assert_eq!(v[0].values, vec![Value(0xdead)]);
+    // A value whose send is still unacknowledged (info) is not a phantom.
+    let h = history(vec![
+        op(1, 0, 10, Outcome::Info, Op::Send { partition: P, value: Value(100), offset: None }),
+        poll(9, (11, 20), &[(0, 100)], 1, true),
+    ]);
+    assert_eq!(phantom_value(&h), vec![]);
+}

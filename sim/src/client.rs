@@ -1,0 +1,354 @@
+//! The workload client: a Kafka producer and consumer speaking the protocol over simulated TCP,
+//! recording every operation (invoke, then ok / fail / info) into the history.
+//!
+//! Producer: idempotent by default (InitProducerId, a sequence per partition), one request in
+//! flight, retries of the *same* batch on retriable errors and timeouts (so the broker can
+//! deduplicate), a new producer id on OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID /
+//! INVALID_PRODUCER_EPOCH. Consumer: manual assignment, fetch positions, reset to the earliest
+//! offset on OFFSET_OUT_OF_RANGE (marked as a seek in the history). Every request has its own
+//! timeout: the simulator never times a connection out by itself.
+
+use crate::history::{History, Op, Operation, Outcome, Partition, Process, Value};
+use broker::protocol::client::Connection;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Kafka's `request.timeout.ms`, scaled to the simulation.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between retries.
+pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// A send that is not acknowledged within this is given up (recorded as info).
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The shared history, with the run's time origin.
+#[derive(Clone)]
+pub struct Recorder {
+    history: Arc<Mutex<History>>,
+    origin: Instant,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder { history: Arc::default(), origin: Instant::now() }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+
+    pub fn record(&self, process: Process, invoked_ns: u64, outcome: Outcome, op: Op) {
+        let operation = Operation { process, invoked_ns, completed_ns: self.now_ns(), outcome, op };
+        self.history.lock().expect("history lock").push(operation);
+    }
+
+    pub fn history(&self) -> History {
+        self.history.lock().expect("history lock").clone()
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+fn topic_name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+/// A connection that is (re)opened on demand and dropped after any error.
+struct Link {
+    addr: String,
+    client_id: String,
+    conn: Option<Connection<TcpStream>>,
+}
+
+impl Link {
+    async fn send(&mut self, api: ApiKey, version: i16, body: RequestKind) -> Result<ResponseKind, String> {
+        if self.conn.is_none() {
+            let connect = Connection::connect(&self.addr, &self.client_id);
+            let mut conn = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("connect timed out".to_string()),
+            };
+            conn.request_timeout = REQUEST_TIMEOUT;
+            self.conn = Some(conn);
+        }
+        let result = self.conn.as_mut().expect("just connected").send(api, version, body).await;
+        result.map_err(|e| {
+            self.conn = None;
+            e.to_string()
+        })
+    }
+}
+
+/// Kafka errors after which the same request may simply be retried.
+fn retriable(code: i16) -> bool {
+    matches!(code, 3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 79)
+}
+
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    pub topic: String,
+    pub partitions: i32,
+    pub acks: i16,
+    pub idempotence: bool,
+    pub rate_per_second: u32,
+}
+
+/// One producer process: sends unique values round-robin over the partitions until `stop`.
+pub async fn run_producer(process: Process, addr: String, config: ProducerConfig, recorder: Recorder, stop: Arc<tokio::sync::Notify>) {
+    let mut link = Link { addr, client_id: format!("producer-{}", process.0), conn: None };
+    let mut identity: Option<(i64, i16)> = None;
+    let mut sequences: BTreeMap<Partition, i32> = BTreeMap::new();
+    let interval = Duration::from_nanos(1_000_000_000 / u64::from(config.rate_per_second.max(1)));
+    let mut counter: u64 = 0;
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let partition = (counter % config.partitions as u64) as Partition;
+        let value = Value((u64::from(process.0) << 40) | counter);
+        counter += 1;
+        let invoked = recorder.now_ns();
+        let (outcome, offset) = produce_one(&mut link, &config, &mut identity, &mut sequences, partition, value).await;
+        recorder.record(process, invoked, outcome, Op::Send { partition, value, offset });
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// Sends one value until acknowledged, refused, or given up.
+async fn produce_one(
+    link: &mut Link,
+    config: &ProducerConfig,
+    identity: &mut Option<(i64, i16)>,
+    sequences: &mut BTreeMap<Partition, i32>,
+    partition: Partition,
+    value: Value,
+) -> (Outcome, Option<i64>) {
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    let mut maybe_written = false;
+    while Instant::now() < deadline {
+        if config.idempotence && identity.is_none() {
+            match init_producer_id(link).await {
+                Some(id) => {
+                    *identity = Some(id);
+                    sequences.clear();
+                }
+                None => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let (producer_id, epoch) = identity.unwrap_or((-1, -1));
+        let sequence = if config.idempotence { *sequences.entry(partition).or_insert(0) } else { 0 };
+        let batch = encode_batch(value, producer_id, epoch, sequence);
+        let request = ProduceRequest::default().with_transactional_id(None).with_acks(config.acks).with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic_name(&config.topic))
+                .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
+        ]);
+        match link.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await {
+            Ok(ResponseKind::Produce(response)) => {
+                let result = &response.responses[0].partition_responses[0];
+                match result.error_code {
+                    0 => {
+                        if config.idempotence {
+                            sequences.insert(partition, sequence.wrapping_add(1).max(0));
+                        }
+                        return (Outcome::Ok, Some(result.base_offset));
+                    }
+                    // The broker lost our sequence history: start over as a new producer.
+                    // These errors mean this batch was not written.
+                    45 | 47 | 59 => *identity = None,
+                    // A timeout, a failed fsync or a failure after the append: it may be in the log.
+                    7 | 20 | 56 => maybe_written = true,
+                    code if retriable(code) => {}
+                    _ => return (if maybe_written { Outcome::Info } else { Outcome::Fail }, None),
+                }
+            }
+            Ok(_) => return (Outcome::Info, None),
+            Err(_) => maybe_written = true,
+        }
+        tokio::time::sleep(RETRY_BACKOFF).await;
+    }
+    (if maybe_written { Outcome::Info } else { Outcome::Fail }, None)
+}
+
+async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
+    let request = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    match link.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(request)).await {
+        Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => Some((r.producer_id.0, r.producer_epoch)),
+        _ => None,
+    }
+}
+
+/// One batch holding one record whose value is the unique value (8 bytes, big-endian).
+fn encode_batch(value: Value, producer_id: i64, producer_epoch: i16, sequence: i32) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: if producer_id >= 0 { sequence } else { -1 },
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::copy_from_slice(&value.0.to_be_bytes())),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("one record encodes");
+    buf.freeze()
+}
+
+fn decode_values(records: Option<Bytes>) -> Result<Vec<(i64, Value)>, String> {
+    let mut buf = records.unwrap_or_default();
+    let mut out = Vec::new();
+    for set in RecordBatchDecoder::decode_all(&mut buf).map_err(|e| format!("undecodable fetch response: {e:#}"))? {
+        for record in set.records {
+            let bytes = record.value.ok_or("a record without a value")?;
+            let value = u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| "a value that is not 8 bytes".to_string())?);
+            out.push((record.offset, Value(value)));
+        }
+    }
+    Ok(out)
+}
+
+/// What one fetch of one partition returned.
+pub enum FetchResult {
+    Records { records: Vec<(i64, Value)>, high_watermark: i64 },
+    OutOfRange,
+    Error,
+}
+
+async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, max_wait_ms: i32) -> FetchResult {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name(topic))
+            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+    match link.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await {
+        Ok(ResponseKind::Fetch(response)) => {
+            let data = response.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
+            match data {
+                Some(data) if data.error_code == 0 => match decode_values(data.records) {
+                    // Whole batches come back: drop records before the position.
+                    Ok(records) => FetchResult::Records { records: records.into_iter().filter(|(o, _)| *o >= offset).collect(), high_watermark: data.high_watermark },
+                    Err(_) => FetchResult::Error,
+                },
+                Some(data) if data.error_code == 1 => FetchResult::OutOfRange,
+                _ => FetchResult::Error,
+            }
+        }
+        _ => FetchResult::Error,
+    }
+}
+
+async fn list_offset(link: &mut Link, topic: &str, partition: Partition, timestamp: i64) -> Option<i64> {
+    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)])]);
+    match link.send(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(request)).await {
+        Ok(ResponseKind::ListOffsets(r)) => {
+            let p = r.topics.first()?.partitions.first()?;
+            (p.error_code == 0).then_some(p.offset)
+        }
+        _ => None,
+    }
+}
+
+/// One consumer process assigned every partition: polls until `stop`.
+pub async fn run_consumer(process: Process, addr: String, topic: String, partitions: i32, recorder: Recorder, stop: Arc<tokio::sync::Notify>) {
+    let mut link = Link { addr, client_id: format!("consumer-{}", process.0), conn: None };
+    let mut positions: BTreeMap<Partition, (i64, bool)> = (0..partitions).map(|p| (p, (0, true))).collect();
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        for partition in 0..partitions {
+            let (position, after_seek) = positions[&partition];
+            let invoked = recorder.now_ns();
+            match fetch(&mut link, &topic, partition, position, 200).await {
+                FetchResult::Records { records, high_watermark } => {
+                    let next = records.last().map_or(position, |(o, _)| o + 1);
+                    recorder.record(process, invoked, Outcome::Ok, Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek });
+                    positions.insert(partition, (next, false));
+                }
+                FetchResult::OutOfRange => {
+                    // auto.offset.reset=earliest
+                    let earliest = list_offset(&mut link, &topic, partition, -2).await.unwrap_or(0);
+                    positions.insert(partition, (earliest, true));
+                }
+                FetchResult::Error => recorder.record(process, invoked, Outcome::Fail, Op::Poll { partition, records: vec![], high_watermark: None, after_seek }),
+            }
+            let invoked = recorder.now_ns();
+            let latest = list_offset(&mut link, &topic, partition, -1).await;
+            let outcome = if latest.is_some() { Outcome::Ok } else { Outcome::Fail };
+            recorder.record(process, invoked, outcome, Op::ListLatest { partition, offset: latest });
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// The heal phase's final read of one partition: from the earliest offset to the latest one
+/// (as ListOffsets says once reads start), retrying until `deadline`. `true` if it got there.
+pub async fn final_read(process: Process, addr: String, topic: String, partition: Partition, recorder: Recorder, deadline: Instant) -> bool {
+    let mut link = Link { addr, client_id: format!("final-reader-{}", process.0), conn: None };
+    let target = loop {
+        if let Some(latest) = list_offset(&mut link, &topic, partition, -1).await {
+            break latest;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(RETRY_BACKOFF).await;
+    };
+    let mut position = list_offset(&mut link, &topic, partition, -2).await.unwrap_or(0);
+    let mut after_seek = true;
+    while position < target {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let invoked = recorder.now_ns();
+        match fetch(&mut link, &topic, partition, position, 100).await {
+            FetchResult::Records { records, high_watermark } => {
+                position = records.last().map_or(position, |(o, _)| o + 1);
+                recorder.record(process, invoked, Outcome::Ok, Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek });
+                after_seek = false;
+            }
+            FetchResult::OutOfRange => {
+                position = list_offset(&mut link, &topic, partition, -2).await.unwrap_or(position);
+                after_seek = true;
+            }
+            FetchResult::Error => tokio::time::sleep(RETRY_BACKOFF).await,
+        }
+    }
+    true
+}

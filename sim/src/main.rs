@@ -1,0 +1,391 @@
+//! `sim`: run the broker inside the simulator.
+//!
+//! ```text
+//! sim                                   the default suite: every scenario in scenarios/, default seeds
+//! sim run SCENARIO --seed N             one run; a report in reports/ unless it passes
+//! sim sweep [SCENARIO...] [--seeds A..B] [--jobs N] [--shard K/N] [--check-determinism]
+//! sim replay REPORT_DIR                 re-run a reported seed and compare trace hashes
+//! ```
+//! Exit codes: 0 pass, 1 safety violation, 2 liveness failure, 3 simulator panic, 4 bad usage or
+//! scenario, 5 an expected anomaly was never found, 6 nondeterminism (a replay's hash differs).
+#![allow(clippy::disallowed_methods)] // the harness: one fresh OS thread per seed, files for reports
+
+#[cfg(madsim)]
+fn main() {
+    std::process::exit(cli::main());
+}
+
+#[cfg(not(madsim))]
+fn main() {
+    eprintln!("sim must be built with --cfg madsim: run it through `cargo sim`");
+    std::process::exit(4);
+}
+
+#[cfg(madsim)]
+mod cli {
+    use sim::report::{self, SeedResult, Verdict};
+    use sim::run::{self, RunOutcome};
+    use sim::scenario::{ExpectedOutcome, Scenario};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    const EXIT_USAGE: i32 = 4;
+    const EXIT_EXPECTATION: i32 = 5;
+    const EXIT_NONDETERMINISM: i32 = 6;
+    const DEFAULT_SEEDS: std::ops::Range<u64> = 0..20;
+
+    const USAGE: &str = "usage:
+  sim                                  run every scenario in scenarios/ on the default seeds
+  sim run SCENARIO --seed N            one run
+  sim sweep [SCENARIO...] [--seeds A..B] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
+  sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
+exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly not found, 6 nondeterminism";
+
+    struct Options {
+        scenarios: Vec<PathBuf>,
+        seeds: Vec<u64>,
+        jobs: usize,
+        check_determinism: bool,
+        reports: PathBuf,
+    }
+
+    pub fn main() -> i32 {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let result = match args.first().map(String::as_str) {
+            None => sweep(&[]),
+            Some("run") => run_one(&args[1..]),
+            Some("sweep") => sweep(&args[1..]),
+            Some("replay") => replay(&args[1..]),
+            Some("-h" | "--help") => {
+                println!("{USAGE}");
+                Ok(0)
+            }
+            Some(other) => Err(format!("unknown command `{other}`")),
+        };
+        result.unwrap_or_else(|e| {
+            eprintln!("sim: {e}\n\n{USAGE}");
+            EXIT_USAGE
+        })
+    }
+
+    fn parse_seeds(spec: &str) -> Result<Vec<u64>, String> {
+        let bad = || format!("--seeds expects A..B or N, got `{spec}`");
+        match spec.split_once("..") {
+            Some((a, b)) => Ok((a.parse().map_err(|_| bad())?..b.parse().map_err(|_| bad())?).collect()),
+            None => Ok(vec![spec.parse().map_err(|_| bad())?]),
+        }
+    }
+
+    fn parse_options(args: &[String]) -> Result<Options, String> {
+        let mut options = Options { scenarios: vec![], seeds: DEFAULT_SEEDS.collect(), jobs: 1, check_determinism: false, reports: PathBuf::from("reports") };
+        let mut shard: Option<(u64, u64)> = None;
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "--seeds" => options.seeds = parse_seeds(&value("--seeds")?)?,
+                "--seed" => options.seeds = vec![value("--seed")?.parse().map_err(|_| "--seed expects a number".to_string())?],
+                "--jobs" => options.jobs = value("--jobs")?.parse().map_err(|_| "--jobs expects a number".to_string())?,
+                "--reports" => options.reports = PathBuf::from(value("--reports")?),
+                "--check-determinism" => options.check_determinism = true,
+                "--shard" => {
+                    let spec = value("--shard")?;
+                    let (k, n) = spec.split_once('/').ok_or("--shard expects K/N")?;
+                    let (k, n): (u64, u64) = (k.parse().map_err(|_| "bad K")?, n.parse().map_err(|_| "bad N")?);
+                    if k == 0 || k > n {
+                        return Err(format!("--shard {spec}: K must be 1..=N"));
+                    }
+                    shard = Some((k, n));
+                }
+                other if other.starts_with('-') => return Err(format!("unknown option `{other}`")),
+                path => options.scenarios.push(PathBuf::from(path)),
+            }
+        }
+        if let Some((k, n)) = shard {
+            options.seeds.retain(|s| s % n == k - 1);
+        }
+        options.jobs = options.jobs.max(1);
+        Ok(options)
+    }
+
+    /// Every `*.toml` directly in `scenarios/`, sorted.
+    fn default_scenarios() -> Result<Vec<PathBuf>, String> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir("scenarios")
+            .map_err(|e| format!("reading scenarios/: {e} (run from the repository root)"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    fn load(path: &Path) -> Result<Scenario, String> {
+        let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
+        if scenario.cluster.brokers != 1 {
+            return Err(format!("{}: `cluster.brokers`: multi-broker clusters arrive with replication; use 1", path.display()));
+        }
+        Ok(scenario)
+    }
+
+    /// Runs one seed on a fresh OS thread; a panic becomes `Err(message)`.
+    fn run_isolated(scenario: &Scenario, seed: u64) -> Result<RunOutcome, String> {
+        let scenario = scenario.clone();
+        std::thread::Builder::new()
+            .name(format!("seed-{seed}"))
+            .spawn(move || run::run(&scenario, seed))
+            .expect("spawning a seed thread")
+            .join()
+            .map_err(|panic| panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".to_string()))
+    }
+
+    fn verdict(scenario: &Scenario, outcome: &RunOutcome) -> Verdict {
+        if outcome.liveness_failure.is_some() {
+            return Verdict::Liveness;
+        }
+        let must_pass = scenario.expect.outcome == ExpectedOutcome::Pass || outcome.budget.within;
+        if must_pass && !outcome.violations.is_empty() {
+            return Verdict::Safety;
+        }
+        Verdict::Pass
+    }
+
+    fn anomalies(outcome: &RunOutcome) -> Vec<String> {
+        let set: BTreeSet<&str> = outcome.violations.iter().map(|v| v.invariant).collect();
+        set.into_iter().map(str::to_string).collect()
+    }
+
+    fn evaluate(path: &Path, scenario: &Scenario, seed: u64, reports: &Path) -> (SeedResult, Option<RunOutcome>) {
+        let started = Instant::now();
+        let outcome = run_isolated(scenario, seed);
+        let wall_ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(outcome) => {
+                let verdict = verdict(scenario, &outcome);
+                let detail = match (&outcome.liveness_failure, outcome.violations.first()) {
+                    (Some(l), _) => l.clone(),
+                    (None, Some(v)) => format!("{}: {}", v.invariant, v.detail),
+                    (None, None) => String::new(),
+                };
+                if verdict != Verdict::Pass {
+                    let _ = report::write_report(reports, &path.display().to_string(), &outcome, verdict);
+                }
+                let result = SeedResult {
+                    scenario: scenario.name.clone(),
+                    seed,
+                    verdict,
+                    within_budget: outcome.budget.within,
+                    anomalies: anomalies(&outcome),
+                    trace_hash: outcome.trace_hash,
+                    wall_ms,
+                    simulated_ms: outcome.simulated_ns / 1_000_000,
+                    detail,
+                };
+                (result, Some(outcome))
+            }
+            Err(panic) => {
+                let result = SeedResult {
+                    scenario: scenario.name.clone(),
+                    seed,
+                    verdict: Verdict::Panic,
+                    within_budget: true,
+                    anomalies: vec![],
+                    trace_hash: 0,
+                    wall_ms,
+                    simulated_ms: 0,
+                    detail: format!("panic: {panic}"),
+                };
+                (result, None)
+            }
+        }
+    }
+
+    fn run_one(args: &[String]) -> Result<i32, String> {
+        let options = parse_options(args)?;
+        let [path] = options.scenarios.as_slice() else { return Err("run takes one scenario".to_string()) };
+        let [seed] = options.seeds.as_slice() else { return Err("run takes one --seed".to_string()) };
+        let scenario = load(path)?;
+        let (result, outcome) = evaluate(path, &scenario, *seed, &options.reports);
+        print_result(&result);
+        // A single run always leaves its report: it is how a seed is investigated.
+        if let Some(outcome) = &outcome {
+            if result.verdict == Verdict::Pass {
+                report::write_report(&options.reports, &path.display().to_string(), outcome, result.verdict).map_err(|e| e.to_string())?;
+                if !outcome.violations.is_empty() {
+                    println!("anomalies found (allowed beyond the fault budget): {:?}", result.anomalies);
+                }
+            }
+        }
+        let dir = report::report_dir(&options.reports, &scenario.name, *seed);
+        println!("report: {}\nreplay: cargo sim replay {}", dir.join("report.md").display(), dir.display());
+        Ok(result.verdict.exit_code())
+    }
+
+    fn print_result(r: &SeedResult) {
+        println!(
+            "{} seed {}: {:?} ({} budget) anomalies {:?}, {} ms wall, {:.1} s simulated, trace {:016x}{}",
+            r.scenario,
+            r.seed,
+            r.verdict,
+            if r.within_budget { "within" } else { "beyond" },
+            r.anomalies,
+            r.wall_ms,
+            r.simulated_ms as f64 / 1e3,
+            r.trace_hash,
+            if r.detail.is_empty() { String::new() } else { format!("\n  {}", r.detail) }
+        );
+    }
+
+    fn sweep(args: &[String]) -> Result<i32, String> {
+        let mut options = parse_options(args)?;
+        if options.scenarios.is_empty() {
+            options.scenarios = default_scenarios()?;
+        }
+        let scenarios: Vec<(PathBuf, Scenario)> = options.scenarios.iter().map(|p| load(p).map(|s| (p.clone(), s))).collect::<Result<_, _>>()?;
+        let jobs: Vec<(usize, u64)> = (0..scenarios.len()).flat_map(|i| options.seeds.iter().map(move |&s| (i, s))).collect();
+        let total = jobs.len();
+        let queue = Arc::new(Mutex::new(jobs.into_iter()));
+        let results: Arc<Mutex<Vec<SeedResult>>> = Arc::default();
+        let nondeterministic: Arc<Mutex<Vec<String>>> = Arc::default();
+        let done = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let scenarios = Arc::new(scenarios);
+        let workers: Vec<_> = (0..options.jobs)
+            .map(|_| {
+                let (queue, results, done, scenarios, nondeterministic) = (queue.clone(), results.clone(), done.clone(), scenarios.clone(), nondeterministic.clone());
+                let (reports, check) = (options.reports.clone(), options.check_determinism);
+                std::thread::spawn(move || loop {
+                    let Some((i, seed)) = queue.lock().expect("queue").next() else { return };
+                    let (path, scenario) = &scenarios[i];
+                    let (result, _) = evaluate(path, scenario, seed, &reports);
+                    if check && result.verdict != Verdict::Panic {
+                        let again = run_isolated(scenario, seed).map(|o| o.trace_hash).unwrap_or(0);
+                        if again != result.trace_hash {
+                            nondeterministic.lock().expect("nd").push(format!("{} seed {seed}: trace {:016x} then {again:016x}", scenario.name, result.trace_hash));
+                        }
+                    }
+                    let failed = result.verdict != Verdict::Pass;
+                    results.lock().expect("results").push(result);
+                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    progress(n, total, failed, &started);
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().map_err(|_| "a sweep worker panicked".to_string())?;
+        }
+        eprintln!();
+        let mut results = Arc::try_unwrap(results).expect("workers joined").into_inner().expect("results");
+        results.sort_by(|a, b| (&a.scenario, a.seed).cmp(&(&b.scenario, b.seed)));
+        let exit = summarize(&scenarios, &results, &options, started.elapsed().as_secs_f64());
+        let nondeterministic = nondeterministic.lock().expect("nd").clone();
+        if !nondeterministic.is_empty() {
+            println!("\nNONDETERMINISM: the same seed gave different trace hashes:");
+            nondeterministic.iter().for_each(|line| println!("  {line}"));
+            return Ok(EXIT_NONDETERMINISM);
+        }
+        if options.check_determinism {
+            println!("determinism: every seed ran twice with the same trace hash");
+        }
+        Ok(exit)
+    }
+
+    fn progress(done: usize, total: usize, failed: bool, started: &Instant) {
+        use std::io::IsTerminal;
+        static FAILED: AtomicUsize = AtomicUsize::new(0);
+        let failures = FAILED.fetch_add(usize::from(failed), Ordering::SeqCst) + usize::from(failed);
+        // In a log (CI), a line per tenth instead of a redrawn bar.
+        if !std::io::stderr().is_terminal() {
+            if done == total || done % (total / 10).max(1) == 0 {
+                eprintln!("{done}/{total} seeds, {failures} failed, {:.0} s", started.elapsed().as_secs_f64());
+            }
+            return;
+        }
+        let width = 30;
+        let filled = done * width / total.max(1);
+        eprint!("\r[{}{}] {done}/{total} seeds, {failures} failed, {:.0} s", "#".repeat(filled), " ".repeat(width - filled), started.elapsed().as_secs_f64());
+        let _ = std::io::stderr().flush();
+    }
+
+    fn summarize(scenarios: &[(PathBuf, Scenario)], results: &[SeedResult], options: &Options, wall_s: f64) -> i32 {
+        println!("\n| scenario | seeds | pass | safety | liveness | panic | anomalies found (seeds) | expected | wall ms/seed |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        let mut exit = 0;
+        for (path, scenario) in scenarios {
+            let rows: Vec<&SeedResult> = results.iter().filter(|r| r.scenario == scenario.name).collect();
+            let count = |v: Verdict| rows.iter().filter(|r| r.verdict == v).count();
+            let mut found: BTreeMap<&str, usize> = BTreeMap::new();
+            for row in &rows {
+                for anomaly in &row.anomalies {
+                    *found.entry(anomaly.as_str()).or_default() += 1;
+                }
+            }
+            let expected = match scenario.expect.outcome {
+                ExpectedOutcome::Pass => "pass".to_string(),
+                ExpectedOutcome::Anomalies => scenario.expect.anomalies.join(", "),
+            };
+            let mean_ms = rows.iter().map(|r| r.wall_ms).sum::<u64>() / rows.len().max(1) as u64;
+            let found_text: Vec<String> = found.iter().map(|(a, n)| format!("{a} ({n})")).collect();
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {expected} | {mean_ms} |",
+                scenario.name,
+                rows.len(),
+                count(Verdict::Pass),
+                count(Verdict::Safety),
+                count(Verdict::Liveness),
+                count(Verdict::Panic),
+                if found_text.is_empty() { "-".to_string() } else { found_text.join(", ") },
+            );
+            for row in rows.iter().filter(|r| r.verdict != Verdict::Pass) {
+                exit = exit.max(row.verdict.exit_code());
+                println!("  FAILED {} seed {}: {:?}: {}\n    replay: cargo sim replay {}", row.scenario, row.seed, row.verdict, row.detail, report::report_dir(&options.reports, &row.scenario, row.seed).display());
+            }
+            if scenario.expect.outcome == ExpectedOutcome::Anomalies {
+                for anomaly in &scenario.expect.anomalies {
+                    if !found.contains_key(anomaly.as_str()) {
+                        println!("  EXPECTATION NOT MET {}: `{anomaly}` was never found in {} seeds ({})", scenario.name, rows.len(), path.display());
+                        if exit == 0 {
+                            exit = EXIT_EXPECTATION;
+                        }
+                    }
+                }
+                // Keep one report per expected anomaly as evidence the checker saw it.
+                if let Some(row) = rows.iter().find(|r| !r.anomalies.is_empty()) {
+                    println!("  evidence: cargo sim run {} --seed {}", path.display(), row.seed);
+                }
+            }
+        }
+        let seeds_per_hour = results.len() as f64 / wall_s * 3600.0;
+        println!("\n{} runs in {wall_s:.1} s ({seeds_per_hour:.0} seeds/hour with {} jobs)", results.len(), options.jobs);
+        let dir = &options.reports;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(results)?)?;
+            std::fs::write(dir.join("junit.xml"), report::junit(results))
+        };
+        match write() {
+            Ok(()) => println!("results: {} and {}", dir.join("sweep.json").display(), dir.join("junit.xml").display()),
+            Err(e) => eprintln!("sim: writing results to {}: {e}", dir.display()),
+        }
+        exit
+    }
+
+    fn replay(args: &[String]) -> Result<i32, String> {
+        let [dir] = args else { return Err("replay takes a report directory".to_string()) };
+        let dir = Path::new(dir);
+        let text = std::fs::read_to_string(dir.join("report.json")).map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
+        let info: report::ReplayInfo = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
+        let scenario = load(Path::new(&info.scenario_path))?;
+        let (result, _) = evaluate(Path::new(&info.scenario_path), &scenario, info.seed, &PathBuf::from("reports"));
+        print_result(&result);
+        if result.trace_hash != info.trace_hash {
+            println!("NONDETERMINISM: the report has trace {:016x}, the replay {:016x} (report from commit {})", info.trace_hash, result.trace_hash, info.commit);
+            return Ok(EXIT_NONDETERMINISM);
+        }
+        println!("replayed bit for bit: trace hash {:016x} matches", result.trace_hash);
+        Ok(result.verdict.exit_code())
+    }
+}
