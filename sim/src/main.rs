@@ -43,6 +43,7 @@ mod cli {
   sim run SCENARIO --seed N            one run
   sim sweep [SCENARIO...] [--seeds A..B] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
   sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
+  sim bench [SCENARIO] [--seeds A..B]  wall time per seed and seeds per hour (default: scenarios/bench/standard.toml)
 exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly not found, 6 nondeterminism";
 
     struct Options {
@@ -60,6 +61,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             Some("run") => run_one(&args[1..]),
             Some("sweep") => sweep(&args[1..]),
             Some("replay") => replay(&args[1..]),
+            Some("bench") => bench(&args[1..]),
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 Ok(0)
@@ -371,6 +373,39 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             Err(e) => eprintln!("sim: writing results to {}: {e}", dir.display()),
         }
         exit
+    }
+
+    fn bench(args: &[String]) -> Result<i32, String> {
+        let mut options = parse_options(args)?;
+        if options.scenarios.is_empty() {
+            options.scenarios = vec![PathBuf::from("scenarios/bench/standard.toml")];
+        }
+        let [path] = options.scenarios.as_slice() else { return Err("bench takes one scenario".to_string()) };
+        let scenario = load(path)?;
+        let mut walls = Vec::new();
+        let mut simulated_s = 0.0;
+        let mut operations = 0;
+        for &seed in &options.seeds {
+            let started = Instant::now();
+            let outcome = run_isolated(&scenario, seed)?;
+            walls.push(started.elapsed().as_secs_f64());
+            simulated_s += outcome.simulated_ns as f64 / 1e9;
+            operations += outcome.history.operations.len();
+            if verdict(&scenario, &outcome) != Verdict::Pass {
+                return Err(format!("seed {seed} did not pass; the benchmark measures passing runs (see `sim run {} --seed {seed}`)", path.display()));
+            }
+        }
+        let total: f64 = walls.iter().sum();
+        walls.sort_by(f64::total_cmp);
+        let n = walls.len().max(1) as f64;
+        println!("| measurement ({}, {} seeds, one thread) | value |", scenario.name, walls.len());
+        println!("| --- | --- |");
+        println!("| wall time per seed: mean / p50 / max | {:.0} / {:.0} / {:.0} ms |", total / n * 1e3, walls[walls.len() / 2] * 1e3, walls.last().copied().unwrap_or(0.0) * 1e3);
+        println!("| simulated seconds per wall second | {:.0} |", simulated_s / total);
+        println!("| client operations per seed | {:.0} |", operations as f64 / n);
+        println!("| seeds per hour, one core | {:.0} |", 3600.0 / (total / n));
+        println!("| seeds per hour, this machine ({} cores) | {:.0} |", std::thread::available_parallelism().map_or(1, |c| c.get()), 3600.0 / (total / n) * std::thread::available_parallelism().map_or(1, |c| c.get()) as f64);
+        Ok(0)
     }
 
     fn replay(args: &[String]) -> Result<i32, String> {

@@ -1,6 +1,7 @@
 //! The helper behind the cargo aliases in `.cargo/config.toml`:
 //!
-//! - `cargo sim [ARGS]`    build the simulator with `--cfg madsim` in `target/sim` and run it
+//! - `cargo sim [--release] [ARGS]`  build the simulator (`--cfg madsim`, `target/sim`) and run it
+//! - `cargo bench-sim`     the simulator benchmark (release build)
 //! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default)
 //! - `cargo bench-broker`  the broker benchmark (release build)
 //!
@@ -14,7 +15,8 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   cargo sim [ARGS...]      build the simulator (--cfg madsim, target/sim) and run it
   cargo xtest [TIER...]    run test tiers; TIER is fast | lint | real | sim (default: all, in that order)
-  cargo bench-broker       run the broker benchmark (release build)";
+  cargo bench-broker       run the broker benchmark (release build)
+  cargo bench-sim          run the simulator benchmark (release build)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +25,7 @@ fn main() -> ExitCode {
         Some("sim") => sim(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
+        Some("bench-sim") => bench_sim(&root, &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -66,12 +69,27 @@ fn run(what: &str, cmd: &mut Command) -> Result<(), String> {
     }
 }
 
-fn sim(root: &Path, args: &[String]) -> Result<(), String> {
-    // Until the simulator's command line exists, `cargo sim` runs the simulator's own tests
-    // in a madsim build: that proves the broker compiles and runs under the simulator.
+/// Builds the `sim` binary with the madsim cfg (debug, or release with a leading `--release`)
+/// and returns its path.
+fn build_sim(root: &Path, release: bool) -> Result<PathBuf, String> {
     let mut cmd = sim_cargo(root);
-    cmd.args(["test", "--package", "sim"]).args(args);
-    run("simulator", &mut cmd)
+    cmd.args(["build", "--package", "sim", "--bin", "sim"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run("build the simulator", &mut cmd)?;
+    Ok(root.join("target/sim").join(if release { "release" } else { "debug" }).join("sim"))
+}
+
+/// `cargo sim [--release] [ARGS]`: the simulator's command line, from the repository root.
+fn sim(root: &Path, args: &[String]) -> Result<(), String> {
+    let release = args.first().is_some_and(|a| a == "--release");
+    let args = if release { &args[1..] } else { args };
+    let binary = build_sim(root, release)?;
+    eprintln!("xtask: {} {}", binary.display(), args.join(" "));
+    let status = Command::new(&binary).current_dir(root).args(args).status().map_err(|e| format!("running {}: {e}", binary.display()))?;
+    // Keep the simulator's exit code: it says which kind of failure happened.
+    std::process::exit(status.code().unwrap_or(3));
 }
 
 fn test(root: &Path, tiers: &[String]) -> Result<(), String> {
@@ -136,9 +154,18 @@ fn tier_real(root: &Path) -> Result<(), String> {
     )
 }
 
-/// The broker inside the simulator.
+/// Seeds per scenario in the test tier (CI): small enough to stay within minutes.
+const CI_SEEDS: &str = "0..20";
+
+/// The broker inside the simulator: the simulator's tests (checkers, disk model, smoke), then
+/// every scenario on the CI seeds with each seed run twice to check determinism.
 fn tier_sim(root: &Path) -> Result<(), String> {
-    run("simulator tests", sim_cargo(root).args(["test", "--package", "sim"]))
+    run("simulator tests", sim_cargo(root).args(["test", "--package", "sim"]))?;
+    let binary = build_sim(root, false)?;
+    run(
+        "every scenario, CI seeds, determinism check",
+        Command::new(binary).current_dir(root).args(["sweep", "--seeds", CI_SEEDS, "--jobs", "2", "--check-determinism", "--reports", "reports/ci"]),
+    )
 }
 
 /// Creates `.venv` with the pinned Python packages unless it already has them.
@@ -166,6 +193,12 @@ fn ensure_python_venv(root: &Path) -> Result<PathBuf, String> {
 
 fn read_to_string(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The simulator benchmark: a release build, the standard scenario, seeds per hour.
+fn bench_sim(root: &Path, args: &[String]) -> Result<(), String> {
+    let binary = build_sim(root, true)?;
+    run("simulator benchmark", Command::new(binary).current_dir(root).arg("bench").args(args))
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<(), String> {
