@@ -410,10 +410,29 @@ async fn acks_0_gets_no_response_but_the_records_are_stored() {
     let broker = TestBroker::start(&[]).await;
     let mut conn = broker.connect().await;
     assert_eq!(create_topic(&mut conn, "fire-and-forget", 1, &[]).await, 0);
-    let request = ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
-        .with_name(name("fire-and-forget"))
-        .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(&["a", "b"], None, Compression::None)))])]);
+    let request =
+        ProduceRequest::default().with_acks(0).with_timeout_ms(5000).with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("fire-and-forget"))
+            .with_partition_data(vec![PartitionProduceData::default().with_index(0).with_records(Some(batch(
+                &["a", "b"],
+                None,
+                Compression::None,
+            )))])]);
     conn.send_without_response(ApiKey::Produce, 9, RequestKind::Produce(request)).await.unwrap();
     // The next response on this connection is the ListOffsets answer, not a Produce answer.
     assert_eq!(list_offset(&mut conn, "fire-and-forget", -1).await, (0, 2));
+}
+
+#[tokio::test]
+async fn an_unknown_partition_directory_is_never_deleted_the_broker_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ghost = dir.path().join("ghost-0");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(ghost.join("00000000000000000000.log"), b"precious").unwrap();
+    let mut config = BrokerConfig::default();
+    config.set("listeners", "PLAINTEXT://127.0.0.1:0").unwrap();
+    config.set("log.dirs", dir.path().to_str().unwrap()).unwrap();
+    let error = server::start(config, Arc::new(RealDisk)).await.err().expect("refuses to start");
+    assert!(format!("{error:#}").contains("ghost-0"), "{error:#}");
+    assert_eq!(std::fs::read(ghost.join("00000000000000000000.log")).unwrap(), b"precious");
 }

@@ -16,7 +16,9 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,7 +110,13 @@ pub struct ProducerConfig {
 }
 
 /// One producer process: sends unique values round-robin over the partitions until `stop`.
-pub async fn run_producer(process: Process, addr: String, config: ProducerConfig, recorder: Recorder, stop: Arc<tokio::sync::Notify>) {
+pub async fn run_producer(
+    process: Process,
+    addr: String,
+    config: ProducerConfig,
+    recorder: Recorder,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let mut link = Link { addr, client_id: format!("producer-{}", process.0), conn: None };
     let mut identity: Option<(i64, i16)> = None;
     let mut sequences: BTreeMap<Partition, i32> = BTreeMap::new();
@@ -158,11 +166,15 @@ async fn produce_one(
         let (producer_id, epoch) = identity.unwrap_or((-1, -1));
         let sequence = if config.idempotence { *sequences.entry(partition).or_insert(0) } else { 0 };
         let batch = encode_batch(value, producer_id, epoch, sequence);
-        let request = ProduceRequest::default().with_transactional_id(None).with_acks(config.acks).with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32).with_topic_data(vec![
-            TopicProduceData::default()
+        let request = ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(config.acks)
+            .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32)
+            .with_topic_data(vec![TopicProduceData::default()
                 .with_name(topic_name(&config.topic))
-                .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(batch))]),
-        ]);
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])]);
         match link.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await {
             Ok(ResponseKind::Produce(response)) => {
                 let result = &response.responses[0].partition_responses[0];
@@ -191,7 +203,11 @@ async fn produce_one(
 }
 
 async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
-    let request = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
     match link.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(request)).await {
         Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => Some((r.producer_id.0, r.producer_epoch)),
         _ => None,
@@ -216,7 +232,12 @@ fn encode_batch(value: Value, producer_id: i64, producer_epoch: i16, sequence: i
         headers: Default::default(),
     };
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("one record encodes");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        [&record],
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("one record encodes");
     buf.freeze()
 }
 
@@ -226,7 +247,8 @@ fn decode_values(records: Option<Bytes>) -> Result<Vec<(i64, Value)>, String> {
     for set in RecordBatchDecoder::decode_all(&mut buf).map_err(|e| format!("undecodable fetch response: {e:#}"))? {
         for record in set.records {
             let bytes = record.value.ok_or("a record without a value")?;
-            let value = u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| "a value that is not 8 bytes".to_string())?);
+            let value =
+                u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| "a value that is not 8 bytes".to_string())?);
             out.push((record.offset, Value(value)));
         }
     }
@@ -248,16 +270,22 @@ async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, 
         .with_max_bytes(1 << 20)
         .with_isolation_level(1)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(topic_name(topic))
-            .with_partitions(vec![FetchPartition::default().with_partition(partition).with_fetch_offset(offset).with_partition_max_bytes(1 << 20)])]);
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20),
+        ])]);
     match link.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await {
         Ok(ResponseKind::Fetch(response)) => {
             let data = response.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
             match data {
                 Some(data) if data.error_code == 0 => match decode_values(data.records) {
                     // Whole batches come back: drop records before the position.
-                    Ok(records) => FetchResult::Records { records: records.into_iter().filter(|(o, _)| *o >= offset).collect(), high_watermark: data.high_watermark },
+                    Ok(records) => FetchResult::Records {
+                        records: records.into_iter().filter(|(o, _)| *o >= offset).collect(),
+                        high_watermark: data.high_watermark,
+                    },
                     Err(_) => FetchResult::Error,
                 },
                 Some(data) if data.error_code == 1 => FetchResult::OutOfRange,
@@ -269,9 +297,12 @@ async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, 
 }
 
 async fn list_offset(link: &mut Link, topic: &str, partition: Partition, timestamp: i64) -> Option<i64> {
-    let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![ListOffsetsTopic::default()
-        .with_name(topic_name(topic))
-        .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp)])]);
+    let request =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![
+            ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
+                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+            ]),
+        ]);
     match link.send(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(request)).await {
         Ok(ResponseKind::ListOffsets(r)) => {
             let p = r.topics.first()?.partitions.first()?;
@@ -282,7 +313,14 @@ async fn list_offset(link: &mut Link, topic: &str, partition: Partition, timesta
 }
 
 /// One consumer process assigned every partition: polls until `stop`.
-pub async fn run_consumer(process: Process, addr: String, topic: String, partitions: i32, recorder: Recorder, stop: Arc<tokio::sync::Notify>) {
+pub async fn run_consumer(
+    process: Process,
+    addr: String,
+    topic: String,
+    partitions: i32,
+    recorder: Recorder,
+    stop: Arc<tokio::sync::Notify>,
+) {
     let mut link = Link { addr, client_id: format!("consumer-{}", process.0), conn: None };
     let mut positions: BTreeMap<Partition, (i64, bool)> = (0..partitions).map(|p| (p, (0, true))).collect();
     let stopped = stop.notified();
@@ -294,7 +332,12 @@ pub async fn run_consumer(process: Process, addr: String, topic: String, partiti
             match fetch(&mut link, &topic, partition, position, 200).await {
                 FetchResult::Records { records, high_watermark } => {
                     let next = records.last().map_or(position, |(o, _)| o + 1);
-                    recorder.record(process, invoked, Outcome::Ok, Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek });
+                    recorder.record(
+                        process,
+                        invoked,
+                        Outcome::Ok,
+                        Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek },
+                    );
                     positions.insert(partition, (next, false));
                 }
                 FetchResult::OutOfRange => {
@@ -302,7 +345,12 @@ pub async fn run_consumer(process: Process, addr: String, topic: String, partiti
                     let earliest = list_offset(&mut link, &topic, partition, -2).await.unwrap_or(0);
                     positions.insert(partition, (earliest, true));
                 }
-                FetchResult::Error => recorder.record(process, invoked, Outcome::Fail, Op::Poll { partition, records: vec![], high_watermark: None, after_seek }),
+                FetchResult::Error => recorder.record(
+                    process,
+                    invoked,
+                    Outcome::Fail,
+                    Op::Poll { partition, records: vec![], high_watermark: None, after_seek },
+                ),
             }
             let invoked = recorder.now_ns();
             let latest = list_offset(&mut link, &topic, partition, -1).await;
@@ -319,7 +367,14 @@ pub async fn run_consumer(process: Process, addr: String, topic: String, partiti
 
 /// The heal phase's final read of one partition: from the earliest offset to the latest one
 /// (as ListOffsets says once reads start), retrying until `deadline`. `true` if it got there.
-pub async fn final_read(process: Process, addr: String, topic: String, partition: Partition, recorder: Recorder, deadline: Instant) -> bool {
+pub async fn final_read(
+    process: Process,
+    addr: String,
+    topic: String,
+    partition: Partition,
+    recorder: Recorder,
+    deadline: Instant,
+) -> bool {
     let mut link = Link { addr, client_id: format!("final-reader-{}", process.0), conn: None };
     let target = loop {
         if let Some(latest) = list_offset(&mut link, &topic, partition, -1).await {
@@ -340,7 +395,12 @@ pub async fn final_read(process: Process, addr: String, topic: String, partition
         match fetch(&mut link, &topic, partition, position, 100).await {
             FetchResult::Records { records, high_watermark } => {
                 position = records.last().map_or(position, |(o, _)| o + 1);
-                recorder.record(process, invoked, Outcome::Ok, Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek });
+                recorder.record(
+                    process,
+                    invoked,
+                    Outcome::Ok,
+                    Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek },
+                );
                 after_seek = false;
             }
             FetchResult::OutOfRange => {

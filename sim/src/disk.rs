@@ -69,7 +69,10 @@ impl FaultHook for Hook {
         }
         if op == DiskOp::Write && faults.no_space > 0.0 && state.rng.gen_bool(faults.no_space) {
             state.counts.no_space_errors += 1;
-            return Err(io::Error::new(io::ErrorKind::StorageFull, format!("simulated ENOSPC writing {}", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("simulated ENOSPC writing {}", path.display()),
+            ));
         }
         Ok(())
     }
@@ -97,7 +100,11 @@ pub struct SimDisk {
 impl SimDisk {
     pub fn new(seed: u64) -> SimDisk {
         let hook = Arc::new(Hook {
-            state: Mutex::new(HookState { rng: ChaCha8Rng::seed_from_u64(seed), faults: DiskFaults::default(), counts: DiskFaultCounts::default() }),
+            state: Mutex::new(HookState {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                faults: DiskFaults::default(),
+                counts: DiskFaultCounts::default(),
+            }),
         });
         let disk = MemDisk::new();
         disk.set_fault_hook(Some(hook.clone()));

@@ -55,6 +55,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     pub fn main() -> i32 {
+        // Broker and simulator logs on stderr when RUST_LOG asks for them (off by default);
+        // no wall-clock timestamps, so the same seed prints the same log.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+            tracing_subscriber::fmt().with_env_filter(filter).without_time().with_writer(std::io::stderr).init();
+        }
         let args: Vec<String> = std::env::args().skip(1).collect();
         let result = match args.first().map(String::as_str) {
             None => sweep(&[]),
@@ -83,15 +88,25 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     fn parse_options(args: &[String]) -> Result<Options, String> {
-        let mut options = Options { scenarios: vec![], seeds: DEFAULT_SEEDS.collect(), jobs: 1, check_determinism: false, reports: PathBuf::from("reports") };
+        let mut options = Options {
+            scenarios: vec![],
+            seeds: DEFAULT_SEEDS.collect(),
+            jobs: 1,
+            check_determinism: false,
+            reports: PathBuf::from("reports"),
+        };
         let mut shard: Option<(u64, u64)> = None;
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--seeds" => options.seeds = parse_seeds(&value("--seeds")?)?,
-                "--seed" => options.seeds = vec![value("--seed")?.parse().map_err(|_| "--seed expects a number".to_string())?],
-                "--jobs" => options.jobs = value("--jobs")?.parse().map_err(|_| "--jobs expects a number".to_string())?,
+                "--seed" => {
+                    options.seeds = vec![value("--seed")?.parse().map_err(|_| "--seed expects a number".to_string())?]
+                }
+                "--jobs" => {
+                    options.jobs = value("--jobs")?.parse().map_err(|_| "--jobs expects a number".to_string())?
+                }
                 "--reports" => options.reports = PathBuf::from(value("--reports")?),
                 "--check-determinism" => options.check_determinism = true,
                 "--shard" => {
@@ -128,7 +143,10 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     fn load(path: &Path) -> Result<Scenario, String> {
         let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
         if scenario.cluster.brokers != 1 {
-            return Err(format!("{}: `cluster.brokers`: multi-broker clusters arrive with replication; use 1", path.display()));
+            return Err(format!(
+                "{}: `cluster.brokers`: multi-broker clusters arrive with replication; use 1",
+                path.display()
+            ));
         }
         Ok(scenario)
     }
@@ -141,7 +159,13 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             .spawn(move || run::run(&scenario, seed))
             .expect("spawning a seed thread")
             .join()
-            .map_err(|panic| panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".to_string()))
+            .map_err(|panic| {
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".to_string())
+            })
     }
 
     fn verdict(scenario: &Scenario, outcome: &RunOutcome) -> Verdict {
@@ -215,7 +239,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         // A single run always leaves its report: it is how a seed is investigated.
         if let Some(outcome) = &outcome {
             if result.verdict == Verdict::Pass {
-                report::write_report(&options.reports, &path.display().to_string(), outcome, result.verdict).map_err(|e| e.to_string())?;
+                report::write_report(&options.reports, &path.display().to_string(), outcome, result.verdict)
+                    .map_err(|e| e.to_string())?;
                 if !outcome.violations.is_empty() {
                     println!("anomalies found (allowed beyond the fault budget): {:?}", result.anomalies);
                 }
@@ -246,8 +271,10 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         if options.scenarios.is_empty() {
             options.scenarios = default_scenarios()?;
         }
-        let scenarios: Vec<(PathBuf, Scenario)> = options.scenarios.iter().map(|p| load(p).map(|s| (p.clone(), s))).collect::<Result<_, _>>()?;
-        let jobs: Vec<(usize, u64)> = (0..scenarios.len()).flat_map(|i| options.seeds.iter().map(move |&s| (i, s))).collect();
+        let scenarios: Vec<(PathBuf, Scenario)> =
+            options.scenarios.iter().map(|p| load(p).map(|s| (p.clone(), s))).collect::<Result<_, _>>()?;
+        let jobs: Vec<(usize, u64)> =
+            (0..scenarios.len()).flat_map(|i| options.seeds.iter().map(move |&s| (i, s))).collect();
         let total = jobs.len();
         let queue = Arc::new(Mutex::new(jobs.into_iter()));
         let results: Arc<Mutex<Vec<SeedResult>>> = Arc::default();
@@ -257,7 +284,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         let scenarios = Arc::new(scenarios);
         let workers: Vec<_> = (0..options.jobs)
             .map(|_| {
-                let (queue, results, done, scenarios, nondeterministic) = (queue.clone(), results.clone(), done.clone(), scenarios.clone(), nondeterministic.clone());
+                let (queue, results, done, scenarios, nondeterministic) =
+                    (queue.clone(), results.clone(), done.clone(), scenarios.clone(), nondeterministic.clone());
                 let (reports, check) = (options.reports.clone(), options.check_determinism);
                 std::thread::spawn(move || loop {
                     let Some((i, seed)) = queue.lock().expect("queue").next() else { return };
@@ -266,7 +294,10 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                     if check && result.verdict != Verdict::Panic {
                         let again = run_isolated(scenario, seed).map(|o| o.trace_hash).unwrap_or(0);
                         if again != result.trace_hash {
-                            nondeterministic.lock().expect("nd").push(format!("{} seed {seed}: trace {:016x} then {again:016x}", scenario.name, result.trace_hash));
+                            nondeterministic.lock().expect("nd").push(format!(
+                                "{} seed {seed}: trace {:016x} then {again:016x}",
+                                scenario.name, result.trace_hash
+                            ));
                         }
                     }
                     let failed = result.verdict != Verdict::Pass;
@@ -308,7 +339,12 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         }
         let width = 30;
         let filled = done * width / total.max(1);
-        eprint!("\r[{}{}] {done}/{total} seeds, {failures} failed, {:.0} s", "#".repeat(filled), " ".repeat(width - filled), started.elapsed().as_secs_f64());
+        eprint!(
+            "\r[{}{}] {done}/{total} seeds, {failures} failed, {:.0} s",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            started.elapsed().as_secs_f64()
+        );
         let _ = std::io::stderr().flush();
     }
 
@@ -343,12 +379,24 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             );
             for row in rows.iter().filter(|r| r.verdict != Verdict::Pass) {
                 exit = exit.max(row.verdict.exit_code());
-                println!("  FAILED {} seed {}: {:?}: {}\n    replay: cargo sim replay {}", row.scenario, row.seed, row.verdict, row.detail, report::report_dir(&options.reports, &row.scenario, row.seed).display());
+                println!(
+                    "  FAILED {} seed {}: {:?}: {}\n    replay: cargo sim replay {}",
+                    row.scenario,
+                    row.seed,
+                    row.verdict,
+                    row.detail,
+                    report::report_dir(&options.reports, &row.scenario, row.seed).display()
+                );
             }
             if scenario.expect.outcome == ExpectedOutcome::Anomalies {
                 for anomaly in &scenario.expect.anomalies {
                     if !found.contains_key(anomaly.as_str()) {
-                        println!("  EXPECTATION NOT MET {}: `{anomaly}` was never found in {} seeds ({})", scenario.name, rows.len(), path.display());
+                        println!(
+                            "  EXPECTATION NOT MET {}: `{anomaly}` was never found in {} seeds ({})",
+                            scenario.name,
+                            rows.len(),
+                            path.display()
+                        );
                         if exit == 0 {
                             exit = EXIT_EXPECTATION;
                         }
@@ -361,7 +409,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             }
         }
         let seeds_per_hour = results.len() as f64 / wall_s * 3600.0;
-        println!("\n{} runs in {wall_s:.1} s ({seeds_per_hour:.0} seeds/hour with {} jobs)", results.len(), options.jobs);
+        println!(
+            "\n{} runs in {wall_s:.1} s ({seeds_per_hour:.0} seeds/hour with {} jobs)",
+            results.len(),
+            options.jobs
+        );
         let dir = &options.reports;
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
@@ -392,7 +444,10 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             simulated_s += outcome.simulated_ns as f64 / 1e9;
             operations += outcome.history.operations.len();
             if verdict(&scenario, &outcome) != Verdict::Pass {
-                return Err(format!("seed {seed} did not pass; the benchmark measures passing runs (see `sim run {} --seed {seed}`)", path.display()));
+                return Err(format!(
+                    "seed {seed} did not pass; the benchmark measures passing runs (see `sim run {} --seed {seed}`)",
+                    path.display()
+                ));
             }
         }
         let total: f64 = walls.iter().sum();
@@ -400,24 +455,38 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         let n = walls.len().max(1) as f64;
         println!("| measurement ({}, {} seeds, one thread) | value |", scenario.name, walls.len());
         println!("| --- | --- |");
-        println!("| wall time per seed: mean / p50 / max | {:.0} / {:.0} / {:.0} ms |", total / n * 1e3, walls[walls.len() / 2] * 1e3, walls.last().copied().unwrap_or(0.0) * 1e3);
+        println!(
+            "| wall time per seed: mean / p50 / max | {:.0} / {:.0} / {:.0} ms |",
+            total / n * 1e3,
+            walls[walls.len() / 2] * 1e3,
+            walls.last().copied().unwrap_or(0.0) * 1e3
+        );
         println!("| simulated seconds per wall second | {:.0} |", simulated_s / total);
         println!("| client operations per seed | {:.0} |", operations as f64 / n);
         println!("| seeds per hour, one core | {:.0} |", 3600.0 / (total / n));
-        println!("| seeds per hour, this machine ({} cores) | {:.0} |", std::thread::available_parallelism().map_or(1, |c| c.get()), 3600.0 / (total / n) * std::thread::available_parallelism().map_or(1, |c| c.get()) as f64);
+        println!(
+            "| seeds per hour, this machine ({} cores) | {:.0} |",
+            std::thread::available_parallelism().map_or(1, |c| c.get()),
+            3600.0 / (total / n) * std::thread::available_parallelism().map_or(1, |c| c.get()) as f64
+        );
         Ok(0)
     }
 
     fn replay(args: &[String]) -> Result<i32, String> {
         let [dir] = args else { return Err("replay takes a report directory".to_string()) };
         let dir = Path::new(dir);
-        let text = std::fs::read_to_string(dir.join("report.json")).map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
-        let info: report::ReplayInfo = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
+        let text = std::fs::read_to_string(dir.join("report.json"))
+            .map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
+        let info: report::ReplayInfo =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", dir.join("report.json").display()))?;
         let scenario = load(Path::new(&info.scenario_path))?;
         let (result, _) = evaluate(Path::new(&info.scenario_path), &scenario, info.seed, &PathBuf::from("reports"));
         print_result(&result);
         if result.trace_hash != info.trace_hash {
-            println!("NONDETERMINISM: the report has trace {:016x}, the replay {:016x} (report from commit {})", info.trace_hash, result.trace_hash, info.commit);
+            println!(
+                "NONDETERMINISM: the report has trace {:016x}, the replay {:016x} (report from commit {})",
+                info.trace_hash, result.trace_hash, info.commit
+            );
             return Ok(EXIT_NONDETERMINISM);
         }
         println!("replayed bit for bit: trace hash {:016x} matches", result.trace_hash);

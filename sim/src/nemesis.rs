@@ -102,7 +102,8 @@ mod tests {
     fn the_same_seed_plans_the_same_faults_and_seeds_differ() {
         let scenario = swarm("\"crash\", \"pause\", \"isolate\", \"disk-corruption\"");
         assert_eq!(plan(&scenario, 5), plan(&scenario, 5));
-        let distinct: std::collections::BTreeSet<String> = (0..20).map(|s| format!("{:?}", plan(&scenario, s))).collect();
+        let distinct: std::collections::BTreeSet<String> =
+            (0..20).map(|s| format!("{:?}", plan(&scenario, s))).collect();
         assert!(distinct.len() > 15);
     }
 
@@ -116,7 +117,8 @@ mod tests {
             kinds.len() == 2
         });
         let seed = seed.expect("some seed turns both kinds on");
-        let crashes = |s: &Scenario| plan(s, seed).into_iter().filter(|f| f.kind == FaultKind::Crash).collect::<Vec<_>>();
+        let crashes =
+            |s: &Scenario| plan(s, seed).into_iter().filter(|f| f.kind == FaultKind::Crash).collect::<Vec<_>>();
         assert_eq!(crashes(&both), crashes(&only_crash));
     }
 }

@@ -64,7 +64,12 @@ pub fn report_dir(reports: &Path, scenario: &str, seed: u64) -> PathBuf {
 }
 
 /// Writes the report of one run and returns its directory.
-pub fn write_report(reports: &Path, scenario_path: &str, outcome: &RunOutcome, verdict: Verdict) -> std::io::Result<PathBuf> {
+pub fn write_report(
+    reports: &Path,
+    scenario_path: &str,
+    outcome: &RunOutcome,
+    verdict: Verdict,
+) -> std::io::Result<PathBuf> {
     let dir = report_dir(reports, &outcome.scenario, outcome.seed);
     std::fs::create_dir_all(&dir)?;
     let info = ReplayInfo {
@@ -85,8 +90,18 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
     let mut md = String::new();
     let _ = writeln!(md, "# {} seed {}: {:?}\n", outcome.scenario, outcome.seed, verdict);
     let _ = writeln!(md, "- scenario: `{scenario_path}`\n- seed: {}\n- commit: {commit}", outcome.seed);
-    let _ = writeln!(md, "- simulated time: {:.1} s\n- trace hash: {:016x}", outcome.simulated_ns as f64 / 1e9, outcome.trace_hash);
-    let _ = writeln!(md, "- fault budget: {} ({})", if outcome.budget.within { "within" } else { "beyond" }, outcome.budget.reason);
+    let _ = writeln!(
+        md,
+        "- simulated time: {:.1} s\n- trace hash: {:016x}",
+        outcome.simulated_ns as f64 / 1e9,
+        outcome.trace_hash
+    );
+    let _ = writeln!(
+        md,
+        "- fault budget: {} ({})",
+        if outcome.budget.within { "within" } else { "beyond" },
+        outcome.budget.reason
+    );
     let _ = writeln!(md, "- replay: `cargo sim replay {}`", dir.display());
     let _ = writeln!(md, "- rerun: `cargo sim run {scenario_path} --seed {}`\n", outcome.seed);
     if let Some(liveness) = &outcome.liveness_failure {
@@ -117,7 +132,11 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
     }
     for (node, counts) in &outcome.disk_faults {
         if counts != &crate::disk::DiskFaultCounts::default() {
-            let _ = writeln!(md, "- disk of {node}: {} corrupted reads, {} I/O errors, {} ENOSPC, {} files torn by power loss", counts.corrupted_reads, counts.io_errors, counts.no_space_errors, counts.torn_files);
+            let _ = writeln!(
+                md,
+                "- disk of {node}: {} corrupted reads, {} I/O errors, {} ENOSPC, {} files torn by power loss",
+                counts.corrupted_reads, counts.io_errors, counts.no_space_errors, counts.torn_files
+            );
         }
     }
     let _ = writeln!(md, "\n## Per-node trace\n");
@@ -130,7 +149,15 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
         let _ = writeln!(md, "### {} (partition {})\n", v.invariant, v.partition);
         for &i in v.operations.iter().take(10) {
             if let Some(op) = outcome.history.operations.get(i) {
-                let _ = writeln!(md, "- #{i} process {} [{:.3}s, {:.3}s] {:?} {}", op.process.0, op.invoked_ns as f64 / 1e9, op.completed_ns as f64 / 1e9, op.outcome, describe(&op.op));
+                let _ = writeln!(
+                    md,
+                    "- #{i} process {} [{:.3}s, {:.3}s] {:?} {}",
+                    op.process.0,
+                    op.invoked_ns as f64 / 1e9,
+                    op.completed_ns as f64 / 1e9,
+                    op.outcome,
+                    describe(&op.op)
+                );
             }
         }
         md.push('\n');
@@ -161,8 +188,15 @@ fn node_trace(outcome: &RunOutcome) -> Vec<String> {
     }
     for (name, final_state) in &outcome.final_observations {
         let events = brokers.remove(name.as_str()).unwrap_or_default();
-        let offsets: Vec<String> = final_state.iter().map(|o| format!("p{} [{}, {})", o.partition, o.log_start_offset, o.log_end_offset)).collect();
-        lines.push(format!("{name}: {} | final logs {}", if events.is_empty() { "no faults".to_string() } else { events.join(", ") }, offsets.join(" ")));
+        let offsets: Vec<String> = final_state
+            .iter()
+            .map(|o| format!("p{} [{}, {})", o.partition, o.log_start_offset, o.log_end_offset))
+            .collect();
+        lines.push(format!(
+            "{name}: {} | final logs {}",
+            if events.is_empty() { "no faults".to_string() } else { events.join(", ") },
+            offsets.join(" ")
+        ));
     }
     let mut clients: BTreeMap<u32, [usize; 3]> = BTreeMap::new();
     for op in &outcome.history.operations {
@@ -203,11 +237,22 @@ pub fn junit(results: &[SeedResult]) -> String {
     let failures = results.iter().filter(|r| r.verdict != Verdict::Pass).count();
     let mut xml = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"gregor-sim\" tests=\"{}\" failures=\"{failures}\">\n", results.len());
     for r in results {
-        let _ = write!(xml, "  <testcase classname=\"{}\" name=\"seed-{}\" time=\"{:.3}\"", escape(&r.scenario), r.seed, r.wall_ms as f64 / 1e3);
+        let _ = write!(
+            xml,
+            "  <testcase classname=\"{}\" name=\"seed-{}\" time=\"{:.3}\"",
+            escape(&r.scenario),
+            r.seed,
+            r.wall_ms as f64 / 1e3
+        );
         if r.verdict == Verdict::Pass {
             xml.push_str("/>\n");
         } else {
-            let _ = writeln!(xml, ">\n    <failure message=\"{:?}\">{}</failure>\n  </testcase>", r.verdict, escape(&r.detail));
+            let _ = writeln!(
+                xml,
+                ">\n    <failure message=\"{:?}\">{}</failure>\n  </testcase>",
+                r.verdict,
+                escape(&r.detail)
+            );
         }
     }
     xml.push_str("</testsuite>\n");

@@ -73,7 +73,8 @@ pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
     if power_loss && !fsync_every_message && scenario.topic.replication_factor == 1 {
         return Budget {
             within: false,
-            reason: "power loss of the only replica without an fsync per message: acknowledged records may be lost".to_string(),
+            reason: "power loss of the only replica without an fsync per message: acknowledged records may be lost"
+                .to_string(),
         };
     }
     if power_loss && scenario.workload.acks != Acks::All {
@@ -133,20 +134,32 @@ async fn create_topic(addr: &str, scenario: &Scenario) -> Result<(), String> {
     }
     let configs: Vec<CreatableTopicConfig> = configs
         .into_iter()
-        .map(|(k, v)| CreatableTopicConfig::default().with_name(StrBytes::from_static_str(k)).with_value(Some(StrBytes::from_string(v))))
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str(k))
+                .with_value(Some(StrBytes::from_string(v)))
+        })
         .collect();
     for _ in 0..100 {
         if let Ok(mut conn) = Connection::connect(addr, "setup").await {
             conn.request_timeout = Duration::from_secs(2);
-            let request = CreateTopicsRequest::default().with_timeout_ms(2000).with_topics(vec![CreatableTopic::default()
-                .with_name(TopicName(StrBytes::from_string(scenario.topic.name.clone())))
-                .with_num_partitions(scenario.topic.partitions)
-                .with_replication_factor(scenario.topic.replication_factor)
-                .with_configs(configs.clone())]);
-            if let Ok(ResponseKind::CreateTopics(r)) = conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await {
+            let request =
+                CreateTopicsRequest::default().with_timeout_ms(2000).with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(scenario.topic.name.clone())))
+                    .with_num_partitions(scenario.topic.partitions)
+                    .with_replication_factor(scenario.topic.replication_factor)
+                    .with_configs(configs.clone())]);
+            if let Ok(ResponseKind::CreateTopics(r)) =
+                conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await
+            {
                 match r.topics[0].error_code {
                     0 | 36 => return Ok(()),
-                    code => return Err(format!("CreateTopics refused the scenario's topic: error {code} {:?}", r.topics[0].error_message)),
+                    code => {
+                        return Err(format!(
+                            "CreateTopics refused the scenario's topic: error {code} {:?}",
+                            r.topics[0].error_message
+                        ))
+                    }
                 }
             }
         }
@@ -163,11 +176,15 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
 }
 
 async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
-    assert_eq!(scenario.cluster.brokers, 1, "multi-broker clusters arrive with replication (checked when the scenario is loaded)");
+    assert_eq!(
+        scenario.cluster.brokers, 1,
+        "multi-broker clusters arrive with replication (checked when the scenario is loaded)"
+    );
     let handle = Handle::current();
     let started = Instant::now();
     let recorder = Recorder::new();
-    let brokers: Vec<BrokerNode> = (0..scenario.cluster.brokers as usize).map(|i| start_broker(&handle, &scenario, seed, i)).collect();
+    let brokers: Vec<BrokerNode> =
+        (0..scenario.cluster.brokers as usize).map(|i| start_broker(&handle, &scenario, seed, i)).collect();
     let planned = plan(&scenario, seed);
     let budget = budget(&scenario, &planned);
     let addr = brokers[0].addr.clone();
@@ -186,7 +203,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // State checks at a fixed cadence, for the whole run.
     let monitor_stop = Arc::new(Notify::new());
     let monitor = {
-        let lives: Vec<(String, Arc<Mutex<Option<Arc<Broker>>>>)> = brokers.iter().map(|b| (b.name.clone(), b.live.clone())).collect();
+        let lives: Vec<(String, Arc<Mutex<Option<Arc<Broker>>>>)> =
+            brokers.iter().map(|b| (b.name.clone(), b.live.clone())).collect();
         let (violations, stop) = (state_violations.clone(), monitor_stop.clone());
         setup.spawn(async move {
             let stopped = stop.notified();
@@ -222,14 +240,35 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         rate_per_second: scenario.workload.rate_per_second,
     };
     for p in 0..scenario.workload.producers {
-        let node = handle.create_node().name(format!("producer-{}", p + 1)).ip(format!("10.0.1.{}", p + 1).parse().expect("ip")).build();
-        let task = run_producer(Process(p + 1), addr.clone(), producer_config.clone(), recorder.clone(), workload_stop.clone());
+        let node = handle
+            .create_node()
+            .name(format!("producer-{}", p + 1))
+            .ip(format!("10.0.1.{}", p + 1).parse().expect("ip"))
+            .build();
+        let task = run_producer(
+            Process(p + 1),
+            addr.clone(),
+            producer_config.clone(),
+            recorder.clone(),
+            workload_stop.clone(),
+        );
         workers.push(node.spawn(task));
     }
     for c in 0..scenario.workload.consumers {
         let process = Process(1000 + c + 1);
-        let node = handle.create_node().name(format!("consumer-{}", c + 1)).ip(format!("10.0.3.{}", c + 1).parse().expect("ip")).build();
-        let task = run_consumer(process, addr.clone(), scenario.topic.name.clone(), scenario.topic.partitions, recorder.clone(), workload_stop.clone());
+        let node = handle
+            .create_node()
+            .name(format!("consumer-{}", c + 1))
+            .ip(format!("10.0.3.{}", c + 1).parse().expect("ip"))
+            .build();
+        let task = run_consumer(
+            process,
+            addr.clone(),
+            scenario.topic.name.clone(),
+            scenario.topic.partitions,
+            recorder.clone(),
+            workload_stop.clone(),
+        );
         workers.push(node.spawn(task));
     }
 
@@ -247,14 +286,27 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     for worker in workers {
         let remaining = heal_deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(remaining, worker).await.is_err() {
-            liveness_failure.get_or_insert_with(|| "a client did not finish its last operation within the heal phase".to_string());
+            liveness_failure
+                .get_or_insert_with(|| "a client did not finish its last operation within the heal phase".to_string());
         }
     }
     let reader = handle.create_node().name("final-reader").ip("10.0.4.1".parse().expect("ip")).build();
     for partition in 0..scenario.topic.partitions {
-        let task = final_read(Process(2000 + partition as u32), addr.clone(), scenario.topic.name.clone(), partition, recorder.clone(), heal_deadline);
+        let task = final_read(
+            Process(2000 + partition as u32),
+            addr.clone(),
+            scenario.topic.name.clone(),
+            partition,
+            recorder.clone(),
+            heal_deadline,
+        );
         if !reader.spawn(task).await.expect("final reader task") {
-            liveness_failure.get_or_insert_with(|| format!("the final read of partition {partition} did not reach the end within {} s", scenario.workload.heal_s));
+            liveness_failure.get_or_insert_with(|| {
+                format!(
+                    "the final read of partition {partition} did not reach the end within {} s",
+                    scenario.workload.heal_s
+                )
+            });
         }
     }
     monitor_stop.notify_waiters();
@@ -263,14 +315,23 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let history = recorder.history();
     let mut violations = state_violations.lock().expect("violations").clone();
     violations.extend(check_history(&history, liveness_failure.is_none()));
-    let final_observations: Vec<(String, Vec<PartitionObservation>)> =
-        brokers.iter().map(|b| (b.name.clone(), b.live.lock().expect("live lock").as_ref().map(|broker| broker.observe()).unwrap_or_default())).collect();
+    let final_observations: Vec<(String, Vec<PartitionObservation>)> = brokers
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                b.live.lock().expect("live lock").as_ref().map(|broker| broker.observe()).unwrap_or_default(),
+            )
+        })
+        .collect();
     let faults = faults.lock().expect("faults").clone();
-    let disk_faults: Vec<(String, DiskFaultCounts)> = brokers.iter().map(|b| (b.name.clone(), b.disk.counts())).collect();
+    let disk_faults: Vec<(String, DiskFaultCounts)> =
+        brokers.iter().map(|b| (b.name.clone(), b.disk.counts())).collect();
     let simulated_ns = started.elapsed().as_nanos() as u64;
     // The final draw summarises every draw the simulator made: any divergence changes it.
     let rng_position: u64 = madsim::rand::random();
-    let trace_hash = trace_hash(&(&history, &faults, &final_observations, &disk_faults, &violations, simulated_ns, rng_position));
+    let trace_hash =
+        trace_hash(&(&history, &faults, &final_observations, &disk_faults, &violations, simulated_ns, rng_position));
     RunOutcome {
         scenario: scenario.name.clone(),
         seed,
@@ -296,20 +357,31 @@ fn trace_hash(value: &impl Serialize) -> u64 {
 pub fn check_state(node: &str, observations: &[PartitionObservation]) -> Vec<Violation> {
     observations
         .iter()
-        .filter(|o| !(o.log_start_offset <= o.high_watermark && o.last_stable_offset <= o.high_watermark && o.high_watermark <= o.log_end_offset))
+        .filter(|o| {
+            !(o.log_start_offset <= o.high_watermark
+                && o.last_stable_offset <= o.high_watermark
+                && o.high_watermark <= o.log_end_offset)
+        })
         .map(|o| Violation {
             invariant: "hw-bounded",
             partition: o.partition,
             offsets: vec![o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset],
             values: vec![],
             operations: vec![],
-            detail: format!("{node} {}-{}: log start {}, LSO {}, HW {}, LEO {}", o.topic, o.partition, o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset),
+            detail: format!(
+                "{node} {}-{}: log start {}, LSO {}, HW {}, LEO {}",
+                o.topic, o.partition, o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset
+            ),
         })
         .collect()
 }
 
 fn note(faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder, target: &str, what: impl Into<String>) {
-    faults.lock().expect("faults").push(FaultEvent { at_ns: recorder.now_ns(), target: target.to_string(), what: what.into() });
+    faults.lock().expect("faults").push(FaultEvent {
+        at_ns: recorder.now_ns(),
+        target: target.to_string(),
+        what: what.into(),
+    });
 }
 
 /// Applies the planned faults one after another (never two at once), within the fault phase.
@@ -340,7 +412,12 @@ async fn inject_faults(
                 if power_loss {
                     broker.disk.power_loss(true);
                 }
-                note(faults, recorder, &broker.name, if power_loss { "crash (power loss)" } else { "kill (process crash)" });
+                note(
+                    faults,
+                    recorder,
+                    &broker.name,
+                    if power_loss { "crash (power loss)" } else { "kill (process crash)" },
+                );
                 tokio::time::sleep(duration).await;
                 handle.restart(id);
                 note(faults, recorder, &broker.name, "restart");
@@ -370,8 +447,14 @@ async fn inject_faults(
             }
             FaultKind::DiskCorruption | FaultKind::DiskError => {
                 let faults_on = match fault.kind {
-                    FaultKind::DiskCorruption => DiskFaults { corrupt_read: DISK_FAULT_PROBABILITY, ..DiskFaults::default() },
-                    _ => DiskFaults { io_error: DISK_FAULT_PROBABILITY, no_space: DISK_FAULT_PROBABILITY / 4.0, ..DiskFaults::default() },
+                    FaultKind::DiskCorruption => {
+                        DiskFaults { corrupt_read: DISK_FAULT_PROBABILITY, ..DiskFaults::default() }
+                    }
+                    _ => DiskFaults {
+                        io_error: DISK_FAULT_PROBABILITY,
+                        no_space: DISK_FAULT_PROBABILITY / 4.0,
+                        ..DiskFaults::default()
+                    },
                 };
                 broker.disk.set_faults(faults_on);
                 note(faults, recorder, &broker.name, format!("{:?} on", fault.kind));

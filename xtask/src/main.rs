@@ -87,7 +87,11 @@ fn sim(root: &Path, args: &[String]) -> Result<(), String> {
     let args = if release { &args[1..] } else { args };
     let binary = build_sim(root, release)?;
     eprintln!("xtask: {} {}", binary.display(), args.join(" "));
-    let status = Command::new(&binary).current_dir(root).args(args).status().map_err(|e| format!("running {}: {e}", binary.display()))?;
+    let status = Command::new(&binary)
+        .current_dir(root)
+        .args(args)
+        .status()
+        .map_err(|e| format!("running {}: {e}", binary.display()))?;
     // Keep the simulator's exit code: it says which kind of failure happened.
     std::process::exit(status.code().unwrap_or(3));
 }
@@ -164,7 +168,16 @@ fn tier_sim(root: &Path) -> Result<(), String> {
     let binary = build_sim(root, false)?;
     run(
         "every scenario, CI seeds, determinism check",
-        Command::new(binary).current_dir(root).args(["sweep", "--seeds", CI_SEEDS, "--jobs", "2", "--check-determinism", "--reports", "reports/ci"]),
+        Command::new(binary).current_dir(root).args([
+            "sweep",
+            "--seeds",
+            CI_SEEDS,
+            "--jobs",
+            "2",
+            "--check-determinism",
+            "--reports",
+            "reports/ci",
+        ]),
     )
 }
 

@@ -36,6 +36,8 @@ pub struct TopicImage {
 pub struct MetadataImage {
     /// Topics by name. Invariant: names and ids are unique.
     pub topics: BTreeMap<String, TopicImage>,
+    /// Ids of deleted topics: their leftover directories may be removed.
+    pub removed_topic_ids: std::collections::BTreeSet<u128>,
 }
 
 impl MetadataImage {
@@ -59,6 +61,7 @@ impl MetadataImage {
             MetadataRecord::RemoveTopic { name, topic_id } => {
                 let removed = self.topics.remove(name).expect("removing an unknown topic");
                 assert_eq!(removed.topic_id, *topic_id, "topic {name} removed with the wrong id");
+                self.removed_topic_ids.insert(*topic_id);
             }
         }
     }
@@ -70,6 +73,8 @@ impl MetadataImage {
 
 /// Bytes of the per-append frame header: length (u32) and CRC-32C (u32) of the payload.
 const FRAME_HEADER_BYTES: u64 = 8;
+/// Reads of a frame that fails its checks before it counts as torn or corrupt.
+const READ_ATTEMPTS: usize = 5;
 /// A metadata append never approaches this; anything larger is a torn or corrupt frame.
 const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
@@ -119,7 +124,16 @@ impl MetadataLog {
         let mut records = Vec::new();
         let mut position = 0;
         loop {
-            match read_frame(&*file, position, len)? {
+            // A frame that fails its checks is read again: a transient read error must not
+            // truncate durable metadata.
+            let mut frame = read_frame(&*file, position, len)?;
+            for _ in 1..READ_ATTEMPTS {
+                if !matches!(frame, Frame::Invalid { .. }) {
+                    break;
+                }
+                frame = read_frame(&*file, position, len)?;
+            }
+            match frame {
                 Frame::Valid { records: frame, next } => {
                     records.extend(frame);
                     position = next;

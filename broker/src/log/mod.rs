@@ -420,24 +420,19 @@ impl PartitionLog {
         let first = self.segments.partition_point(|s| s.base_offset <= fetch_offset.0).saturating_sub(1);
         let mut offset = fetch_offset.0;
         'segments: for segment in &self.segments[first..] {
-            let Some((mut position, _)) = segment.find(offset)? else { continue };
-            while let Some(header) = segment.header_at(position)? {
+            let Some((mut position, first_header)) = segment.find(offset)? else { continue };
+            let mut expected = first_header.base_offset;
+            // Every batch is checked as a whole before it is served: a corrupt record never is.
+            while let Some((header, bytes)) = segment.batch_at(position, expected)? {
                 let fits = out.len() + header.size <= max_bytes || (min_one_batch && out.is_empty());
                 if header.last_offset() >= upper || !fits {
                     break 'segments;
                 }
-                let bytes = segment.read_bytes(position, header.size)?;
-                if !batch::crc_matches(&bytes) {
-                    return Err(LogError::Corruption {
-                        path: segment.path.clone(),
-                        position,
-                        reason: "CRC-32C mismatch on read".to_string(),
-                    });
-                }
                 out.extend_from_slice(&bytes);
                 position += header.size as u64;
-                offset = header.last_offset() + 1;
+                expected = header.last_offset() + 1;
             }
+            offset = expected;
         }
         Ok(ReadResult { records: out.freeze() })
     }
@@ -461,7 +456,7 @@ impl PartitionLog {
                 continue;
             }
             let Some((position, header)) = segment.find_by_timestamp(timestamp_ms)? else { continue };
-            let bytes = segment.read_bytes(position, header.size)?;
+            let (_, bytes) = segment.batch_at(position, header.base_offset)?.expect("found just now");
             for (delta, t) in batch::record_timestamps(&bytes)? {
                 if t >= timestamp_ms {
                     return Ok(Some((Offset(header.base_offset + i64::from(delta)), t)));
@@ -485,7 +480,7 @@ impl PartitionLog {
         }
         let Some((timestamp, segment, batch_offset)) = best else { return Ok(None) };
         let Some((position, header)) = segment.find(batch_offset)? else { return Ok(None) };
-        let bytes = segment.read_bytes(position, header.size)?;
+        let (_, bytes) = segment.batch_at(position, header.base_offset)?.expect("found just now");
         let delta = batch::record_timestamps(&bytes)?.into_iter().find(|&(_, t)| t == timestamp).map_or(0, |(d, _)| d);
         Ok(Some((Offset(header.base_offset + i64::from(delta)), timestamp)))
     }
@@ -638,8 +633,10 @@ impl PartitionLog {
             if segment.next_offset <= from {
                 continue;
             }
-            let Some((mut position, _)) = segment.find(from)? else { continue };
-            while let Some(header) = segment.header_at(position)? {
+            let Some((mut position, first)) = segment.find(from)? else { continue };
+            let mut expected = first.base_offset;
+            // Checked batches only: replay never trusts a bad read.
+            while let Some((header, _)) = segment.batch_at(position, expected)? {
                 if header.producer_id >= 0 && header.base_offset >= from {
                     let metadata = BatchMetadata {
                         first_seq: header.base_sequence,
@@ -650,6 +647,7 @@ impl PartitionLog {
                     self.producers.update(header.producer_id, header.producer_epoch, metadata);
                 }
                 position += header.size as u64;
+                expected = header.last_offset() + 1;
             }
         }
         Ok(())

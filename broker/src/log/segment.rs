@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+/// A batch that fails its checks is read again this many times before it is declared torn or
+/// corrupt: a transient read error (a flipped bit on the bus) goes away, rot and torn writes
+/// do not. Recovery must never truncate acknowledged data because of one bad read.
+pub const READ_ATTEMPTS: usize = 5;
 const TIME_INDEX_ENTRY_BYTES: usize = 12;
 
 pub fn file_name(base_offset: i64, extension: &str) -> String {
@@ -145,7 +149,14 @@ impl Segment {
         self.reset_indexes();
         let mut position = 0;
         while position < file_len {
-            match self.check_batch_at(position, file_len) {
+            let mut checked = self.check_batch_at(position, file_len);
+            for _ in 1..READ_ATTEMPTS {
+                if checked.is_ok() {
+                    break;
+                }
+                checked = self.check_batch_at(position, file_len);
+            }
+            match checked {
                 Ok(header) => {
                     self.index_batch(&header, position, index_interval_bytes);
                     position += header.size as u64;
@@ -186,6 +197,10 @@ impl Segment {
             ));
         }
         let bytes = self.read_bytes(position, header.size).map_err(|e| e.to_string())?;
+        // The header was read separately: it must be the one the checksummed bytes carry.
+        if batch::parse_header(&bytes).ok() != Some(header) {
+            return Err("the batch header changed between two reads".to_string());
+        }
         if !batch::crc_matches(&bytes) {
             return Err("CRC-32C mismatch".to_string());
         }
@@ -211,19 +226,7 @@ impl Segment {
         self.next_offset = self.offset_index.last().map_or(self.base_offset, |&(o, _)| o);
         self.max_timestamp = self.time_index.last().map(|&(t, o)| (t, o));
         let index_len = self.offset_index.len();
-        while position < self.size {
-            let header = self.header_at(position)?.ok_or_else(|| LogError::Corruption {
-                path: self.path.clone(),
-                position,
-                reason: "a sealed segment ends inside a batch header".to_string(),
-            })?;
-            if header.base_offset != self.next_offset || position + header.size as u64 > self.size {
-                return Err(LogError::Corruption {
-                    path: self.path.clone(),
-                    position,
-                    reason: "batches do not line up".to_string(),
-                });
-            }
+        while let Some((header, _)) = self.batch_at(position, self.next_offset)? {
             self.next_offset = header.last_offset() + 1;
             if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
                 self.max_timestamp = Some((header.max_timestamp, header.base_offset));
@@ -304,20 +307,65 @@ impl Segment {
         self.file.sync().map_err(storage(&self.path))
     }
 
-    /// Position of the batch containing `offset`, with its header; `None` past the end.
+    /// Position of the batch containing `offset`, with its header; `None` past the end. Walks
+    /// checked batches from the nearest index entry (at most `index.interval.bytes` of them).
     pub fn find(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let start = match self.offset_index.partition_point(|&(o, _)| o <= offset) {
-            0 => 0,
-            i => self.offset_index[i - 1].1,
+        let (mut expected, mut position) = match self.offset_index.partition_point(|&(o, _)| o <= offset) {
+            0 => (self.base_offset, 0),
+            i => self.offset_index[i - 1],
         };
-        let mut position = start;
-        while let Some(header) = self.header_at(position)? {
+        while let Some((header, _)) = self.batch_at(position, expected)? {
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }
+            expected = header.last_offset() + 1;
             position += header.size as u64;
         }
         Ok(None)
+    }
+
+    /// The whole batch at `position`, which must start at offset `expected`: header fields
+    /// outside the CRC consistent, the CRC correct. Header and body are read again on any
+    /// mismatch; [`LogError::Corruption`] if it persists. `None` at the end of the segment.
+    pub fn batch_at(&self, position: u64, expected: i64) -> Result<Option<(BatchHeader, Vec<u8>)>, LogError> {
+        if position >= self.size {
+            return Ok(None);
+        }
+        let mut reason = String::new();
+        for _ in 0..READ_ATTEMPTS {
+            let header = match self.header_at(position) {
+                Ok(Some(header)) => header,
+                Ok(None) => {
+                    reason = "the segment ends inside a batch header".to_string();
+                    continue;
+                }
+                Err(e @ LogError::Storage { .. }) => return Err(e),
+                Err(e) => {
+                    reason = e.to_string();
+                    continue;
+                }
+            };
+            if header.base_offset != expected
+                || header.last_offset_delta < 0
+                || position + header.size as u64 > self.size
+            {
+                reason = format!(
+                    "batch at byte {position} claims offset {} and {} bytes; expected offset {expected}",
+                    header.base_offset, header.size
+                );
+                continue;
+            }
+            let bytes = self.read_bytes(position, header.size)?;
+            if batch::parse_header(&bytes).is_ok_and(|h| h == header) && batch::crc_matches(&bytes) {
+                return Ok(Some((header, bytes)));
+            }
+            reason = "CRC-32C mismatch".to_string();
+        }
+        Err(LogError::Corruption {
+            path: self.path.clone(),
+            position,
+            reason: format!("{reason} on every one of {READ_ATTEMPTS} reads"),
+        })
     }
 
     /// Position of the first batch whose max timestamp is `>= timestamp`.
@@ -327,14 +375,18 @@ impl Segment {
             0 => self.base_offset,
             i => self.time_index[i - 1].1,
         };
-        let Some((mut position, _)) = self.find(from_offset)? else { return Ok(None) };
-        while let Some(header) = self.header_at(position)? {
+        let Some((mut position, first)) = self.find(from_offset)? else { return Ok(None) };
+        let mut header = first;
+        loop {
             if header.max_timestamp >= timestamp {
                 return Ok(Some((position, header)));
             }
             position += header.size as u64;
+            match self.batch_at(position, header.last_offset() + 1)? {
+                Some((next, _)) => header = next,
+                None => return Ok(None),
+            }
         }
-        Ok(None)
     }
 
     /// Removes the segment's files (the caller syncs the directory).

@@ -217,7 +217,8 @@ mod snapshots {
     /// The advertised API table as a golden file: changing what clients see is a reviewed diff.
     #[test]
     fn advertised_api_versions() {
-        let table: String = SUPPORTED_APIS.iter().map(|(key, min, max)| format!("{key:?}: v{min}..=v{max}\n")).collect();
+        let table: String =
+            SUPPORTED_APIS.iter().map(|(key, min, max)| format!("{key:?}: v{min}..=v{max}\n")).collect();
         insta::assert_snapshot!(table);
     }
 }

@@ -172,7 +172,7 @@ impl Broker {
         for record in &records {
             image.replay(record);
         }
-        remove_orphan_partition_dirs(&*disk, &log_dir, &image)?;
+        remove_deleted_partition_dirs(&*disk, &log_dir, &image)?;
         let now = now_ms();
         let mut by_name = BTreeMap::new();
         for topic in image.topics.values() {
@@ -393,6 +393,7 @@ fn open_topic(
     for partition in 0..image.partitions {
         let dir = config.log_dir.join(TopicPartition::new(image.name.clone(), partition).dir_name());
         disk.create_dir_all(&dir)?;
+        write_partition_metadata(disk, &dir, image.topic_id)?;
         let log = PartitionLog::open(shared.clone(), dir, log_config.clone(), now)?;
         partitions.push(Arc::new(Mutex::new(log)));
     }
@@ -454,8 +455,43 @@ fn encode_cluster_id(id: u128) -> String {
     out
 }
 
-/// Removes partition directories that no live topic owns (a delete interrupted by a crash).
-fn remove_orphan_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &MetadataImage) -> anyhow::Result<()> {
+/// `partition.metadata` (Kafka's name): which topic incarnation a partition directory holds.
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+fn topic_id_text(topic_id: u128) -> String {
+    format!("{topic_id:032x}")
+}
+
+/// The topic id recorded in a partition directory, if the file is there and readable.
+fn read_partition_topic_id(disk: &dyn Disk, dir: &Path) -> Option<u128> {
+    let text = String::from_utf8(storage::read_all(disk, &dir.join(PARTITION_METADATA_FILE)).ok()?).ok()?;
+    let id = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
+    u128::from_str_radix(id.trim(), 16).ok()
+}
+
+/// Records the topic id in a partition directory (durably) if it is not there yet.
+fn write_partition_metadata(disk: &dyn Disk, dir: &Path, topic_id: u128) -> anyhow::Result<()> {
+    match read_partition_topic_id(disk, dir) {
+        Some(id) if id == topic_id => Ok(()),
+        Some(id) => anyhow::bail!(
+            "{} holds topic id {} but the metadata log says {}",
+            dir.display(),
+            topic_id_text(id),
+            topic_id_text(topic_id)
+        ),
+        None => {
+            let text = format!("version: 0\ntopic_id: {}\n", topic_id_text(topic_id));
+            storage::write_atomic(disk, &dir.join(PARTITION_METADATA_FILE), text.as_bytes())?;
+            Ok(())
+        }
+    }
+}
+
+/// Removes the directories of *deleted* topics (a delete interrupted by a crash), as the
+/// metadata log records them. A partition directory the metadata log knows nothing about is
+/// never deleted: it may hold the only copy of acknowledged data (say the metadata log was
+/// damaged), so the broker refuses to start and says which directory to look at.
+fn remove_deleted_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &MetadataImage) -> anyhow::Result<()> {
     let mut removed = false;
     for name in disk.list_dir(log_dir)? {
         let path = log_dir.join(&name);
@@ -464,11 +500,23 @@ fn remove_orphan_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &Metadat
         if topic == "__cluster_metadata" {
             continue;
         }
-        let live = image.topics.get(topic).is_some_and(|t| partition < t.partitions);
-        if !live {
-            tracing::info!(dir = %path.display(), "removing the directory of a deleted topic");
-            disk.remove_dir_all(&path)?;
-            removed = true;
+        let recorded_id = read_partition_topic_id(disk, &path);
+        let live = image.topics.get(topic).filter(|t| partition < t.partitions);
+        let deleted = recorded_id.is_some_and(|id| image.removed_topic_ids.contains(&id));
+        match (live, recorded_id) {
+            (Some(t), Some(id)) if id == t.topic_id => continue,
+            (Some(_), None) => continue, // created just before a crash; its id is written on open
+            _ if deleted => {
+                tracing::info!(dir = %path.display(), "removing the directory of a deleted topic");
+                disk.remove_dir_all(&path)?;
+                removed = true;
+            }
+            _ => anyhow::bail!(
+                "{} is a partition directory the metadata log does not know (topic id {}); refusing to start rather than \
+                 delete data that may be the only copy. Move it out of log.dirs if it is not needed.",
+                path.display(),
+                recorded_id.map_or("missing".to_string(), topic_id_text)
+            ),
         }
     }
     if removed {

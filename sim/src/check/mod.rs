@@ -67,7 +67,9 @@ pub fn phantom_value(history: &History) -> Vec<Violation> {
                     offsets: vec![offset],
                     values: vec![value],
                     operations: vec![i],
-                    detail: format!("offset {offset} was read holding {value}, which nobody sent to partition {partition}"),
+                    detail: format!(
+                        "offset {offset} was read holding {value}, which nobody sent to partition {partition}"
+                    ),
                 });
             }
         }
