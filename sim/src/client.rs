@@ -4,7 +4,8 @@
 //! Producer: idempotent by default (InitProducerId, a sequence per partition), one request in
 //! flight, retries of the *same* batch on retriable errors and timeouts (so the broker can
 //! deduplicate), a new producer id on OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID /
-//! INVALID_PRODUCER_EPOCH. Consumer: manual assignment, fetch positions, reset to the earliest
+//! INVALID_PRODUCER_EPOCH and after giving up on a batch (a sequence number is never reused
+//! for another record: the simulator caught exactly that in swarm seed 75). Consumer: manual assignment, fetch positions, reset to the earliest
 //! offset on OFFSET_OUT_OF_RANGE (marked as a seek in the history). Every request has its own
 //! timeout: the simulator never times a connection out by itself.
 
@@ -194,11 +195,18 @@ async fn produce_one(
                     _ => return (if maybe_written { Outcome::Info } else { Outcome::Fail }, None),
                 }
             }
-            Ok(_) => return (Outcome::Info, None),
+            Ok(_) => {
+                *identity = None;
+                return (Outcome::Info, None);
+            }
             Err(_) => maybe_written = true,
         }
         tokio::time::sleep(RETRY_BACKOFF).await;
     }
+    // Given up on a batch that may be in the log: its sequence number must never be reused by
+    // another record (the broker would answer it as a duplicate of this one). Start over as a
+    // new producer, as Kafka's producer bumps its epoch after a delivery timeout (KIP-360).
+    *identity = None;
     (if maybe_written { Outcome::Info } else { Outcome::Fail }, None)
 }
 

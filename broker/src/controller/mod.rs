@@ -156,6 +156,8 @@ impl MetadataLog {
                 }
             }
         }
+        // Replayed records must be durable: they may have survived a failed fsync in the page cache.
+        file.sync()?;
         Ok((MetadataLog { path, file, end: position }, records))
     }
 
