@@ -42,7 +42,9 @@ pub fn stream_seed(seed: u64, stream: &str) -> u64 {
 fn category(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::Crash | FaultKind::Kill | FaultKind::Pause => "process-faults",
-        FaultKind::Isolate | FaultKind::IsolateOutbound => "network-faults",
+        FaultKind::Isolate | FaultKind::IsolateOutbound | FaultKind::ClogLink | FaultKind::SlowNetwork => {
+            "network-faults"
+        }
         FaultKind::DiskCorruption | FaultKind::DiskError => "disk-faults",
     }
 }

@@ -228,6 +228,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // The workload.
     let workload_stop = Arc::new(Notify::new());
     let mut workers = Vec::new();
+    let mut producer_nodes = Vec::new();
     let producer_config = ProducerConfig {
         topic: scenario.topic.name.clone(),
         partitions: scenario.topic.partitions,
@@ -274,7 +275,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
 
     // The fault phase.
     let fault_phase = Duration::from_secs(scenario.workload.duration_s);
-    inject_faults(&handle, &brokers, &planned, started, fault_phase, &faults, &recorder).await;
+    let link_peer = producer_nodes.first().copied();
+    inject_faults(&handle, &brokers, link_peer, &planned, started, fault_phase, &faults, &recorder).await;
     let remaining = fault_phase.saturating_sub(started.elapsed());
     tokio::time::sleep(remaining).await;
 
@@ -385,9 +387,11 @@ fn note(faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder, target: &str, what
 }
 
 /// Applies the planned faults one after another (never two at once), within the fault phase.
+#[allow(clippy::too_many_arguments)]
 async fn inject_faults(
     handle: &Handle,
     brokers: &[BrokerNode],
+    link_peer: Option<madsim::task::NodeId>,
     planned: &[PlannedFault],
     started: Instant,
     fault_phase: Duration,
@@ -445,6 +449,24 @@ async fn inject_faults(
                 }
                 note(faults, recorder, &broker.name, "heal network");
             }
+            FaultKind::ClogLink => {
+                let Some(peer) = link_peer else { continue };
+                net.clog_link(id, peer);
+                note(faults, recorder, &broker.name, "clog link to producer-1 (one way)");
+                tokio::time::sleep(duration).await;
+                net.unclog_link(id, peer);
+                note(faults, recorder, &broker.name, "unclog link");
+            }
+            FaultKind::SlowNetwork => {
+                net.update_config(|c| {
+                    c.packet_loss_rate = 0.05;
+                    c.send_latency = Duration::from_millis(5)..Duration::from_millis(50);
+                });
+                note(faults, recorder, "network", "slow: 5-50 ms latency, 5% loss");
+                tokio::time::sleep(duration).await;
+                net.update_config(|c| *c = madsim::net::Config::default());
+                note(faults, recorder, "network", "normal");
+            }
             FaultKind::DiskCorruption | FaultKind::DiskError => {
                 let faults_on = match fault.kind {
                     FaultKind::DiskCorruption => {
@@ -470,6 +492,7 @@ async fn inject_faults(
 /// took their log directory offline restart (a process restart: the disk keeps its data).
 fn heal(handle: &Handle, brokers: &[BrokerNode], faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder) {
     let net = madsim::net::NetSim::current();
+    net.update_config(|c| *c = madsim::net::Config::default());
     for broker in brokers {
         let id = broker.node.id();
         net.unclog_node(id);

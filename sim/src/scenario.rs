@@ -165,6 +165,11 @@ pub enum FaultKind {
     Isolate,
     /// Cut the link from the target to every other node, one way.
     IsolateOutbound,
+    /// Cut one link, one way: from the target to the first producer (its acks are lost, its
+    /// requests still arrive).
+    ClogLink,
+    /// Every link gets 5-50 ms of added latency and 5% packet loss (TCP retransmits: delay).
+    SlowNetwork,
     /// Corrupt reads from the target's disk.
     DiskCorruption,
     /// Fail writes and fsyncs on the target's disk.

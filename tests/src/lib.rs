@@ -21,6 +21,7 @@ pub struct InProcessBroker {
 impl InProcessBroker {
     /// Starts a broker listening on `listener` (e.g. `127.0.0.1:0`) with extra config keys.
     pub fn start(listener: &str, overrides: &[(&str, &str)]) -> InProcessBroker {
+        init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = BrokerConfig::default();
         config.set("listeners", &format!("PLAINTEXT://{listener}")).unwrap();
@@ -50,6 +51,18 @@ impl Drop for InProcessBroker {
         if let Some(handle) = self.handle.take() {
             let _ = self.runtime.block_on(handle.shutdown());
         }
+    }
+}
+
+/// With `RUST_LOG` set (e.g. `RUST_LOG=debug`), the in-process broker and librdkafka (through
+/// the `log` crate: see `GREGOR_RDKAFKA_DEBUG`) log to the test's output. The child-process
+/// broker always logs to stderr, at `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
     }
 }
 

@@ -10,10 +10,23 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// A librdkafka client configuration for `bootstrap`. With `GREGOR_RDKAFKA_DEBUG` set (e.g.
+/// `protocol,broker,cgrp,fetch,msg,eos` or `all`) librdkafka logs those contexts to the output,
+/// through the `log` crate when `RUST_LOG` is set too (e.g. `RUST_LOG=debug`): that shows every
+/// request it sends and every error it gets back from the broker.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    crate::init_logging();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    if let Ok(debug) = std::env::var("GREGOR_RDKAFKA_DEBUG") {
+        config.set("debug", debug);
+    }
+    config
+}
+
 /// Creates a topic through librdkafka's admin client (CreateTopics).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
     let results = futures::executor::block_on(
         admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
     )
@@ -29,8 +42,7 @@ pub type Read = Vec<(i32, i64, Vec<u8>, Vec<u8>)>;
 /// Reads partitions `0..partitions` of `topic` from the beginning to their end with manual
 /// assignment and librdkafka's default isolation level (read_committed).
 pub fn read_to_end(bootstrap: &str, topic: &str, partitions: i32, timeout: Duration) -> Read {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = client_config(bootstrap)
         // librdkafka wants a group id even for manual assignment; nothing is committed and the
         // start offsets are explicit, so no group coordinator is involved.
         .set("group.id", "gregor-tests-assign-only")

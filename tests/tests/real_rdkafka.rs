@@ -2,11 +2,10 @@
 //! acks=all, then a consumer with librdkafka's default read_committed isolation.
 #![cfg(not(madsim))]
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tests::rdkafka_util::{create_topic, read_to_end};
+use tests::rdkafka_util::{client_config, create_topic, read_to_end};
 use tests::InProcessBroker;
 
 const RECORDS: usize = 100_000;
@@ -17,8 +16,7 @@ fn rdkafka_idempotent_producer_and_read_committed_consumer_round_trip_100k_recor
     let broker = InProcessBroker::start("127.0.0.1:0", &[]);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, "round-trip", PARTITIONS);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let producer: FutureProducer = client_config(&bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")

@@ -2,13 +2,12 @@
 //! restart on the same data directory, every acknowledged record is there, exactly once.
 #![cfg(not(madsim))]
 
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tests::rdkafka_util::read_to_end;
+use tests::rdkafka_util::{client_config, read_to_end};
 use tests::{free_port, ChildBroker};
 
 const SENT_MAX: usize = 10_000_000;
@@ -23,8 +22,7 @@ fn every_acknowledged_record_survives_kill_9_with_an_fsync_per_message() {
     let broker = ChildBroker::start(broker_binary, addr, dir.path(), &overrides);
     let bootstrap = addr.to_string();
 
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+    let producer: FutureProducer = client_config(&bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "5000")

@@ -7,7 +7,6 @@
 //! and prints the ratios. Bounded in volume and time: well under two minutes.
 #![allow(clippy::disallowed_methods)] // a real benchmark: real threads, files and clocks
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -15,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use tests::rdkafka_util::create_topic;
+use tests::rdkafka_util::{client_config, create_topic};
 use tests::InProcessBroker;
 
 const RECORD_BYTES: usize = 1024;
@@ -69,8 +68,7 @@ fn sequential_disk(dir: &std::path::Path) -> f64 {
 /// Produces PRODUCE_RECORDS 1 KiB records as fast as librdkafka will; returns (MB/s, records/s).
 fn produce(bootstrap: &str, topic: &str, acks: &str, idempotent: bool) -> (f64, f64) {
     create_topic(bootstrap, topic, 4);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: BaseProducer = client_config(bootstrap)
         .set("acks", acks)
         .set("enable.idempotence", if idempotent { "true" } else { "false" })
         .set("linger.ms", "5")
@@ -105,8 +103,7 @@ fn produce(bootstrap: &str, topic: &str, acks: &str, idempotent: bool) -> (f64, 
 /// Sends one record per LATENCY_INTERVAL and measures produce-to-consume time.
 fn end_to_end_latency(bootstrap: &str) -> (Duration, Duration) {
     create_topic(bootstrap, "latency", 1);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "bench-assign-only")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
@@ -115,8 +112,7 @@ fn end_to_end_latency(bootstrap: &str) -> (Duration, Duration) {
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset("latency", 0, Offset::Beginning).unwrap();
     consumer.assign(&assignment).unwrap();
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let producer: BaseProducer = client_config(bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
