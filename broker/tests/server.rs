@@ -1,6 +1,7 @@
 //! The broker over the wire, with a protocol-level client: what a Kafka client sees, including
 //! bad input. Each test starts a broker on port 0 with a fresh data directory.
 #![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // real files in a temp dir: these tests never run simulated
 
 use broker::protocol::client::Connection;
 use broker::server::{self, BrokerConfig, BrokerHandle};

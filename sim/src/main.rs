@@ -332,7 +332,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         let failures = FAILED.fetch_add(usize::from(failed), Ordering::SeqCst) + usize::from(failed);
         // In a log (CI), a line per tenth instead of a redrawn bar.
         if !std::io::stderr().is_terminal() {
-            if done == total || done % (total / 10).max(1) == 0 {
+            if done == total || done.is_multiple_of((total / 10).max(1)) {
                 eprintln!("{done}/{total} seeds, {failures} failed, {:.0} s", started.elapsed().as_secs_f64());
             }
             return;

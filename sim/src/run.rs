@@ -57,12 +57,15 @@ pub struct RunOutcome {
     pub trace_hash: u64,
 }
 
+/// The observation hook of a broker node: `Some` while its broker runs.
+type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
+
 /// A broker node: its disk survives restarts; `live` is its observation hook while it runs.
 struct BrokerNode {
     name: String,
     node: NodeHandle,
     disk: SimDisk,
-    live: Arc<Mutex<Option<Arc<Broker>>>>,
+    live: LiveBroker,
     addr: String,
 }
 
@@ -99,7 +102,7 @@ fn start_broker(handle: &Handle, scenario: &Scenario, seed: u64, index: usize) -
     let ip: IpAddr = format!("10.0.0.{}", index + 1).parse().expect("valid ip");
     let addr = format!("{ip}:9092");
     let disk = SimDisk::new(stream_seed(seed, &format!("disk-{index}")));
-    let live: Arc<Mutex<Option<Arc<Broker>>>> = Arc::default();
+    let live: LiveBroker = Arc::default();
     let config = broker_config(scenario, index, &addr);
     let (node_disk, node_live, node_name) = (disk.disk.clone(), live.clone(), name.clone());
     let node = handle
@@ -203,8 +206,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // State checks at a fixed cadence, for the whole run.
     let monitor_stop = Arc::new(Notify::new());
     let monitor = {
-        let lives: Vec<(String, Arc<Mutex<Option<Arc<Broker>>>>)> =
-            brokers.iter().map(|b| (b.name.clone(), b.live.clone())).collect();
+        let lives: Vec<(String, LiveBroker)> = brokers.iter().map(|b| (b.name.clone(), b.live.clone())).collect();
         let (violations, stop) = (state_violations.clone(), monitor_stop.clone());
         setup.spawn(async move {
             let stopped = stop.notified();
@@ -246,6 +248,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             .name(format!("producer-{}", p + 1))
             .ip(format!("10.0.1.{}", p + 1).parse().expect("ip"))
             .build();
+        producer_nodes.push(node.id());
         let task = run_producer(
             Process(p + 1),
             addr.clone(),

@@ -456,7 +456,7 @@ fn a_corrupt_header_read_during_recovery_cannot_move_the_log_end() {
             Ok(())
         }
         fn corrupt_read(&self, _: &Path, _: u64, buf: &mut [u8]) {
-            if buf.len() == batch::BATCH_HEADER_BYTES && self.0.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if buf.len() == batch::BATCH_HEADER_BYTES && self.0.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 buf[24] ^= 0x10;
             }
         }
