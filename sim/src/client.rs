@@ -1,8 +1,8 @@
 //! The workload client: a Kafka producer and consumer speaking the protocol over simulated TCP,
 //! recording every operation (invoke, then ok / fail / info) into the history.
 //!
-//! Producer: idempotent by default (InitProducerId, a sequence per partition), one request in
-//! flight, retries of the *same* batch on retriable errors and timeouts (so the broker can
+//! Producer: idempotent by default (InitProducerId, a sequence per partition), up to five
+//! requests in flight on one connection, retries of the *same* batch on retriable errors and timeouts (so the broker can
 //! deduplicate), a new producer id on OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID /
 //! INVALID_PRODUCER_EPOCH and after giving up on a batch (a sequence number is never reused
 //! for another record: the simulator caught exactly that in swarm seed 75). Consumer: manual assignment, fetch positions, reset to the earliest
@@ -78,6 +78,17 @@ struct Link {
 
 impl Link {
     async fn send(&mut self, api: ApiKey, version: i16, body: RequestKind) -> Result<ResponseKind, String> {
+        self.ensure_connected().await?;
+        let result = self.conn.as_mut().expect("just connected").send(api, version, body).await;
+        result.map_err(|e| {
+            self.conn = None;
+            e.to_string()
+        })
+    }
+}
+
+impl Link {
+    async fn ensure_connected(&mut self) -> Result<(), String> {
         if self.conn.is_none() {
             let connect = Connection::connect(&self.addr, &self.client_id);
             let mut conn = match tokio::time::timeout(REQUEST_TIMEOUT, connect).await {
@@ -88,7 +99,23 @@ impl Link {
             conn.request_timeout = REQUEST_TIMEOUT;
             self.conn = Some(conn);
         }
-        let result = self.conn.as_mut().expect("just connected").send(api, version, body).await;
+        Ok(())
+    }
+
+    /// Writes a request without waiting for its response (pipelining).
+    async fn write(&mut self, api: ApiKey, version: i16, body: RequestKind) -> Result<i32, String> {
+        self.ensure_connected().await?;
+        let result = self.conn.as_mut().expect("connected").write_request(api, version, body).await;
+        result.map_err(|e| {
+            self.conn = None;
+            e.to_string()
+        })
+    }
+
+    /// Reads the response to a pipelined request.
+    async fn read(&mut self, api: ApiKey, version: i16, correlation: i32) -> Result<ResponseKind, String> {
+        let Some(conn) = self.conn.as_mut() else { return Err("not connected".to_string()) };
+        let result = conn.read_response(api, version, correlation).await;
         result.map_err(|e| {
             self.conn = None;
             e.to_string()
@@ -110,104 +137,244 @@ pub struct ProducerConfig {
     pub rate_per_second: u32,
 }
 
-/// One producer process: sends unique values round-robin over the partitions until `stop`.
+/// Produce requests a producer keeps in flight on its connection (Kafka's
+/// `max.in.flight.requests.per.connection` limit for idempotence).
+pub const MAX_IN_FLIGHT: usize = 5;
+
+/// Tells workers to stop; they finish what they have in flight first.
+#[derive(Default)]
+pub struct StopSignal {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sleeps for `duration` or until stopped, whichever is first.
+    pub async fn sleep(&self, duration: Duration) {
+        let notified = self.notify.notified();
+        if self.is_stopped() {
+            return;
+        }
+        tokio::select! {
+            biased;
+            _ = notified => {}
+            _ = tokio::time::sleep(duration) => {}
+        }
+    }
+}
+
+/// One value on its way to the broker.
+struct Pending {
+    partition: Partition,
+    value: Value,
+    /// Assigned once per producer identity and never given to another record.
+    sequence: Option<i32>,
+    invoked_ns: u64,
+    deadline: Instant,
+    /// A request carrying it got no definite answer: it may be in the log.
+    maybe_written: bool,
+}
+
+struct Producer {
+    process: Process,
+    config: ProducerConfig,
+    link: Link,
+    identity: Option<(i64, i16)>,
+    next_sequence: BTreeMap<Partition, i32>,
+    /// Oldest first. Invariant: per partition, sequences increase along the queue.
+    queue: std::collections::VecDeque<Pending>,
+    recorder: Recorder,
+}
+
+/// One producer process: sends unique values round-robin over the partitions, up to
+/// [`MAX_IN_FLIGHT`] at a time, until `stop`; then finishes what is in flight.
 pub async fn run_producer(
     process: Process,
     addr: String,
     config: ProducerConfig,
     recorder: Recorder,
-    stop: Arc<tokio::sync::Notify>,
+    stop: Arc<StopSignal>,
 ) {
-    let mut link = Link { addr, client_id: format!("producer-{}", process.0), conn: None };
-    let mut identity: Option<(i64, i16)> = None;
-    let mut sequences: BTreeMap<Partition, i32> = BTreeMap::new();
+    let link = Link { addr, client_id: format!("producer-{}", process.0), conn: None };
     let interval = Duration::from_nanos(1_000_000_000 / u64::from(config.rate_per_second.max(1)));
+    let mut producer = Producer {
+        process,
+        config,
+        link,
+        identity: None,
+        next_sequence: BTreeMap::new(),
+        queue: Default::default(),
+        recorder,
+    };
     let mut counter: u64 = 0;
-    let stopped = stop.notified();
-    tokio::pin!(stopped);
+    let mut next_value_at = Instant::now();
     loop {
-        let partition = (counter % config.partitions as u64) as Partition;
-        let value = Value((u64::from(process.0) << 40) | counter);
-        counter += 1;
-        let invoked = recorder.now_ns();
-        let (outcome, offset) = produce_one(&mut link, &config, &mut identity, &mut sequences, partition, value).await;
-        recorder.record(process, invoked, outcome, Op::Send { partition, value, offset });
-        tokio::select! {
-            biased;
-            _ = &mut stopped => return,
-            _ = tokio::time::sleep(interval) => {}
+        while !stop.is_stopped() && producer.queue.len() < MAX_IN_FLIGHT && Instant::now() >= next_value_at {
+            let partition = (counter % producer.config.partitions as u64) as Partition;
+            let value = Value((u64::from(process.0) << 40) | counter);
+            counter += 1;
+            next_value_at += interval;
+            let deadline = Instant::now() + DELIVERY_TIMEOUT;
+            producer.queue.push_back(Pending {
+                partition,
+                value,
+                sequence: None,
+                invoked_ns: producer.recorder.now_ns(),
+                deadline,
+                maybe_written: false,
+            });
         }
+        if producer.queue.is_empty() {
+            if stop.is_stopped() {
+                return;
+            }
+            stop.sleep(next_value_at.saturating_duration_since(Instant::now())).await;
+            continue;
+        }
+        producer.round().await;
+        producer.give_up_expired();
     }
 }
 
-/// Sends one value until acknowledged, refused, or given up.
-async fn produce_one(
-    link: &mut Link,
-    config: &ProducerConfig,
-    identity: &mut Option<(i64, i16)>,
-    sequences: &mut BTreeMap<Partition, i32>,
-    partition: Partition,
-    value: Value,
-) -> (Outcome, Option<i64>) {
-    let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    let mut maybe_written = false;
-    while Instant::now() < deadline {
-        if config.idempotence && identity.is_none() {
-            match init_producer_id(link).await {
-                Some(id) => {
-                    *identity = Some(id);
-                    sequences.clear();
-                }
-                None => {
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                    continue;
-                }
-            }
-        }
-        let (producer_id, epoch) = identity.unwrap_or((-1, -1));
-        let sequence = if config.idempotence { *sequences.entry(partition).or_insert(0) } else { 0 };
-        let batch = encode_batch(value, producer_id, epoch, sequence);
-        let request = ProduceRequest::default()
-            .with_transactional_id(None)
-            .with_acks(config.acks)
-            .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(topic_name(&config.topic))
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(partition)
-                    .with_records(Some(batch))])]);
-        match link.send(ApiKey::Produce, 9, RequestKind::Produce(request)).await {
-            Ok(ResponseKind::Produce(response)) => {
-                let result = &response.responses[0].partition_responses[0];
-                match result.error_code {
-                    0 => {
-                        if config.idempotence {
-                            sequences.insert(partition, sequence.wrapping_add(1).max(0));
-                        }
-                        return (Outcome::Ok, Some(result.base_offset));
-                    }
-                    // The broker lost our sequence history: start over as a new producer.
-                    // These errors mean this batch was not written.
-                    45 | 47 | 59 => *identity = None,
-                    // A timeout, a failed fsync or a failure after the append: it may be in the log.
-                    7 | 20 | 56 => maybe_written = true,
-                    code if retriable(code) => {}
-                    _ => return (if maybe_written { Outcome::Info } else { Outcome::Fail }, None),
-                }
-            }
-            Ok(_) => {
-                *identity = None;
-                return (Outcome::Info, None);
-            }
-            Err(_) => maybe_written = true,
-        }
-        tokio::time::sleep(RETRY_BACKOFF).await;
+impl Producer {
+    fn finish(&self, pending: &Pending, outcome: Outcome, offset: Option<i64>) {
+        let op = Op::Send { partition: pending.partition, value: pending.value, offset };
+        let operation = Operation {
+            process: self.process,
+            invoked_ns: pending.invoked_ns,
+            completed_ns: self.recorder.now_ns(),
+            outcome,
+            op,
+        };
+        self.recorder.history.lock().expect("history lock").push(operation);
     }
-    // Given up on a batch that may be in the log: its sequence number must never be reused by
-    // another record (the broker would answer it as a duplicate of this one). Start over as a
-    // new producer, as Kafka's producer bumps its epoch after a delivery timeout (KIP-360).
-    *identity = None;
-    (if maybe_written { Outcome::Info } else { Outcome::Fail }, None)
+
+    /// Records a value given up on: info if it may be in the log, fail if it certainly is not.
+    fn give_up(&self, pending: &Pending) {
+        self.finish(pending, if pending.maybe_written { Outcome::Info } else { Outcome::Fail }, None);
+    }
+
+    /// Gives up on values past their delivery timeout (oldest first, so order is kept).
+    fn give_up_expired(&mut self) {
+        while self.queue.front().is_some_and(|p| Instant::now() >= p.deadline) {
+            let pending = self.queue.pop_front().expect("checked");
+            self.give_up(&pending);
+        }
+    }
+
+    /// Starts over as a new producer: values that may be in the log under the old identity are
+    /// given up (resending them under a new one could store them twice); the rest get new
+    /// sequence numbers.
+    async fn new_identity(&mut self) -> bool {
+        let Some(identity) = init_producer_id(&mut self.link).await else { return false };
+        self.identity = Some(identity);
+        self.next_sequence.clear();
+        let queue = std::mem::take(&mut self.queue);
+        for mut pending in queue {
+            if pending.maybe_written {
+                self.give_up(&pending);
+            } else {
+                pending.sequence = None;
+                self.queue.push_back(pending);
+            }
+        }
+        true
+    }
+
+    fn request(&self, pending: &Pending) -> RequestKind {
+        let (producer_id, epoch) = self.identity.unwrap_or((-1, -1));
+        let batch = encode_batch(pending.value, producer_id, epoch, pending.sequence.unwrap_or(0));
+        RequestKind::Produce(
+            ProduceRequest::default()
+                .with_transactional_id(None)
+                .with_acks(self.config.acks)
+                .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(topic_name(&self.config.topic))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(pending.partition)
+                        .with_records(Some(batch))])]),
+        )
+    }
+
+    /// One pipelined exchange: every queued value goes out (retries keep their sequence
+    /// numbers and their order), then the responses come back in order.
+    async fn round(&mut self) {
+        if self.config.idempotence && self.identity.is_none() && !self.new_identity().await {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            return;
+        }
+        if self.config.idempotence {
+            for pending in self.queue.iter_mut().filter(|p| p.sequence.is_none()) {
+                let next = self.next_sequence.entry(pending.partition).or_insert(0);
+                pending.sequence = Some(*next);
+                *next = if *next == i32::MAX { 0 } else { *next + 1 };
+            }
+        }
+        let mut correlations = Vec::with_capacity(self.queue.len());
+        for i in 0..self.queue.len() {
+            let request = self.request(&self.queue[i]);
+            match self.link.write(ApiKey::Produce, 9, request).await {
+                Ok(correlation) => correlations.push(correlation),
+                Err(_) => break,
+            }
+        }
+        let mut answered = vec![false; self.queue.len()];
+        let mut reset_identity = false;
+        for (i, &correlation) in correlations.iter().enumerate() {
+            match self.link.read(ApiKey::Produce, 9, correlation).await {
+                Ok(ResponseKind::Produce(response)) => {
+                    let result = &response.responses[0].partition_responses[0];
+                    match result.error_code {
+                        0 => {
+                            self.finish(&self.queue[i], Outcome::Ok, Some(result.base_offset));
+                            answered[i] = true;
+                        }
+                        // A timeout, a failed fsync or a failure after the append: may be in the log.
+                        7 | 20 | 56 => self.queue[i].maybe_written = true,
+                        // The broker lost (or never had) our sequence history: not written.
+                        45 | 47 | 59 => reset_identity = true,
+                        code if retriable(code) => {}
+                        _ => {
+                            self.give_up(&self.queue[i]);
+                            answered[i] = true;
+                            reset_identity = true; // the values behind it would now leave a gap
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        // Everything sent but not answered may or may not be in the log; the connection is gone.
+        let unanswered_sent = correlations.len();
+        if self.link.conn.is_none() || unanswered_sent < self.queue.len() {
+            for (i, pending) in self.queue.iter_mut().enumerate().take(unanswered_sent) {
+                if !answered[i] && self.link.conn.is_none() {
+                    pending.maybe_written = true;
+                }
+            }
+        }
+        let mut i = 0;
+        self.queue.retain(|_| {
+            i += 1;
+            !answered[i - 1]
+        });
+        if reset_identity {
+            self.identity = None;
+        }
+        if !self.queue.is_empty() {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
 }
 
 async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {

@@ -7,7 +7,7 @@
 //! checkers; state checks ran at a fixed cadence throughout).
 
 use crate::check::{check_history, Violation};
-use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder};
+use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
 use crate::disk::{DiskFaultCounts, DiskFaults, SimDisk};
 use crate::history::{History, Process};
 use crate::nemesis::{plan, stream_seed, FaultEvent, PlannedFault};
@@ -229,6 +229,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
 
     // The workload.
     let workload_stop = Arc::new(Notify::new());
+    let producers_stop = Arc::new(StopSignal::default());
     let mut workers = Vec::new();
     let mut producer_nodes = Vec::new();
     let producer_config = ProducerConfig {
@@ -254,7 +255,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             addr.clone(),
             producer_config.clone(),
             recorder.clone(),
-            workload_stop.clone(),
+            producers_stop.clone(),
         );
         workers.push(node.spawn(task));
     }
@@ -286,6 +287,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // The heal phase.
     let heal_deadline = Instant::now() + Duration::from_secs(scenario.workload.heal_s);
     heal(&handle, &brokers, &faults, &recorder);
+    producers_stop.stop();
     workload_stop.notify_waiters();
     let mut liveness_failure = None;
     for worker in workers {

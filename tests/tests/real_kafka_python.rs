@@ -1,6 +1,7 @@
 //! kafka-python (3.x, from the venv `cargo xtest` creates) against the broker on
 //! localhost:9092, the address the seed's examples hard-code. One test at a time owns the port.
 #![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // real threads, processes, files and clocks: never simulated
 
 use std::process::Command;
 use std::sync::Mutex;

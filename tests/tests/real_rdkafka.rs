@@ -1,6 +1,7 @@
 //! librdkafka (through the `rdkafka` crate) against the broker: the idempotent producer with
 //! acks=all, then a consumer with librdkafka's default read_committed isolation.
 #![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // real threads, processes, files and clocks: never simulated
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::collections::BTreeMap;

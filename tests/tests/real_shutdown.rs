@@ -1,6 +1,7 @@
 //! SIGTERM (what `kill` and service managers send) shuts the broker down cleanly: it exits 0
 //! and every partition log is marked cleanly closed, so the next start skips recovery.
 #![cfg(not(madsim))]
+#![allow(clippy::disallowed_methods)] // real threads, processes, files and clocks: never simulated
 
 use std::process::Command;
 use std::time::{Duration, Instant};

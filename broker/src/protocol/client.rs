@@ -100,6 +100,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout(timeout))?
     }
 
+    /// Pipelining, first half: writes a request and returns its correlation id without waiting.
+    /// Responses come back in request order; read them with [`Connection::read_response`].
+    pub async fn write_request(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> Result<i32, ClientError> {
+        let (correlation_id, frame) = self.encode(api_key, version, &body)?;
+        let timeout = self.request_timeout;
+        tokio::time::timeout(timeout, write_frame(&mut self.stream, &frame))
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+            .map_err(|e| ClientError::Connection(format!("write: {e}")))?;
+        Ok(correlation_id)
+    }
+
+    /// Pipelining, second half: reads the next response, which must answer `correlation_id`.
+    pub async fn read_response(
+        &mut self,
+        api_key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+    ) -> Result<ResponseKind, ClientError> {
+        let timeout = self.request_timeout;
+        let read = async {
+            let mut response = read_frame(&mut self.stream, RESPONSE_BYTES_MAX)
+                .await
+                .map_err(|e| ClientError::Connection(format!("read: {e}")))?;
+            let header_version =
+                if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+            let header = ResponseHeader::decode(&mut response, header_version)
+                .map_err(|e| ClientError::Protocol(format!("{e:#}")))?;
+            if header.correlation_id != correlation_id {
+                return Err(ClientError::Protocol(format!(
+                    "correlation id {} for request {correlation_id}",
+                    header.correlation_id
+                )));
+            }
+            ResponseKind::decode(api_key, &mut response, version)
+                .map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
+        };
+        tokio::time::timeout(timeout, read).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
     /// Sends a request that gets no response (Produce with acks=0).
     pub async fn send_without_response(
         &mut self,

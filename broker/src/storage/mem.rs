@@ -48,6 +48,25 @@ enum Entry {
 struct FileData {
     volatile: Vec<u8>,
     durable: Vec<u8>,
+    /// The lowest byte written or truncated since the last sync. Invariant: `None` means the
+    /// two images are equal; `Some(f)` means they agree on their common prefix below `f`.
+    dirty_from: Option<usize>,
+}
+
+impl FileData {
+    fn touch(&mut self, from: usize) {
+        self.dirty_from = Some(self.dirty_from.map_or(from, |d| d.min(from)));
+    }
+
+    /// fsync: copy only what changed since the last one.
+    fn sync(&mut self) {
+        if let Some(from) = self.dirty_from.take() {
+            let from = from.min(self.volatile.len()).min(self.durable.len());
+            self.durable.truncate(from);
+            self.durable.extend_from_slice(&self.volatile[from..]);
+        }
+        debug_assert_eq!(self.durable.len(), self.volatile.len());
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +151,7 @@ impl MemDisk {
                 data.durable = survivor(&names[id], &data.durable, &data.volatile);
             }
             data.volatile = data.durable.clone();
+            data.dirty_from = None;
         }
     }
 
@@ -336,6 +356,7 @@ impl DiskFile for MemFile {
         self.disk.check(DiskOp::Write, &self.path)?;
         let end = offset as usize + buf.len();
         self.with_data(|d| {
+            d.touch((offset as usize).min(d.volatile.len()));
             if d.volatile.len() < end {
                 d.volatile.resize(end, 0);
             }
@@ -346,13 +367,16 @@ impl DiskFile for MemFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.disk.check(DiskOp::Write, &self.path)?;
-        self.with_data(|d| d.volatile.resize(len as usize, 0));
+        self.with_data(|d| {
+            d.touch((len as usize).min(d.volatile.len()));
+            d.volatile.resize(len as usize, 0);
+        });
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         self.disk.check(DiskOp::Sync, &self.path)?;
-        self.with_data(|d| d.durable = d.volatile.clone());
+        self.with_data(FileData::sync);
         Ok(())
     }
 }
