@@ -3,7 +3,7 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real files in a temp dir: these tests never run simulated
 
-use broker::protocol::client::Connection;
+use broker::protocol::client::{encode_batch, BatchProducer, BatchRecord, Connection};
 use broker::server::{self, BrokerConfig, BrokerHandle};
 use broker::storage::real::RealDisk;
 use bytes::{Bytes, BytesMut};
@@ -13,9 +13,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -60,30 +58,21 @@ async fn start_in(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHa
 }
 
 fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, compression: Compression) -> Bytes {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, -1));
-    let records: Vec<Record> = values
+    let records: Vec<BatchRecord> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes.
-            sequence: if base_sequence < 0 { i as i32 } else { base_sequence + i as i32 },
-            timestamp: 1_700_000_000_000 + i as i64,
+        .map(|(i, v)| BatchRecord {
             key: Some(Bytes::from(format!("key-{v}"))),
             value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
+            timestamp: 1_700_000_000_000 + i as i64,
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-    buf.freeze()
+    let producer = producer.map(|(producer_id, producer_epoch, base_sequence)| BatchProducer {
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    });
+    encode_batch(&records, producer, compression)
 }
 
 fn name(s: &str) -> TopicName {

@@ -10,16 +10,14 @@
 //! timeout: the simulator never times a connection out by itself.
 
 use crate::history::{History, Op, Operation, Outcome, Partition, Process, Value};
-use broker::protocol::client::Connection;
-use bytes::{Bytes, BytesMut};
+use broker::protocol::client::{self, BatchProducer, BatchRecord, Connection};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -391,29 +389,9 @@ async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
 
 /// One batch holding one record whose value is the unique value (8 bytes, big-endian).
 fn encode_batch(value: Value, producer_id: i64, producer_epoch: i16, sequence: i32) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id,
-        producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: if producer_id >= 0 { sequence } else { -1 },
-        timestamp: 0,
-        key: None,
-        value: Some(Bytes::copy_from_slice(&value.0.to_be_bytes())),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        [&record],
-        &RecordEncodeOptions { version: 2, compression: Compression::None },
-    )
-    .expect("one record encodes");
-    buf.freeze()
+    let record = BatchRecord { key: None, value: Some(Bytes::copy_from_slice(&value.0.to_be_bytes())), timestamp: 0 };
+    let producer = (producer_id >= 0).then_some(BatchProducer { producer_id, producer_epoch, base_sequence: sequence });
+    client::encode_batch(&[record], producer, Compression::None)
 }
 
 fn decode_values(records: Option<Bytes>) -> Result<Vec<(i64, Value)>, String> {

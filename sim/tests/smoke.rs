@@ -3,19 +3,17 @@
 //! was not fsynced, and the restarted broker still has every record (flush.messages=1).
 #![cfg(madsim)]
 
-use broker::protocol::client::Connection;
+use broker::protocol::client::{encode_batch, BatchRecord, Connection};
 use broker::server::{self, BrokerConfig};
 use broker::storage::mem::MemDisk;
 use broker::storage::Disk;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use madsim::runtime::Handle;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,30 +34,9 @@ fn name(s: &str) -> TopicName {
 }
 
 fn batch(values: &[String]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // kafka-protocol's encoder starts a new batch whenever `offset - sequence` changes.
-            sequence: i as i32,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(v.clone())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
+    let records: Vec<BatchRecord> =
+        values.iter().map(|v| BatchRecord { key: None, value: Some(Bytes::from(v.clone())), timestamp: 0 }).collect();
+    encode_batch(&records, None, Compression::None)
 }
 
 async fn connect() -> Connection<TcpStream> {

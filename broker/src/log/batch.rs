@@ -359,32 +359,22 @@ pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use crate::protocol::client::{encode_batch, BatchProducer, BatchRecord};
+    use bytes::Bytes;
+    use kafka_protocol::records::Compression;
 
     pub fn encode(values: &[&str], compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = values
+        let records: Vec<BatchRecord> = values
             .iter()
             .enumerate()
-            .map(|(i, v)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: 7,
-                producer_epoch: 1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: 1000 + (i as i64 % 3),
+            .map(|(i, v)| BatchRecord {
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(v.to_string())),
-                headers: Default::default(),
+                timestamp: 1000 + (i as i64 % 3),
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        buf.to_vec()
+        encode_batch(&records, Some(BatchProducer { producer_id: 7, producer_epoch: 1, base_sequence: 0 }), compression)
+            .to_vec()
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! The partition log against a model, through crashes at every byte, and with corruption.
 
 use super::*;
+use crate::protocol::client::{encode_batch, BatchProducer, BatchRecord};
 use crate::storage::mem::MemDisk;
-use bytes::BytesMut;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use proptest::prelude::*;
 
 const DIR: &str = "/data/events-0";
@@ -27,30 +25,21 @@ fn open(disk: &MemDisk, config: LogConfig) -> PartitionLog {
 
 /// A batch of `values`; `producer` = (id, epoch, base sequence).
 fn batch(values: &[u64], timestamp: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
-    let (producer_id, producer_epoch, base_sequence) = producer.unwrap_or((-1, -1, 0));
-    let records: Vec<Record> = values
+    let records: Vec<BatchRecord> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i as i32,
-            timestamp: timestamp + i as i64,
+        .map(|(i, v)| BatchRecord {
             key: None,
             value: Some(Bytes::from(v.to_be_bytes().to_vec())),
-            headers: Default::default(),
+            timestamp: timestamp + i as i64,
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .unwrap();
-    buf.freeze()
+    let producer = producer.map(|(producer_id, producer_epoch, base_sequence)| BatchProducer {
+        producer_id,
+        producer_epoch,
+        base_sequence,
+    });
+    encode_batch(&records, producer, Compression::None)
 }
 
 /// (offset, value) of every record in `records`.

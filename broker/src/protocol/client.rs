@@ -6,9 +6,56 @@ use super::{read_frame, write_frame};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// One record for [`encode_batch`].
+#[derive(Clone, Debug, Default)]
+pub struct BatchRecord {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub timestamp: i64,
+}
+
+/// The producer fields of a batch: id, epoch and the sequence of its first record.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// Encodes one v2 record batch as a Kafka producer would: offsets 0.., the producer fields (or
+/// -1 for a plain producer), compressed with `compression`.
+pub fn encode_batch(records: &[BatchRecord], producer: Option<BatchProducer>, compression: Compression) -> Bytes {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.map_or(-1, |p| p.producer_id),
+            producer_epoch: producer.map_or(-1, |p| p.producer_epoch),
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // kafka-protocol starts a new batch whenever `offset - sequence` changes, and takes
+            // the batch's base sequence from its first record: -1, 0, 1, .. for a plain producer.
+            sequence: producer.map_or(i as i32 - 1, |p| p.base_sequence.wrapping_add(i as i32)),
+            timestamp: r.timestamp,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .expect("records encode");
+    buf.freeze()
+}
 
 /// Responses larger than this are treated as a protocol error.
 const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
