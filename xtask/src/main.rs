@@ -124,22 +124,23 @@ fn tier_fast(root: &Path) -> Result<(), String> {
     run("broker unit and property tests", Command::new(cargo()).current_dir(root).args(["test", "--package", "broker"]))
 }
 
-/// Formatting and clippy (whose `clippy.toml` bans what breaks determinism).
+/// Formatting and clippy (whose `clippy.toml` bans what breaks determinism), in both builds:
+/// the simulator's harness exists only with `--cfg madsim`, the real-client tests only without.
 fn tier_lint(root: &Path) -> Result<(), String> {
     run("rustfmt", Command::new(cargo()).current_dir(root).args(["fmt", "--all", "--", "--check"]))?;
+    let deny_warnings = ["--", "-D", "warnings"];
     run(
         "clippy",
-        Command::new(cargo()).current_dir(root).args([
-            "clippy",
-            "--package",
-            "broker",
-            "--package",
-            "sim",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        Command::new(cargo())
+            .current_dir(root)
+            .args(["clippy", "--package", "broker", "--package", "sim", "--package", "tests", "--all-targets"])
+            .args(deny_warnings),
+    )?;
+    run(
+        "clippy (simulator build)",
+        sim_cargo(root)
+            .args(["clippy", "--package", "broker", "--package", "sim", "--all-targets"])
+            .args(deny_warnings),
     )
 }
 

@@ -124,27 +124,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         version: i16,
         body: RequestKind,
     ) -> Result<ResponseKind, ClientError> {
-        let (correlation_id, frame) = self.encode(api_key, version, &body)?;
-        let timeout = self.request_timeout;
-        let exchange = async {
-            write_frame(&mut self.stream, &frame).await.map_err(|e| ClientError::Connection(format!("write: {e}")))?;
-            let mut response = read_frame(&mut self.stream, RESPONSE_BYTES_MAX)
-                .await
-                .map_err(|e| ClientError::Connection(format!("read: {e}")))?;
-            let header_version =
-                if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
-            let header = ResponseHeader::decode(&mut response, header_version)
-                .map_err(|e| ClientError::Protocol(format!("{e:#}")))?;
-            if header.correlation_id != correlation_id {
-                return Err(ClientError::Protocol(format!(
-                    "correlation id {} for request {correlation_id}",
-                    header.correlation_id
-                )));
-            }
-            ResponseKind::decode(api_key, &mut response, version)
-                .map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
-        };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout(timeout))?
+        let correlation_id = self.write_request(api_key, version, body).await?;
+        self.read_response(api_key, version, correlation_id).await
     }
 
     /// Pipelining, first half: writes a request and returns its correlation id without waiting.
