@@ -426,3 +426,29 @@ async fn an_unknown_partition_directory_is_never_deleted_the_broker_refuses_to_s
     assert!(format!("{error:#}").contains("ghost-0"), "{error:#}");
     assert_eq!(std::fs::read(ghost.join("00000000000000000000.log")).unwrap(), b"precious");
 }
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_where_the_leaders_epoch_ends() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+    let broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "epochs", 1, &[]).await, 0);
+    produce(&mut conn, "epochs", 0, 1, batch(&["a", "b", "c"], None, Compression::None)).await;
+    for (asked, expected) in [(0, (0, 0, 3)), (5, (0, -1, -1))] {
+        let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
+            OffsetForLeaderTopic::default().with_topic(name("epochs")).with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(0)
+                    .with_leader_epoch(asked),
+            ]),
+        ]);
+        match conn.send(ApiKey::OffsetForLeaderEpoch, 4, RequestKind::OffsetForLeaderEpoch(request)).await.unwrap() {
+            ResponseKind::OffsetForLeaderEpoch(r) => {
+                let p = &r.topics[0].partitions[0];
+                assert_eq!((p.error_code, p.leader_epoch, p.end_offset), expected, "asked for epoch {asked}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -21,6 +21,7 @@
 //! a clock, so the simulator controls it.
 
 pub mod batch;
+pub mod leader_epoch;
 pub mod producer_state;
 mod segment;
 
@@ -31,6 +32,7 @@ use crate::storage::{self, Disk};
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use batch::{BatchHeader, BATCH_HEADER_BYTES};
 use bytes::{Bytes, BytesMut};
+use leader_epoch::LeaderEpochCache;
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 use segment::Segment;
 use std::path::{Path, PathBuf};
@@ -179,6 +181,8 @@ pub struct PartitionLog {
     first_unflushed_ms: Option<i64>,
     /// Set by the first storage error; every later operation fails with it.
     failed: Option<String>,
+    /// First offset of each leader epoch. Invariant: no entry starts at or past the log end.
+    epochs: LeaderEpochCache,
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
@@ -248,8 +252,13 @@ impl PartitionLog {
             unflushed_messages: 0,
             first_unflushed_ms: None,
             failed: None,
+            epochs: LeaderEpochCache::default(),
         };
+        log.epochs = LeaderEpochCache::load(&*log.disk, &log.dir);
+        log.epochs.truncate_from_end(log_end);
         log.recover_producer_state()?;
+        // Every checkpoint write is atomic; rewrite it once to hold exactly the recovered state.
+        log.epochs.write(&*log.disk, &log.dir)?;
         if !clean {
             // What recovery found may exist only in the page cache (say an fsync failed before
             // a process restart). Make it durable before serving it: a record a consumer can
@@ -346,6 +355,10 @@ impl PartitionLog {
         let mut bytes = BytesMut::from(&batch[..]);
         batch::assign_offsets(&mut bytes, base_offset, leader_epoch.0);
         let stored = BatchHeader { base_offset, partition_leader_epoch: leader_epoch.0, ..header };
+        // A new epoch is recorded (durably) before its first batch is written.
+        if self.epochs.assign(leader_epoch.0, base_offset) {
+            self.epochs.write(&*self.disk, &self.dir)?;
+        }
         let interval = self.config.index_interval_bytes;
         self.segments.last_mut().expect("never empty").append(&bytes, &stored, interval, now_ms)?;
         if header.producer_id >= 0 {
@@ -492,6 +505,76 @@ impl PartitionLog {
         Ok(Some((Offset(header.base_offset + i64::from(delta)), timestamp)))
     }
 
+    /// The latest leader epoch this log has seen, if any.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.epochs.latest_epoch().map(LeaderEpoch)
+    }
+
+    /// Becoming leader at `epoch`: the epoch starts at the log end (Kafka does this on every
+    /// leadership change, so OffsetForLeaderEpoch can answer before the first append).
+    pub fn assign_epoch_start(&mut self, epoch: LeaderEpoch) -> Result<(), LogError> {
+        self.guard(|log| {
+            let log_end = log.log_end_offset().0;
+            if log.epochs.assign(epoch.0, log_end) {
+                log.epochs.write(&*log.disk, &log.dir)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// OffsetForLeaderEpoch (KIP-279): the largest epoch `<= requested` and where it ends.
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        let (epoch, offset) = self.epochs.end_offset_for(requested.0, self.log_end_offset().0);
+        (LeaderEpoch(epoch), Offset(offset))
+    }
+
+    /// Follower truncation (KIP-101): removes every batch at or after the one holding
+    /// `offset`, so the log ends at a batch boundary `<= offset`; producer state and leader
+    /// epochs follow, and the cut is fsynced (a crash must not bring the removed tail back).
+    /// Truncating below the log start empties the log and restarts it at `offset`.
+    pub fn truncate_to(&mut self, offset: Offset) -> Result<(), LogError> {
+        self.guard(|log| log.truncate_inner(offset.0))
+    }
+
+    fn truncate_inner(&mut self, target: i64) -> Result<(), LogError> {
+        if target >= self.log_end_offset().0 {
+            return Ok(());
+        }
+        let interval = self.config.index_interval_bytes;
+        if target < self.log_start_offset().0 {
+            for segment in std::mem::take(&mut self.segments) {
+                segment.delete_files(&*self.disk)?;
+            }
+            self.segments.push(Segment::create(&*self.disk, &self.dir, target)?);
+        } else {
+            while self.segments.len() > 1 && self.segments.last().expect("never empty").base_offset >= target {
+                let segment = self.segments.pop().expect("checked");
+                segment.delete_files(&*self.disk)?;
+            }
+            let active = self.segments.last_mut().expect("never empty");
+            if let Some((position, _)) = active.find(target)? {
+                active.truncate_at(position, interval)?;
+            }
+        }
+        self.disk.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
+        let log_end = self.log_end_offset().0;
+        self.producers.truncate_from(log_end);
+        self.epochs.truncate_from_end(log_end);
+        self.epochs.write(&*self.disk, &self.dir)?;
+        self.recovery_point = self.recovery_point.min(log_end);
+        self.unflushed_messages = 0;
+        self.first_unflushed_ms = None;
+        for offset in self.snapshot_offsets()? {
+            if offset > log_end {
+                let path = self.dir.join(segment::file_name(offset, "snapshot"));
+                self.disk.remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        self.check_invariants();
+        tracing::info!(dir = %self.dir.display(), log_end, "truncated");
+        Ok(())
+    }
+
     /// Time-based work: flush by `flush.ms`, roll by `segment.ms`.
     pub fn tick(&mut self, now_ms: i64) -> Result<(), LogError> {
         self.guard(|log| {
@@ -559,6 +642,9 @@ impl PartitionLog {
         segment.delete_files(&*self.disk)?;
         self.disk.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
         self.producers.remove_before(self.log_start_offset().0);
+        if self.epochs.truncate_from_start(self.log_start_offset().0) {
+            self.epochs.write(&*self.disk, &self.dir)?;
+        }
         tracing::info!(dir = %self.dir.display(), base_offset = segment.base_offset, log_start_offset = self.log_start_offset().0, "deleted segment past retention");
         Ok(())
     }
@@ -652,6 +738,9 @@ impl PartitionLog {
                         last_offset: header.last_offset(),
                     };
                     self.producers.update(header.producer_id, header.producer_epoch, metadata);
+                }
+                if header.base_offset >= from {
+                    self.epochs.assign(header.partition_leader_epoch, header.base_offset);
                 }
                 position += header.size as u64;
                 expected = header.last_offset() + 1;

@@ -302,6 +302,15 @@ impl Segment {
         Ok(())
     }
 
+    /// Cuts the file at `position` (a batch boundary), fsyncs it and rebuilds the indexes.
+    pub fn truncate_at(&mut self, position: u64, index_interval_bytes: u64) -> Result<(), LogError> {
+        assert!(position <= self.size);
+        self.file.set_len(position).map_err(storage(&self.path))?;
+        self.file.sync().map_err(storage(&self.path))?;
+        self.size = position;
+        self.recover(index_interval_bytes, true)
+    }
+
     /// Fsyncs the segment's data.
     pub fn sync(&self) -> Result<(), LogError> {
         self.file.sync().map_err(storage(&self.path))

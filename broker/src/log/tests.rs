@@ -76,6 +76,7 @@ enum Action {
     CloseAndReopen,
     CrashAndReopen,
     OffsetForTimestamp(u16),
+    Truncate(u16),
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -87,6 +88,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(Action::CloseAndReopen),
         1 => Just(Action::CrashAndReopen),
         1 => any::<u16>().prop_map(Action::OffsetForTimestamp),
+        1 => any::<u16>().prop_map(Action::Truncate),
     ]
 }
 
@@ -94,6 +96,8 @@ fn action() -> impl Strategy<Value = Action> {
 struct Model {
     records: Vec<(i64, u64, i64)>,
     log_start: i64,
+    /// Base offset of every appended batch (truncation cuts at batch boundaries).
+    batch_bases: Vec<i64>,
 }
 
 proptest! {
@@ -106,7 +110,7 @@ proptest! {
         let disk = disk();
         let cfg = LogConfig { flush_interval_messages: 1, ..config() };
         let mut log = open(&disk, cfg.clone());
-        let mut model = Model { records: Vec::new(), log_start: 0 };
+        let mut model = Model { records: Vec::new(), log_start: 0, batch_bases: Vec::new() };
         let mut clock = 1_000_000;
         for action in actions {
             clock += 10;
@@ -115,6 +119,7 @@ proptest! {
                     let info = append(&mut log, &values, clock);
                     let base = model.records.len() as i64;
                     prop_assert_eq!(info.base_offset.0, base);
+                    model.batch_bases.push(base);
                     for (i, v) in values.iter().enumerate() {
                         model.records.push((base + i as i64, *v, clock + i as i64));
                     }
@@ -158,6 +163,17 @@ proptest! {
                     drop(log);
                     disk.crash();
                     log = open(&disk, cfg.clone());
+                }
+                Action::Truncate(pick) => {
+                    let end = model.records.len() as i64;
+                    let span = (end - model.log_start + 1).max(1);
+                    let target = model.log_start + i64::from(pick) % span;
+                    log.truncate_to(Offset(target)).unwrap();
+                    if target < end {
+                        let cut = *model.batch_bases.iter().filter(|&&b| b <= target).max().expect("a batch holds the target");
+                        model.records.truncate(cut as usize);
+                        model.batch_bases.retain(|&b| b < cut);
+                    }
                 }
                 Action::OffsetForTimestamp(pick) => {
                     let target = 1_000_000 + i64::from(pick);
@@ -495,4 +511,45 @@ fn what_a_restarted_log_serves_survives_the_next_power_loss() {
     disk.crash(); // power loss
     let log = open(&disk, cfg);
     assert_eq!(read_all(&log), served, "what was served is still there");
+}
+
+#[test]
+fn truncation_forgets_producer_state_and_epochs_after_the_cut() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    log.assign_epoch_start(LeaderEpoch(0)).unwrap();
+    log.append(batch(&[1, 2], 1000, Some((9, 0, 0))), LeaderEpoch(0), 1000).unwrap();
+    let retried = batch(&[3], 1000, Some((9, 0, 2)));
+    log.append(retried.clone(), LeaderEpoch(2), 1000).unwrap();
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), (LeaderEpoch(0), Offset(2)));
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)), (LeaderEpoch(0), Offset(2)));
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), (LeaderEpoch(2), Offset(3)));
+    // A follower told that epoch 0 ends at 2 cuts its epoch-2 batch.
+    log.truncate_to(Offset(2)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(2));
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(0)));
+    // The cut batch is no longer a duplicate: its retry is appended again.
+    assert!(matches!(log.append(retried, LeaderEpoch(3), 1000).unwrap(), AppendOutcome::Appended(_)));
+    drop(log);
+    disk.crash();
+    let log = open(&disk, cfg);
+    assert_eq!(read_all(&log).len(), 3);
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), (LeaderEpoch(0), Offset(2)), "epochs survive the crash");
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(3)));
+}
+
+#[test]
+fn truncating_below_the_log_start_restarts_the_log_there() {
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { retention_bytes: Some(1), ..config() });
+    for i in 0..30 {
+        append(&mut log, &[i, i], 1000);
+    }
+    log.apply_retention(1000).unwrap();
+    let start = log.log_start_offset().0;
+    assert!(start > 0);
+    log.truncate_to(Offset(start - 5)).unwrap();
+    assert_eq!((log.log_start_offset().0, log.log_end_offset().0), (start - 5, start - 5));
+    assert_eq!(append(&mut log, &[7], 1000).base_offset.0, start - 5);
 }

@@ -28,9 +28,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
-const _: () = assert!(SUPPORTED_APIS.len() == 8);
+const _: () = assert!(SUPPORTED_APIS.len() == 9);
 
 /// The version range the broker serves for `api_key`, if any.
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {

@@ -634,6 +634,45 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+// ---------------------------------------------------------------- OffsetForLeaderEpoch
+
+/// Where a leader epoch ends (KIP-279): librdkafka validates its fetch position with it after
+/// metadata changes, and followers will truncate with it.
+pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
+    use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.topic.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let response =
+                        EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
+                    let tp = TopicPartition::new(name.clone(), p.partition);
+                    if broker.offline_reason().is_some() {
+                        return response.with_error_code(code::KAFKA_STORAGE_ERROR);
+                    }
+                    let Some(log) = broker.partition(&tp) else {
+                        return response.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    let epoch_error = check_leader_epoch(p.current_leader_epoch);
+                    if epoch_error != code::NONE {
+                        return response.with_error_code(epoch_error);
+                    }
+                    let (epoch, end_offset) =
+                        log.lock().expect("log lock poisoned").end_offset_for_epoch(LeaderEpoch(p.leader_epoch));
+                    response.with_leader_epoch(epoch.0).with_end_offset(end_offset.0)
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default().with_topic(topic_name(&name)).with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
 // ---------------------------------------------------------------- InitProducerId
 
 pub fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {

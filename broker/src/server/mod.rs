@@ -205,6 +205,9 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> anyhow::Result<Optio
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(broker, r, version)),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(broker, r, version)),
         RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(broker, r)),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch(broker, r))
+        }
         other => anyhow::bail!("no handler for {other:?}"),
     };
     Ok(Some(protocol::encode_response(api_key, version, header.correlation_id, &response)?))

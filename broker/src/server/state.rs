@@ -394,7 +394,9 @@ fn open_topic(
         let dir = config.log_dir.join(TopicPartition::new(image.name.clone(), partition).dir_name());
         disk.create_dir_all(&dir)?;
         write_partition_metadata(disk, &dir, image.topic_id)?;
-        let log = PartitionLog::open(shared.clone(), dir, log_config.clone(), now)?;
+        let mut log = PartitionLog::open(shared.clone(), dir, log_config.clone(), now)?;
+        // This broker leads every partition, at epoch 0, until replication arrives.
+        log.assign_epoch_start(crate::types::LeaderEpoch(0))?;
         partitions.push(Arc::new(Mutex::new(log)));
     }
     disk.sync_dir(&config.log_dir)?;
