@@ -8,6 +8,19 @@ use proptest::prelude::*;
 
 const DIR: &str = "/data/events-0";
 
+/// A disk whose every fsync fails with EIO.
+#[derive(Debug)]
+struct FailSync;
+
+impl crate::storage::mem::FaultHook for FailSync {
+    fn check(&self, op: crate::storage::mem::DiskOp, _: &Path) -> std::io::Result<()> {
+        if op == crate::storage::mem::DiskOp::Sync {
+            return Err(std::io::Error::other("EIO"));
+        }
+        Ok(())
+    }
+}
+
 fn disk() -> MemDisk {
     let disk = MemDisk::new();
     disk.create_dir_all(Path::new("/data")).unwrap();
@@ -372,17 +385,6 @@ fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
 
 #[test]
 fn a_failed_fsync_fails_the_log_for_good() {
-    use crate::storage::mem::{DiskOp, FaultHook};
-    #[derive(Debug)]
-    struct FailSync;
-    impl FaultHook for FailSync {
-        fn check(&self, op: DiskOp, _: &Path) -> std::io::Result<()> {
-            if op == DiskOp::Sync {
-                return Err(std::io::Error::other("EIO"));
-            }
-            Ok(())
-        }
-    }
     let disk = disk();
     let mut log = open(&disk, LogConfig { flush_interval_messages: 1, ..config() });
     disk.set_fault_hook(Some(Arc::new(FailSync)));
@@ -485,17 +487,6 @@ fn a_corrupt_header_read_during_recovery_cannot_move_the_log_end() {
 /// served the batch from the page cache, and a later power loss took it away again.
 #[test]
 fn what_a_restarted_log_serves_survives_the_next_power_loss() {
-    use crate::storage::mem::{DiskOp, FaultHook};
-    #[derive(Debug)]
-    struct FailSync;
-    impl FaultHook for FailSync {
-        fn check(&self, op: DiskOp, _: &Path) -> std::io::Result<()> {
-            if op == DiskOp::Sync {
-                return Err(std::io::Error::other("EIO"));
-            }
-            Ok(())
-        }
-    }
     let disk = disk();
     let cfg = LogConfig { flush_interval_messages: 1, ..config() };
     let mut log = open(&disk, cfg.clone());
