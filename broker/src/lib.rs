@@ -5,6 +5,7 @@
 
 pub mod controller;
 pub mod log;
+pub mod planted;
 pub mod protocol;
 pub mod server;
 pub mod storage;

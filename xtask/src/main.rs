@@ -161,24 +161,20 @@ fn tier_real(root: &Path) -> Result<(), String> {
 
 /// Seeds per scenario in the test tier (CI): small enough to stay within minutes.
 const CI_SEEDS: &str = "0..20";
+/// Seeds within which every planted bug must be caught.
+const PLANTED_SEEDS: &str = "0..10";
 
 /// The broker inside the simulator: the simulator's tests (checkers, disk model, smoke), then
-/// every scenario on the CI seeds with each seed run twice to check determinism.
+/// every scenario on the CI seeds with each seed run twice to check determinism, then every
+/// planted bug, which must be caught.
 fn tier_sim(root: &Path) -> Result<(), String> {
     run("simulator tests", sim_cargo(root).args(["test", "--package", "sim"]))?;
     let binary = build_sim(root, false)?;
+    let sweep = ["sweep", "--seeds", CI_SEEDS, "--jobs", "2", "--check-determinism", "--reports", "reports/ci"];
+    run("every scenario, CI seeds, determinism check", Command::new(&binary).current_dir(root).args(sweep))?;
     run(
-        "every scenario, CI seeds, determinism check",
-        Command::new(binary).current_dir(root).args([
-            "sweep",
-            "--seeds",
-            CI_SEEDS,
-            "--jobs",
-            "2",
-            "--check-determinism",
-            "--reports",
-            "reports/ci",
-        ]),
+        "planted bugs must be caught",
+        Command::new(&binary).current_dir(root).args(["planted", "--seeds", PLANTED_SEEDS]),
     )
 }
 

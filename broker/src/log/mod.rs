@@ -341,7 +341,8 @@ impl PartitionLog {
                 header.base_sequence,
                 header.last_sequence(),
             )?;
-            if let SequenceCheck::Duplicate(original) = check {
+            let dedup = !crate::planted::active(crate::planted::Bug::NoDedup);
+            if let (SequenceCheck::Duplicate(original), true) = (check, dedup) {
                 return Ok(AppendOutcome::Duplicate(AppendInfo {
                     base_offset: Offset(original.first_offset),
                     last_offset: Offset(original.last_offset),
@@ -372,7 +373,8 @@ impl PartitionLog {
         }
         self.unflushed_messages += header.record_count as u64;
         self.first_unflushed_ms.get_or_insert(now_ms);
-        if self.unflushed_messages >= self.config.flush_interval_messages {
+        let flush_due = self.unflushed_messages >= self.config.flush_interval_messages;
+        if flush_due && !crate::planted::active(crate::planted::Bug::AckBeforeFsync) {
             self.flush_inner()?;
         }
         Ok(AppendOutcome::Appended(AppendInfo {

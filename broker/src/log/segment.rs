@@ -148,6 +148,7 @@ impl Segment {
         let file_len = self.size;
         self.reset_indexes();
         let mut position = 0;
+        let mut last_batch_position = None;
         while position < file_len {
             let mut checked = self.check_batch_at(position, file_len);
             for _ in 1..READ_ATTEMPTS {
@@ -158,6 +159,7 @@ impl Segment {
             }
             match checked {
                 Ok(header) => {
+                    last_batch_position = Some(position);
                     self.index_batch(&header, position, index_interval_bytes);
                     position += header.size as u64;
                 }
@@ -173,6 +175,13 @@ impl Segment {
             }
         }
         self.size = position;
+        if is_active && crate::planted::active(crate::planted::Bug::TruncateSyncedTail) {
+            if let Some(last) = last_batch_position {
+                self.file.set_len(last).map_err(storage(&self.path))?;
+                self.size = last;
+                return self.recover(index_interval_bytes, false);
+            }
+        }
         Ok(())
     }
 
@@ -339,6 +348,11 @@ impl Segment {
     pub fn batch_at(&self, position: u64, expected: i64) -> Result<Option<(BatchHeader, Vec<u8>)>, LogError> {
         if position >= self.size {
             return Ok(None);
+        }
+        if crate::planted::active(crate::planted::Bug::ServeUnchecked) {
+            let Some(header) = self.header_at(position)? else { return Ok(None) };
+            let size = header.size.min((self.size - position) as usize);
+            return Ok(Some((header, self.read_bytes(position, size)?)));
         }
         let mut reason = String::new();
         for _ in 0..READ_ATTEMPTS {

@@ -1,0 +1,58 @@
+//! Planted bugs: deliberate defects that exist only in simulator builds (`--cfg madsim`) and
+//! only when switched on by name (`cargo sim planted`). They prove the checkers can catch real
+//! broker bugs end to end, not just hand-written histories. In a real build [`active`] is a
+//! constant `false` and every planted branch compiles away.
+
+/// The catalog. Each names the invariant it should break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bug {
+    /// Acknowledge an append without the fsync `flush.messages=1` asks for.
+    AckBeforeFsync = 1,
+    /// Never recognise an idempotent retry as a duplicate.
+    NoDedup = 2,
+    /// Serve batches without checking their CRC and framing.
+    ServeUnchecked = 4,
+    /// Recovery drops the last batch of the active segment even when it is whole.
+    TruncateSyncedTail = 8,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] = [Bug::AckBeforeFsync, Bug::NoDedup, Bug::ServeUnchecked, Bug::TruncateSyncedTail];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::NoDedup => "no-dedup",
+            Bug::ServeUnchecked => "serve-unchecked",
+            Bug::TruncateSyncedTail => "truncate-synced-tail",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+#[cfg(madsim)]
+static ACTIVE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Switches exactly these bugs on, for the whole process (simulator builds only).
+#[cfg(madsim)]
+pub fn set(bugs: &[Bug]) {
+    let mask = bugs.iter().fold(0, |m, b| m | *b as u32);
+    ACTIVE.store(mask, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether `bug` is switched on. Always `false` outside the simulator.
+#[inline]
+pub fn active(bug: Bug) -> bool {
+    #[cfg(madsim)]
+    {
+        ACTIVE.load(std::sync::atomic::Ordering::SeqCst) & bug as u32 != 0
+    }
+    #[cfg(not(madsim))]
+    {
+        let _ = bug;
+        false
+    }
+}
