@@ -350,6 +350,28 @@ pub fn record_timestamps(batch: &[u8]) -> Result<Vec<(i32, i64)>, LogError> {
     Ok(out)
 }
 
+/// Attribute bit 3: the batch's timestamps are LogAppendTime (set by a broker, not a producer).
+const TIMESTAMP_TYPE_LOG_APPEND_TIME: i16 = 0x08;
+
+/// Makes a client batch's header say what its records say, as Kafka's LogValidator does
+/// (`setMaxTimestamp(CREATE_TIME, max)`): maxTimestamp the largest record timestamp, timestamp
+/// type CreateTime. Recomputes the CRC only if something changed (for every well-behaved
+/// client nothing does, and the batch is stored byte for byte as sent). The time index and
+/// ListOffsets trust the header's maxTimestamp, so it must not lie.
+pub fn normalize_timestamps(batch: &mut [u8], validated: &ValidatedBatch) -> bool {
+    let header = &validated.header;
+    let attributes = header.attributes & !TIMESTAMP_TYPE_LOG_APPEND_TIME;
+    if header.max_timestamp == validated.max_timestamp && attributes == header.attributes {
+        return false;
+    }
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[35..43].copy_from_slice(&validated.max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(crc_matches(batch));
+    true
+}
+
 /// Stamps the broker-assigned fields (outside the CRC) into a batch.
 pub fn assign_offsets(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -424,6 +446,87 @@ mod tests {
         let crc = crc32c::crc32c(&count[CRC_START..]);
         count[17..21].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(validate_batch(&count, 1 << 20), Err(LogError::CorruptMessage(_))));
+    }
+
+    /// `batch` with its body replaced by `body` and `compression`, length and CRC made right.
+    fn with_body(batch: &[u8], compression: i16, body: &[u8]) -> Vec<u8> {
+        let mut out = batch[..BATCH_HEADER_BYTES].to_vec();
+        out.extend_from_slice(body);
+        let attributes = (i16_at(&out, 21) & !0x07) | compression;
+        out[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let batch_length = (out.len() - LOG_OVERHEAD_BYTES) as i32;
+        out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[CRC_START..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn snappy_is_accepted_in_xerial_framing_with_many_blocks_and_as_a_raw_block() {
+        // Java clients (and kafka-protocol) frame snappy the xerial way, in 32 KiB blocks.
+        let big: Vec<String> = (0..40).map(|i| format!("{i:04}").repeat(400)).collect();
+        let values: Vec<&str> = big.iter().map(String::as_str).collect();
+        let framed = encode(&values, Compression::Snappy);
+        assert!(framed[BATCH_HEADER_BYTES..].starts_with(b"\x82SNAPPY\x00"));
+        assert_eq!(validate_batch(&framed, 1 << 20).unwrap().header.record_count, 40);
+        // Other clients send one raw snappy block.
+        let plain = decompress(2, &framed[BATCH_HEADER_BYTES..]).unwrap();
+        let raw = snap::raw::Encoder::new().compress_vec(&plain).unwrap();
+        let raw_batch = with_body(&framed, 2, &raw);
+        assert_eq!(validate_batch(&raw_batch, 1 << 20).unwrap().header.record_count, 40);
+        assert_eq!(record_timestamps(&raw_batch).unwrap().len(), 40);
+    }
+
+    fn compress(codec: i16, plain: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        match codec {
+            1 => {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(plain).unwrap();
+                encoder.finish().unwrap()
+            }
+            2 => snap::raw::Encoder::new().compress_vec(plain).unwrap(),
+            3 => {
+                let mut encoder = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                encoder.write_all(plain).unwrap();
+                let (out, result) = encoder.finish();
+                result.unwrap();
+                out
+            }
+            4 => zstd::encode_all(plain, 0).unwrap(),
+            other => panic!("codec {other}"),
+        }
+    }
+
+    #[test]
+    fn a_compressed_body_that_does_not_decompress_or_parse_is_corrupt() {
+        for (compression, codec) in
+            [(Compression::Gzip, 1), (Compression::Snappy, 2), (Compression::Lz4, 3), (Compression::Zstd, 4)]
+        {
+            let batch = encode(&["a", "bb", "ccc"], compression);
+            // Garbage under a correct CRC: the client computed the checksum over garbage.
+            let garbage = with_body(&batch, codec, &[0x5a; 40]);
+            assert!(
+                matches!(validate_batch(&garbage, 1 << 20), Err(LogError::CorruptMessage(_))),
+                "{compression:?}: garbage accepted"
+            );
+            // A body that decompresses but holds one record fewer than the header says.
+            let plain = decompress(codec, &batch[BATCH_HEADER_BYTES..]).unwrap();
+            let short = with_body(&batch, codec, &compress(codec, &plain[..plain.len() - 1]));
+            assert!(matches!(validate_batch(&short, 1 << 20), Err(LogError::CorruptMessage(_))), "{compression:?}");
+            let whole = with_body(&batch, codec, &compress(codec, &plain));
+            assert!(validate_batch(&whole, 1 << 20).is_ok(), "{compression:?}: the recompressed original is fine");
+        }
+    }
+
+    #[test]
+    fn a_last_offset_delta_that_disagrees_with_the_count_is_corrupt() {
+        let batch = encode(&["a", "b"], Compression::None);
+        let mut bad = batch.clone();
+        bad[23..27].copy_from_slice(&5i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bad[CRC_START..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(validate_batch(&bad, 1 << 20), Err(LogError::CorruptMessage(_))));
     }
 
     #[test]

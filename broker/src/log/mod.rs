@@ -30,7 +30,7 @@ mod tests;
 
 use crate::storage::{self, Disk};
 use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
-use batch::{BatchHeader, BATCH_HEADER_BYTES};
+use batch::BATCH_HEADER_BYTES;
 use bytes::{Bytes, BytesMut};
 use leader_epoch::LeaderEpochCache;
 use producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
@@ -354,8 +354,10 @@ impl PartitionLog {
         self.maybe_roll(header.size, now_ms)?;
         let base_offset = self.log_end_offset().0;
         let mut bytes = BytesMut::from(&batch[..]);
+        batch::normalize_timestamps(&mut bytes, &validated);
         batch::assign_offsets(&mut bytes, base_offset, leader_epoch.0);
-        let stored = BatchHeader { base_offset, partition_leader_epoch: leader_epoch.0, ..header };
+        let stored = batch::parse_header(&bytes)?;
+        assert_eq!((stored.base_offset, stored.max_timestamp), (base_offset, validated.max_timestamp));
         // A new epoch is recorded (durably) before its first batch is written.
         if self.epochs.assign(leader_epoch.0, base_offset) {
             self.epochs.write(&*self.disk, &self.dir)?;

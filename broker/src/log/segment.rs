@@ -36,7 +36,10 @@ pub struct Segment {
     /// (offset, position) of some batch starts, both strictly increasing; entries at least
     /// `index.interval.bytes` apart.
     offset_index: Vec<(i64, u64)>,
-    /// (largest timestamp so far, base offset of the batch that brought it), both increasing.
+    /// (largest timestamp so far, base offset of the batch that brought it), one entry at
+    /// most per offset-index entry, both strictly increasing. Invariant: every batch before
+    /// the one at the entry's offset has a smaller or equal max timestamp, and so does every
+    /// batch up to the offset-index entry it was written with.
     time_index: Vec<(i64, i64)>,
     /// Largest batch max-timestamp in the segment, and the base offset of that batch.
     pub max_timestamp: Option<(i64, i64)>,
@@ -108,18 +111,20 @@ impl Segment {
 
     /// Updates next offset, indexes and max timestamp for a batch stored at `position`.
     fn index_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u64) {
+        if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
+            self.max_timestamp = Some((header.max_timestamp, header.base_offset));
+        }
         if self.offset_index.is_empty() || self.bytes_since_index_entry >= index_interval_bytes {
             self.offset_index.push((header.base_offset, position));
-            let newest = self.time_index.last().map_or(i64::MIN, |&(t, _)| t);
-            if header.max_timestamp > newest {
-                self.time_index.push((header.max_timestamp, header.base_offset));
+            // The largest timestamp so far, not this batch's: timestamps come from producers
+            // and need not grow, and a lookup skips every batch before an entry's offset.
+            let so_far = self.max_timestamp.expect("set just above");
+            if self.time_index.last().is_none_or(|&(t, _)| so_far.0 > t) {
+                self.time_index.push(so_far);
             }
             self.bytes_since_index_entry = 0;
         }
         self.bytes_since_index_entry += header.size as u64;
-        if self.max_timestamp.is_none_or(|(t, _)| header.max_timestamp > t) {
-            self.max_timestamp = Some((header.max_timestamp, header.base_offset));
-        }
         self.next_offset = header.last_offset() + 1;
         debug_assert!(self.base_offset <= self.next_offset);
     }

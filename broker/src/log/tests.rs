@@ -82,7 +82,8 @@ fn append(log: &mut PartitionLog, values: &[u64], timestamp: i64) -> AppendInfo 
 
 #[derive(Clone, Debug)]
 enum Action {
-    Append(Vec<u64>),
+    // Values, and how far the producer's clock lags (timestamps need not grow).
+    Append(Vec<u64>, u8),
     Read { offset_pick: u16, max_bytes: u16 },
     Flush,
     Retention { retention_bytes: u16 },
@@ -94,7 +95,7 @@ enum Action {
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        6 => prop::collection::vec(any::<u64>(), 1..6).prop_map(Action::Append),
+        6 => (prop::collection::vec(any::<u64>(), 1..6), any::<u8>()).prop_map(|(v, lag)| Action::Append(v, lag)),
         3 => (any::<u16>(), any::<u16>()).prop_map(|(offset_pick, max_bytes)| Action::Read { offset_pick, max_bytes }),
         1 => Just(Action::Flush),
         1 => (200u16..2000).prop_map(|retention_bytes| Action::Retention { retention_bytes }),
@@ -128,13 +129,14 @@ proptest! {
         for action in actions {
             clock += 10;
             match action {
-                Action::Append(values) => {
-                    let info = append(&mut log, &values, clock);
+                Action::Append(values, lag) => {
+                    let timestamp = clock - i64::from(lag);
+                    let info = append(&mut log, &values, timestamp);
                     let base = model.records.len() as i64;
                     prop_assert_eq!(info.base_offset.0, base);
                     model.batch_bases.push(base);
                     for (i, v) in values.iter().enumerate() {
-                        model.records.push((base + i as i64, *v, clock + i as i64));
+                        model.records.push((base + i as i64, *v, timestamp + i as i64));
                     }
                 }
                 Action::Read { offset_pick, max_bytes } => {
@@ -189,9 +191,13 @@ proptest! {
                     }
                 }
                 Action::OffsetForTimestamp(pick) => {
-                    let target = 1_000_000 + i64::from(pick);
-                    let expected = model.records.iter().find(|r| r.0 >= model.log_start && r.2 >= target).map(|r| (Offset(r.0), r.2));
+                    let target = 1_000_000 - 256 + i64::from(pick % 1024);
+                    let kept = || model.records.iter().filter(|r| r.0 >= model.log_start);
+                    let expected = kept().find(|r| r.2 >= target).map(|r| (Offset(r.0), r.2));
                     prop_assert_eq!(log.offset_for_timestamp(target).unwrap(), expected);
+                    let newest = kept().map(|r| r.2).max();
+                    let expected = kept().find(|r| Some(r.2) == newest).map(|r| (Offset(r.0), r.2));
+                    prop_assert_eq!(log.offset_of_max_timestamp().unwrap(), expected, "the first record with the largest timestamp");
                 }
             }
             prop_assert_eq!(log.log_end_offset().0, model.records.len() as i64);
@@ -543,4 +549,116 @@ fn truncating_below_the_log_start_restarts_the_log_there() {
     log.truncate_to(Offset(start - 5)).unwrap();
     assert_eq!((log.log_start_offset().0, log.log_end_offset().0), (start - 5, start - 5));
     assert_eq!(append(&mut log, &[7], 1000).base_offset.0, start - 5);
+}
+
+/// Producers set their own timestamps, so they need not grow: a batch between two index
+/// entries can be newer than the entry after it. Lookups by time must still find it, before
+/// and after a restart that loads the indexes from disk.
+#[test]
+fn out_of_order_timestamps_between_index_entries_are_still_found() {
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { segment_bytes: 1 << 20, ..config() });
+    // One-record batches are ~80 bytes and the index interval is 100: every other batch is
+    // indexed, so the 500 batch sits between the 100 and the 200 entries.
+    for (value, timestamp) in [(0, 100), (1, 500), (2, 200), (3, 150), (4, 250)] {
+        append(&mut log, &[value], timestamp);
+    }
+    let check = |log: &PartitionLog| {
+        assert_eq!(log.offset_for_timestamp(300).unwrap(), Some((Offset(1), 500)));
+        assert_eq!(log.offset_for_timestamp(160).unwrap(), Some((Offset(1), 500)));
+        assert_eq!(log.offset_for_timestamp(501).unwrap(), None);
+        assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((Offset(1), 500)));
+    };
+    check(&log);
+    log.close().unwrap();
+    let log = open(&disk, config());
+    check(&log);
+}
+
+/// Index files are derived data: missing, odd-sized or pointing at the wrong bytes, they are
+/// rebuilt from the segment instead of failing the open or misleading a lookup.
+#[test]
+fn damaged_index_files_are_rebuilt_not_trusted() {
+    let disk = disk();
+    let mut log = open(&disk, config());
+    for i in 0..30 {
+        append(&mut log, &[i, i + 1], 10_000 + i as i64 * 10);
+    }
+    let expected = read_all(&log);
+    let by_time = log.offset_for_timestamp(10_151).unwrap();
+    log.close().unwrap();
+    let segments = segment_files(&disk);
+    assert!(segments.len() >= 4, "enough sealed segments to damage three indexes");
+    let index = |i: usize, ext: &str| segments[i].with_extension(ext);
+    disk.remove_file(&index(0, "index")).unwrap();
+    disk.open(&index(1, "timeindex"), false).unwrap().set_len(5).unwrap();
+    let wrong = disk.open(&index(2, "index"), false).unwrap();
+    wrong.set_len(0).unwrap();
+    wrong.write_all_at(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7], 0).unwrap();
+    let log = open(&disk, config());
+    assert_eq!(read_all(&log), expected);
+    assert_eq!(log.offset_for_timestamp(10_151).unwrap(), by_time);
+    assert_eq!(by_time, Some((Offset(31), 10_151)));
+}
+
+/// A snapshot at an offset the log no longer reaches would bring back producer state for
+/// batches that are gone: truncation deletes it, and a restart replays the log instead.
+#[test]
+fn producer_snapshots_past_a_truncation_are_deleted_and_never_loaded() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    let batches: Vec<Bytes> = (0..12).map(|i| batch(&[i, i], 1000, Some((5, 0, i as i32 * 2)))).collect();
+    for b in &batches {
+        log.append(b.clone(), LeaderEpoch(0), 1000).unwrap();
+    }
+    let snapshots = |disk: &MemDisk| -> Vec<i64> {
+        let names = disk.list_dir(Path::new(DIR)).unwrap();
+        names.iter().filter_map(|n| n.strip_suffix(".snapshot")).map(|o| o.parse().unwrap()).collect()
+    };
+    let newest = *snapshots(&disk).last().expect("rolls wrote snapshots");
+    let cut = newest - 4;
+    log.truncate_to(Offset(cut)).unwrap();
+    assert!(snapshots(&disk).iter().all(|&o| o <= cut), "{:?} after a cut at {cut}", snapshots(&disk));
+    drop(log);
+    disk.crash();
+    let mut log = open(&disk, cfg);
+    assert_eq!(log.log_end_offset().0, cut);
+    let last_kept = &batches[cut as usize / 2 - 1];
+    assert!(matches!(log.append(last_kept.clone(), LeaderEpoch(0), 1000).unwrap(), AppendOutcome::Duplicate(_)));
+    let first_cut = &batches[cut as usize / 2];
+    match log.append(first_cut.clone(), LeaderEpoch(0), 1000).unwrap() {
+        AppendOutcome::Appended(info) => assert_eq!(info.base_offset.0, cut),
+        other => panic!("a truncated batch was taken for a duplicate: {other:?}"),
+    }
+}
+
+/// A well-behaved batch is stored byte for byte except the two broker-assigned fields; one
+/// whose header understates its newest record gets the true maxTimestamp (and a new CRC), as
+/// Kafka's validator does, because the time index trusts the header.
+#[test]
+fn batches_are_stored_as_sent_unless_their_max_timestamp_lies() {
+    let disk = disk();
+    let mut log = open(&disk, config());
+    let honest = batch(&[1, 2], 5_000, None);
+    log.append(honest.clone(), LeaderEpoch(7), 0).unwrap();
+    let stored = log.read(Offset(0), 1 << 20, log.log_end_offset(), true).unwrap().records;
+    assert_eq!(stored.len(), honest.len());
+    assert_eq!(stored[8..12], honest[8..12], "batch length as sent");
+    assert_eq!(stored[16..], honest[16..], "everything from magic on as sent");
+    assert_eq!(stored[12..16], 7i32.to_be_bytes(), "partition leader epoch stamped");
+
+    let mut liar = batch(&[3, 4], 9_000, None).to_vec();
+    liar[35..43].copy_from_slice(&1i64.to_be_bytes());
+    let crc = crc32c::crc32c(&liar[21..]);
+    liar[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(Bytes::from(liar), LeaderEpoch(7), 0).unwrap();
+    assert_eq!(log.offset_for_timestamp(9_000).unwrap(), Some((Offset(2), 9_000)));
+    log.close().unwrap();
+    let log = open(&disk, config());
+    assert_eq!(log.offset_for_timestamp(9_001).unwrap(), Some((Offset(3), 9_001)));
+    assert_eq!(log.offset_of_max_timestamp().unwrap(), Some((Offset(3), 9_001)));
+    let stored = log.read(Offset(2), 1 << 20, log.log_end_offset(), true).unwrap().records;
+    assert_eq!(batch::parse_header(&stored).unwrap().max_timestamp, 9_001);
+    assert!(batch::crc_matches(&stored));
 }
