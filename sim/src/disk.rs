@@ -29,11 +29,13 @@ pub struct DiskFaults {
     pub io_error: f64,
     /// A write fails with ENOSPC.
     pub no_space: f64,
+    /// Each operation takes up to this long (uniform), reported as latency to wait out.
+    pub slow_ms_max: u64,
 }
 
 impl DiskFaults {
     pub fn is_off(&self) -> bool {
-        self.corrupt_read == 0.0 && self.io_error == 0.0 && self.no_space == 0.0
+        self.corrupt_read == 0.0 && self.io_error == 0.0 && self.no_space == 0.0 && self.slow_ms_max == 0
     }
 }
 
@@ -75,6 +77,15 @@ impl FaultHook for Hook {
             ));
         }
         Ok(())
+    }
+
+    fn latency(&self, _op: DiskOp) -> std::time::Duration {
+        let mut state = self.state.lock().expect("disk hook lock");
+        let max = state.faults.slow_ms_max;
+        if max == 0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_micros(state.rng.gen_range(0..=max * 1000))
     }
 
     fn corrupt_read(&self, _path: &Path, _offset: u64, buf: &mut [u8]) {
@@ -207,6 +218,23 @@ mod tests {
             buf
         };
         assert_eq!(run(3), run(3));
+    }
+
+    #[test]
+    fn a_slow_disk_reports_latency_to_wait_out_and_a_normal_one_none() {
+        let disk = SimDisk::new(9);
+        disk.disk.create_dir_all(Path::new("/d")).unwrap();
+        let f = disk.disk.open(Path::new("/d/f"), true).unwrap();
+        f.write_all_at(&[1; 8], 0).unwrap();
+        assert_eq!(disk.disk.take_delay(), std::time::Duration::ZERO);
+        disk.set_faults(DiskFaults { slow_ms_max: 20, ..DiskFaults::default() });
+        for _ in 0..10 {
+            f.write_all_at(&[1; 8], 0).unwrap();
+            f.sync().unwrap();
+        }
+        let delay = disk.disk.take_delay();
+        assert!(delay > std::time::Duration::ZERO && delay <= std::time::Duration::from_millis(20 * 20), "{delay:?}");
+        assert_eq!(disk.disk.take_delay(), std::time::Duration::ZERO, "taken once");
     }
 
     #[test]

@@ -45,7 +45,7 @@ fn category(kind: FaultKind) -> &'static str {
         FaultKind::Isolate | FaultKind::IsolateOutbound | FaultKind::ClogLink | FaultKind::SlowNetwork => {
             "network-faults"
         }
-        FaultKind::DiskCorruption | FaultKind::DiskError => "disk-faults",
+        FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow => "disk-faults",
     }
 }
 

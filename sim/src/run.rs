@@ -30,6 +30,8 @@ use tokio::time::Instant;
 const STATE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Probability per disk operation while a disk fault is on.
 const DISK_FAULT_PROBABILITY: f64 = 0.02;
+/// Latency per disk operation (at most) while the slow-disk fault is on.
+const DISK_SLOW_MS_MAX: u64 = 20;
 
 /// Whether the faults of a run stayed within what the configuration promises to survive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -472,11 +474,12 @@ async fn inject_faults(
                 net.update_config(|c| *c = madsim::net::Config::default());
                 note(faults, recorder, "network", "normal");
             }
-            FaultKind::DiskCorruption | FaultKind::DiskError => {
+            FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow => {
                 let faults_on = match fault.kind {
                     FaultKind::DiskCorruption => {
                         DiskFaults { corrupt_read: DISK_FAULT_PROBABILITY, ..DiskFaults::default() }
                     }
+                    FaultKind::DiskSlow => DiskFaults { slow_ms_max: DISK_SLOW_MS_MAX, ..DiskFaults::default() },
                     _ => DiskFaults {
                         io_error: DISK_FAULT_PROBABILITY,
                         no_space: DISK_FAULT_PROBABILITY / 4.0,

@@ -174,6 +174,8 @@ pub enum FaultKind {
     DiskCorruption,
     /// Fail writes and fsyncs on the target's disk.
     DiskError,
+    /// Every operation on the target's disk takes up to 20 ms.
+    DiskSlow,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

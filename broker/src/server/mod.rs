@@ -168,6 +168,11 @@ async fn serve_connection(
                 return;
             }
         };
+        // A slow disk (simulated) delays the answer by the time its operations took.
+        let disk_delay = broker.disk.take_delay();
+        if !disk_delay.is_zero() {
+            tokio::time::sleep(disk_delay).await;
+        }
         if let Some(response) = response {
             if let Err(e) = protocol::write_frame(&mut writer, &response).await {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");

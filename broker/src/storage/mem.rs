@@ -34,6 +34,10 @@ pub enum DiskOp {
 pub trait FaultHook: Send + Sync + std::fmt::Debug {
     fn check(&self, op: DiskOp, path: &Path) -> io::Result<()>;
     fn corrupt_read(&self, _path: &Path, _offset: u64, _buf: &mut [u8]) {}
+    /// Latency this operation adds (reported through [`Disk::take_delay`]).
+    fn latency(&self, _op: DiskOp) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 type FileId = u64;
@@ -78,6 +82,8 @@ struct State {
     durable: BTreeMap<PathBuf, Entry>,
     next_file_id: FileId,
     fault_hook: Option<Arc<dyn FaultHook>>,
+    /// Latency accrued since the last `take_delay`.
+    pending_delay: std::time::Duration,
 }
 
 /// The in-memory disk. Clones share the same storage (one disk per node).
@@ -114,7 +120,11 @@ impl MemDisk {
     fn check(&self, op: DiskOp, path: &Path) -> io::Result<()> {
         let hook = self.lock().fault_hook.clone();
         match hook {
-            Some(hook) => hook.check(op, path),
+            Some(hook) => {
+                let latency = hook.latency(op);
+                self.lock().pending_delay += latency;
+                hook.check(op, path)
+            }
             None => Ok(()),
         }
     }
@@ -299,6 +309,10 @@ impl Disk for MemDisk {
 
     /// Makes the directory's direct entries durable as they are now (new, renamed, removed).
     /// Entries below a new subdirectory become durable when that subdirectory is synced.
+    fn take_delay(&self) -> std::time::Duration {
+        std::mem::take(&mut self.lock().pending_delay)
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check(DiskOp::SyncDir, path)?;
         let mut state = self.lock();

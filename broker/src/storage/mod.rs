@@ -37,6 +37,12 @@ pub trait Disk: Send + Sync + std::fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Time the disk has spent on operations since the last call, for the caller to wait out
+    /// (the interface is synchronous; a simulated slow disk reports its latency here). Real
+    /// disks block instead and report nothing.
+    fn take_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// An open file. Positional reads and writes; no shared cursor.
