@@ -14,10 +14,24 @@ pub enum Bug {
     ServeUnchecked = 4,
     /// Recovery drops the last batch of the active segment even when it is whole.
     TruncateSyncedTail = 8,
+    /// The leader advances the high watermark to its own log end, ignoring the ISR.
+    HwBeforeIsr = 16,
+    /// A new follower skips truncation (OffsetForLeaderEpoch) and fetches from its log end.
+    SkipTruncation = 32,
+    /// acks=all appends even when the ISR is below `min.insync.replicas`.
+    IgnoreMinIsr = 64,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::AckBeforeFsync, Bug::NoDedup, Bug::ServeUnchecked, Bug::TruncateSyncedTail];
+    pub const ALL: [Bug; 7] = [
+        Bug::AckBeforeFsync,
+        Bug::NoDedup,
+        Bug::ServeUnchecked,
+        Bug::TruncateSyncedTail,
+        Bug::HwBeforeIsr,
+        Bug::SkipTruncation,
+        Bug::IgnoreMinIsr,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -25,6 +39,9 @@ impl Bug {
             Bug::NoDedup => "no-dedup",
             Bug::ServeUnchecked => "serve-unchecked",
             Bug::TruncateSyncedTail => "truncate-synced-tail",
+            Bug::HwBeforeIsr => "hw-before-isr",
+            Bug::SkipTruncation => "skip-truncation",
+            Bug::IgnoreMinIsr => "ignore-min-isr",
         }
     }
 

@@ -387,6 +387,57 @@ impl PartitionLog {
         }))
     }
 
+    /// A follower appends what its leader sent: whole batches, back to back, with offsets and
+    /// leader epochs already assigned. Each batch is validated as a whole and must start at the
+    /// log end; producer state and the leader-epoch cache follow the batches (no sequence
+    /// checks: the leader made them). Returns the number of batches appended. A batch that
+    /// fails validation stops the append before it (nothing of it is stored).
+    pub fn append_replicated(&mut self, batches: &[u8], now_ms: i64) -> Result<usize, LogError> {
+        self.guard(|log| {
+            let mut position = 0;
+            let mut appended = 0;
+            while batches.len() - position >= BATCH_HEADER_BYTES {
+                let header = batch::parse_header(&batches[position..])?;
+                if header.size > batches.len() - position {
+                    break; // a partial batch at the end of a fetch response (KIP-74 allows it)
+                }
+                let bytes = &batches[position..position + header.size];
+                let validated = batch::validate_batch(bytes, usize::MAX)?;
+                let header = validated.header;
+                let log_end = log.log_end_offset().0;
+                if header.base_offset != log_end {
+                    return Err(LogError::InvalidRecord(format!(
+                        "replicated batch at offset {} but the log ends at {log_end}",
+                        header.base_offset
+                    )));
+                }
+                log.maybe_roll(header.size, now_ms)?;
+                if log.epochs.assign(header.partition_leader_epoch, header.base_offset) {
+                    log.epochs.write(&*log.disk, &log.dir)?;
+                }
+                let interval = log.config.index_interval_bytes;
+                log.segments.last_mut().expect("never empty").append(bytes, &header, interval, now_ms)?;
+                if header.producer_id >= 0 {
+                    let metadata = BatchMetadata {
+                        first_seq: header.base_sequence,
+                        last_seq: header.last_sequence(),
+                        first_offset: header.base_offset,
+                        last_offset: header.last_offset(),
+                    };
+                    log.producers.update(header.producer_id, header.producer_epoch, metadata);
+                }
+                log.unflushed_messages += header.record_count as u64;
+                log.first_unflushed_ms.get_or_insert(now_ms);
+                if log.unflushed_messages >= log.config.flush_interval_messages {
+                    log.flush_inner()?;
+                }
+                position += header.size;
+                appended += 1;
+            }
+            Ok(appended)
+        })
+    }
+
     fn maybe_roll(&mut self, incoming_bytes: usize, now_ms: i64) -> Result<(), LogError> {
         // Index entries hold 32-bit positions and relative offsets.
         const SEGMENT_BYTES_HARD_MAX: u64 = i32::MAX as u64;
@@ -577,6 +628,32 @@ impl PartitionLog {
         self.check_invariants();
         tracing::info!(dir = %self.dir.display(), log_end, "truncated");
         Ok(())
+    }
+
+    /// Empties the log and restarts it at `offset` (a follower whose log end is below its
+    /// leader's log start: what it holds is not on the leader any more).
+    pub fn restart_at(&mut self, offset: Offset) -> Result<(), LogError> {
+        self.guard(|log| {
+            for segment in std::mem::take(&mut log.segments) {
+                segment.delete_files(&*log.disk)?;
+            }
+            log.segments.push(Segment::create(&*log.disk, &log.dir, offset.0)?);
+            for snapshot in log.snapshot_offsets()? {
+                let path = log.dir.join(segment::file_name(snapshot, "snapshot"));
+                log.disk.remove_file(&path).map_err(io_error(&path))?;
+            }
+            log.disk.sync_dir(&log.dir).map_err(io_error(&log.dir))?;
+            log.producers.remove_before(i64::MAX);
+            log.epochs.truncate_from_end(i64::MIN);
+            log.epochs.write(&*log.disk, &log.dir)?;
+            log.recovery_point = offset.0;
+            write_recovery_point(&*log.disk, &log.dir, offset.0)?;
+            log.unflushed_messages = 0;
+            log.first_unflushed_ms = None;
+            log.check_invariants();
+            tracing::info!(dir = %log.dir.display(), start = offset.0, "log restarted empty");
+            Ok(())
+        })
     }
 
     /// Time-based work: flush by `flush.ms`, roll by `segment.ms`.

@@ -46,8 +46,6 @@ const IGNORED_KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
-    "process.roles",
-    "controller.quorum.voters",
     "controller.quorum.bootstrap.servers",
     "controller.listener.names",
     "listener.security.protocol.map",
@@ -64,8 +62,27 @@ const IGNORED_KEYS: &[&str] = &[
 pub struct BrokerConfig {
     /// `node.id` (alias `broker.id`).
     pub node_id: i32,
-    /// `listeners`: the one PLAINTEXT listener, as `host:port` (port 0 = pick one).
+    /// `process.roles`: `broker`, `controller`, or both (the default).
+    pub roles: Roles,
+    /// `listeners`: the PLAINTEXT listener (clients and replicas), as `host:port` (port 0 =
+    /// pick one). Required for the broker role.
     pub listener: String,
+    /// `listeners`' CONTROLLER entry: where the controller role listens for brokers. `None`
+    /// with the controller role: an ephemeral port on the PLAINTEXT host (fine for one node).
+    pub controller_listener: Option<String>,
+    /// `controller.quorum.voters` (`id@host:port`): the one controller. `None`: this node is
+    /// the controller (needs the controller role).
+    pub controller_voter: Option<(i32, String)>,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for data.
+    pub replica_fetch_wait_max_ms: i64,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval_ms: i64,
+    /// `broker.session.timeout.ms` (used by the controller role).
+    pub session_timeout_ms: i64,
+    /// `unclean.leader.election.enable` (used by the controller role; topics may override).
+    pub unclean_leader_election: bool,
     /// `advertised.listeners`: what Metadata tells clients; `None` = the bound address.
     pub advertised_listener: Option<String>,
     /// `log.dirs` (alias `log.dir`): the one data directory.
@@ -74,7 +91,7 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     /// `auto.create.topics.enable`.
     pub auto_create_topics_enable: bool,
-    /// `default.replication.factor`. One node can only hold factor 1.
+    /// `default.replication.factor`.
     pub default_replication_factor: i16,
     /// `min.insync.replicas`: acks=all fails with NOT_ENOUGH_REPLICAS below this.
     pub min_insync_replicas: i32,
@@ -92,7 +109,15 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 1,
+            roles: Roles { broker: true, controller: true },
             listener: "127.0.0.1:9092".to_string(),
+            controller_listener: None,
+            controller_voter: None,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            heartbeat_interval_ms: 2_000,
+            session_timeout_ms: 9_000,
+            unclean_leader_election: false,
             advertised_listener: None,
             log_dir: PathBuf::from("./data"),
             num_partitions: 1,
@@ -146,8 +171,24 @@ impl BrokerConfig {
         let err = |message: String| ConfigError { origin: origin.to_string(), key: key.to_string(), message };
         match key {
             "node.id" | "broker.id" => self.node_id = parse_num(value).map_err(err)?,
-            "listeners" => self.listener = parse_listener(value).map_err(err)?,
-            "advertised.listeners" => self.advertised_listener = Some(parse_listener(value).map_err(err)?),
+            "listeners" => {
+                let (plaintext, controller) = parse_listeners(value).map_err(err)?;
+                if let Some(plaintext) = plaintext {
+                    self.listener = plaintext;
+                }
+                self.controller_listener = controller;
+            }
+            "process.roles" => self.roles = parse_roles(value).map_err(err)?,
+            "controller.quorum.voters" => self.controller_voter = Some(parse_voters(value).map_err(err)?),
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_positive(value).map_err(err)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse_positive(value).map_err(err)?,
+            "broker.heartbeat.interval.ms" => self.heartbeat_interval_ms = parse_positive(value).map_err(err)?,
+            "broker.session.timeout.ms" => self.session_timeout_ms = parse_positive(value).map_err(err)?,
+            "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(value).map_err(err)?,
+            "advertised.listeners" => {
+                let (plaintext, _) = parse_listeners(value).map_err(err)?;
+                self.advertised_listener = plaintext;
+            }
             "log.dirs" | "log.dir" => {
                 let dirs: Vec<&str> = value.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
                 if dirs.len() != 1 {
@@ -160,13 +201,7 @@ impl BrokerConfig {
             }
             "num.partitions" => self.num_partitions = parse_positive(value).map_err(err)?,
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse_bool(value).map_err(err)?,
-            "default.replication.factor" => {
-                let factor: i16 = parse_positive(value).map_err(err)?;
-                if factor != 1 {
-                    return Err(err(format!("a single broker can only hold replication factor 1, got {factor}")));
-                }
-                self.default_replication_factor = factor;
-            }
+            "default.replication.factor" => self.default_replication_factor = parse_positive(value).map_err(err)?,
             "min.insync.replicas" => self.min_insync_replicas = parse_positive(value).map_err(err)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_positive(value).map_err(err)?,
             "log.retention.check.interval.ms" => {
@@ -191,6 +226,37 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Checks the keys that only make sense together; call once after parsing.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let err =
+            |key: &str, message: String| ConfigError { origin: "config".to_string(), key: key.to_string(), message };
+        if !self.roles.broker && !self.roles.controller {
+            return Err(err("process.roles", "needs broker, controller or both".to_string()));
+        }
+        match (&self.controller_voter, self.roles.controller) {
+            (None, false) => {
+                return Err(err(
+                    "controller.quorum.voters",
+                    "a node without the controller role needs controller.quorum.voters=id@host:port".to_string(),
+                ))
+            }
+            (Some((id, _)), true) if *id != self.node_id => {
+                return Err(err(
+                    "controller.quorum.voters",
+                    format!("this node (node.id={}) has the controller role but the voter is node {id}", self.node_id),
+                ))
+            }
+            _ => {}
+        }
+        if self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err(err(
+                "broker.heartbeat.interval.ms",
+                format!("must be below broker.session.timeout.ms ({})", self.session_timeout_ms),
+            ));
+        }
+        Ok(())
+    }
+
     /// The address Metadata advertises, given the address the listener got.
     pub fn advertised_address(&self, bound: SocketAddr) -> (String, i32) {
         match &self.advertised_listener {
@@ -205,15 +271,65 @@ fn split_host_port(listener: &str) -> (String, i32) {
     (host.to_string(), port.parse().expect("validated by parse_listener"))
 }
 
-/// Accepts `PLAINTEXT://host:port` (one listener) or a bare `host:port`.
-fn parse_listener(value: &str) -> Result<String, String> {
-    let listeners: Vec<&str> = value.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
-    if listeners.len() != 1 {
-        return Err(format!("Gregor serves one PLAINTEXT listener; got {} in `{value}`", listeners.len()));
+/// Which roles a node plays (`process.roles`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub broker: bool,
+    pub controller: bool,
+}
+
+fn parse_roles(value: &str) -> Result<Roles, String> {
+    let mut roles = Roles { broker: false, controller: false };
+    for role in value.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        match role {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => return Err(format!("unknown role `{other}`: use broker, controller or both")),
+        }
     }
-    let listener = listeners[0];
+    if !roles.broker && !roles.controller {
+        return Err("needs broker, controller or both".to_string());
+    }
+    Ok(roles)
+}
+
+/// `id@host:port`: exactly one voter until the controller quorum (KRaft) arrives.
+fn parse_voters(value: &str) -> Result<(i32, String), String> {
+    let voters: Vec<&str> = value.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
+    if voters.len() != 1 {
+        return Err(format!("Gregor runs one controller for now; got {} voters in `{value}`", voters.len()));
+    }
+    let (id, address) =
+        voters[0].split_once('@').ok_or_else(|| format!("expected id@host:port, got `{}`", voters[0]))?;
+    let id = id.parse().map_err(|_| format!("bad voter id `{id}`"))?;
+    Ok((id, parse_listener(address)?))
+}
+
+/// `listeners`: `PLAINTEXT://host:port` and/or `CONTROLLER://host:port` (or one bare
+/// `host:port`, taken as PLAINTEXT).
+fn parse_listeners(value: &str) -> Result<(Option<String>, Option<String>), String> {
+    let listeners: Vec<&str> = value.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let (mut plaintext, mut controller) = (None, None);
+    for listener in listeners {
+        let slot = match listener.split_once("://") {
+            Some(("CONTROLLER", _)) => &mut controller,
+            _ => &mut plaintext,
+        };
+        if slot.is_some() {
+            return Err(format!("Gregor serves one PLAINTEXT and one CONTROLLER listener; `{value}` has more"));
+        }
+        *slot = Some(parse_listener(listener)?);
+    }
+    if plaintext.is_none() && controller.is_none() {
+        return Err("no listener given".to_string());
+    }
+    Ok((plaintext, controller))
+}
+
+/// Accepts `PLAINTEXT://host:port`, `CONTROLLER://host:port` or a bare `host:port`.
+fn parse_listener(listener: &str) -> Result<String, String> {
     let address = match listener.split_once("://") {
-        Some(("PLAINTEXT", rest)) => rest,
+        Some(("PLAINTEXT" | "CONTROLLER", rest)) => rest,
         Some((protocol, _)) => {
             return Err(format!("security protocol `{protocol}` is not supported; use PLAINTEXT://host:port"))
         }
@@ -293,6 +409,9 @@ pub fn topic_log_config(
             "index.interval.bytes" => config.index_interval_bytes = parse_num(value).map_err(bad)?,
             "min.insync.replicas" => {
                 parse_positive::<i32>(value).map_err(bad)?;
+            }
+            "unclean.leader.election.enable" => {
+                parse_bool(value).map_err(bad)?;
             }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {

@@ -1,7 +1,14 @@
 //! One handler per API: decoded request in, response out. Handlers only set fields that exist
 //! at the request's version (kafka-protocol refuses to encode anything else).
+//!
+//! Partition requests go to the leader: a broker that does not lead the partition answers
+//! NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata. Leader epochs in requests are
+//! checked as KIP-320 says: older than ours is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH.
 
-use super::state::{now_ms, validate_topic_name, Broker, SharedLog, TopicError};
+use super::partition::Partition;
+use super::state::{now_ms, validate_topic_name, Broker, Lookup, SharedPartition, TopicError};
+use crate::controller::rpc::{ControllerReply, ControllerRequest};
+use crate::controller::{NewTopic, NO_LEADER};
 use crate::log::AppendOutcome;
 use crate::protocol::SUPPORTED_APIS;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
@@ -19,6 +26,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 /// Kafka error codes used by the handlers.
@@ -27,24 +35,27 @@ pub mod code {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const LEADER_NOT_AVAILABLE: i16 = 5;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
     pub const INVALID_REQUIRED_ACKS: i16 = 21;
     pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
     pub const INVALID_REQUEST: i16 = 42;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
     pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const OFFSET_NOT_AVAILABLE: i16 = 78;
     pub const UNKNOWN_LEADER_EPOCH: i16 = 79;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
-/// Every partition is led by this broker at this epoch until replication arrives.
-const LEADER_EPOCH: LeaderEpoch = LeaderEpoch(0);
 /// Fetches never wait longer than this, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
+/// acks=all produces never wait longer than this, whatever the client asks.
+const PRODUCE_WAIT_MS_MAX: i32 = 120_000;
 
 fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -64,152 +75,293 @@ pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }
 
-/// Checks a client's `current_leader_epoch` (-1 = not given) against the leader's.
-fn check_leader_epoch(current_leader_epoch: i32) -> i16 {
+/// Checks a request's `current_leader_epoch` (-1 = not given) against the leader's (KIP-320).
+fn check_leader_epoch(current_leader_epoch: i32, ours: LeaderEpoch) -> i16 {
     match current_leader_epoch {
-        e if e < 0 || e == LEADER_EPOCH.0 => code::NONE,
-        e if e < LEADER_EPOCH.0 => code::FENCED_LEADER_EPOCH,
+        e if e < 0 || e == ours.0 => code::NONE,
+        e if e < ours.0 => code::FENCED_LEADER_EPOCH,
         _ => code::UNKNOWN_LEADER_EPOCH,
     }
 }
 
+fn lock(partition: &SharedPartition) -> MutexGuard<'_, Partition> {
+    partition.lock().expect("partition lock poisoned")
+}
+
+/// The partition, if this broker leads it and it may be read or written at
+/// `current_leader_epoch`; otherwise the error code to answer with.
+fn leader_partition(broker: &Broker, tp: &TopicPartition, current_leader_epoch: i32) -> Result<SharedPartition, i16> {
+    if broker.offline_reason().is_some() {
+        return Err(code::KAFKA_STORAGE_ERROR);
+    }
+    let partition = match broker.lookup(tp) {
+        Lookup::UnknownTopic | Lookup::UnknownPartition => return Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+        Lookup::NotReplica => return Err(code::NOT_LEADER_OR_FOLLOWER),
+        Lookup::Replica(p) => p,
+    };
+    {
+        let p = lock(&partition);
+        if !p.is_leader() {
+            return Err(code::NOT_LEADER_OR_FOLLOWER);
+        }
+        let epoch_error = check_leader_epoch(current_leader_epoch, p.leader_epoch());
+        if epoch_error != code::NONE {
+            return Err(epoch_error);
+        }
+    }
+    Ok(partition)
+}
+
 // ---------------------------------------------------------------- Metadata
 
-pub fn metadata(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let requested: Option<Vec<MetadataRequestTopic>> = match request.topics {
         Some(topics) if version == 0 && topics.is_empty() => None,
         other => other,
     };
     let auto_create = broker.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
-    let mut topics = Vec::new();
-    match requested {
-        None => {
-            let names: Vec<String> = broker.topics().by_name.keys().cloned().collect();
-            topics.extend(names.iter().map(|name| metadata_topic(broker, name, version)));
-        }
-        Some(requested) => {
-            for wanted in requested {
-                topics.push(metadata_for_request(broker, wanted, auto_create, version));
+    let names: Vec<Result<String, MetadataResponseTopic>> = match requested {
+        None => broker.meta().image.topics.keys().cloned().map(Ok).collect(),
+        Some(requested) => requested.into_iter().map(|wanted| requested_name(broker, wanted)).collect(),
+    };
+    // Auto-create the missing ones (one controller call for all of them).
+    if auto_create {
+        let missing: Vec<NewTopic> = names
+            .iter()
+            .filter_map(|n| n.as_ref().ok())
+            .filter(|name| !broker.meta().image.topics.contains_key(*name))
+            .map(|name| NewTopic {
+                name: name.clone(),
+                partitions: -1,
+                replication_factor: -1,
+                assignments: vec![],
+                configs: BTreeMap::new(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            let reply =
+                broker.controller_call(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
+            match reply {
+                Ok(ControllerReply::CreatedTopics(results)) => {
+                    for result in results.into_iter().filter_map(Result::err).filter(|e| e.code != 36) {
+                        tracing::warn!(code = result.code, reason = result.message, "auto-creating a topic failed");
+                    }
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected controller reply"),
+                Err(e) => tracing::warn!(error = %e, "auto-creating topics failed"),
             }
         }
     }
-    let (host, port) = broker.advertised.clone();
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(host))
-            .with_port(port)])
-        .with_topics(topics);
+    let topics = names
+        .into_iter()
+        .map(|name| match name {
+            Ok(name) => metadata_topic(broker, &name, version),
+            Err(response) => response,
+        })
+        .collect();
+    let meta = broker.meta();
+    let mut brokers: Vec<MetadataResponseBroker> = meta
+        .image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+        })
+        .collect();
+    if !brokers.iter().any(|b| b.node_id.0 == broker.node_id) {
+        // Not unfenced yet (or not registered): clients can still reach this broker.
+        let (host, port) = broker.advertised.clone();
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.node_id))
+                .with_host(str_bytes(host))
+                .with_port(port),
+        );
+    }
+    let mut response = MetadataResponse::default().with_brokers(brokers).with_topics(topics);
     if version >= 1 {
-        response = response.with_controller_id(BrokerId(broker.config.node_id));
+        // KRaft clusters report a live broker as "controller": the controller is not reachable
+        // by clients.
+        response = response.with_controller_id(BrokerId(broker.node_id));
     }
     if version >= 2 {
-        response = response.with_cluster_id(Some(str_bytes(broker.cluster_id.clone())));
+        response = response.with_cluster_id(Some(str_bytes(meta.cluster_id.clone())));
     }
     response
 }
 
-fn metadata_for_request(
-    broker: &Broker,
-    wanted: MetadataRequestTopic,
-    auto_create: bool,
-    version: i16,
-) -> MetadataResponseTopic {
+/// The topic name a request entry asks for, or the response for an entry that names none.
+fn requested_name(broker: &Broker, wanted: MetadataRequestTopic) -> Result<String, MetadataResponseTopic> {
     let name = match (&wanted.name, wanted.topic_id.is_nil()) {
         (Some(name), _) => name.0.to_string(),
-        (None, false) => {
-            let id = wanted.topic_id.as_u128();
-            match broker.topics().image().topic_by_id(id) {
-                Some(topic) => topic.name.clone(),
-                None => {
-                    return MetadataResponseTopic::default()
-                        .with_error_code(code::UNKNOWN_TOPIC_ID)
-                        .with_topic_id(wanted.topic_id)
-                }
+        (None, false) => match broker.meta().image.topic_by_id(wanted.topic_id.as_u128()) {
+            Some(topic) => topic.name.clone(),
+            None => {
+                return Err(MetadataResponseTopic::default()
+                    .with_error_code(code::UNKNOWN_TOPIC_ID)
+                    .with_topic_id(wanted.topic_id))
             }
-        }
-        (None, true) => return MetadataResponseTopic::default().with_error_code(code::INVALID_REQUEST),
+        },
+        (None, true) => return Err(MetadataResponseTopic::default().with_error_code(code::INVALID_REQUEST)),
     };
     if let Err(e) = validate_topic_name(&name) {
-        return MetadataResponseTopic::default().with_name(Some(topic_name(&name))).with_error_code(e.code);
+        return Err(MetadataResponseTopic::default().with_name(Some(topic_name(&name))).with_error_code(e.code));
     }
-    let exists = broker.topics().get(&name).is_some();
-    if !exists && auto_create {
-        match broker.create_topic(&name, broker.config.num_partitions, BTreeMap::new(), false) {
-            Ok(_) | Err(TopicError { code: 36, .. }) => {}
-            Err(e) => {
-                tracing::warn!(topic = name, error = e.message, "auto-creating topic failed");
-                return MetadataResponseTopic::default().with_name(Some(topic_name(&name))).with_error_code(e.code);
-            }
-        }
-    }
-    metadata_topic(broker, &name, version)
+    Ok(name)
 }
 
 fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponseTopic {
-    let topics = broker.topics();
-    let Some(topic) = topics.get(name) else {
+    let meta = broker.meta();
+    let Some(topic) = meta.image.topics.get(name) else {
         return MetadataResponseTopic::default()
             .with_name(Some(topic_name(name)))
             .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
     };
-    let node = BrokerId(broker.config.node_id);
-    let offline = broker.offline_reason().is_some();
-    let partitions = (0..topic.image.partitions)
-        .map(|index| {
+    let ids = |nodes: &[i32]| nodes.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
+    let partitions = (0..topic.partitions)
+        .filter_map(|index| meta.image.partitions.get(&(topic.topic_id, index)))
+        .map(|p| {
             let mut partition = MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(if offline { vec![] } else { vec![node] });
-            if offline {
-                partition = partition.with_error_code(code::KAFKA_STORAGE_ERROR).with_leader_id(BrokerId(-1));
-            } else {
-                partition = partition.with_leader_id(node);
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr));
+            if p.leader == NO_LEADER {
+                partition = partition.with_error_code(code::LEADER_NOT_AVAILABLE);
             }
-            if version >= 5 && offline {
-                partition = partition.with_offline_replicas(vec![node]);
+            if version >= 5 {
+                let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !meta.image.is_live(*r)).collect();
+                partition = partition.with_offline_replicas(ids(&offline));
             }
             if version >= 7 {
-                partition = partition.with_leader_epoch(LEADER_EPOCH.0);
+                partition = partition.with_leader_epoch(p.leader_epoch);
             }
             partition
         })
         .collect();
     let mut response = MetadataResponseTopic::default().with_name(Some(topic_name(name))).with_partitions(partitions);
     if version >= 10 {
-        response = response.with_topic_id(uuid::Uuid::from_u128(topic.image.topic_id));
+        response = response.with_topic_id(uuid::Uuid::from_u128(topic.topic_id));
     }
     response
 }
 
 // ---------------------------------------------------------------- Produce
 
-/// Handles Produce. Returns `None` for acks=0 (Kafka sends no response).
-pub fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// An appended batch an acks=all produce waits on until the high watermark passes it.
+struct AwaitingReplication {
+    partition: SharedPartition,
+    leader_epoch: LeaderEpoch,
+    last_offset: Offset,
+    /// The committed ISR size when the batch was appended.
+    isr_size: usize,
+}
+
+/// Handles Produce. Returns `None` for acks=0 (Kafka sends no response). acks=all waits (at
+/// most the request's timeout) until every ISR member has the batch: Kafka's delayed produce.
+pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
-    let mut responses = Vec::new();
+    let mut results: Vec<(String, Vec<(i32, PartitionProduceResult, Option<AwaitingReplication>)>)> = Vec::new();
     let mut appended = false;
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
-        let partition_responses = topic
+        let partitions = topic
             .partition_data
             .into_iter()
             .map(|data| {
                 let tp = TopicPartition::new(name.clone(), data.index);
-                let result = produce_partition(broker, &tp, acks, request.transactional_id.is_some(), data.records);
+                let transactional = request.transactional_id.is_some();
+                let (result, awaiting) = produce_partition(broker, &tp, acks, transactional, data.records);
                 appended |= result.error_code == code::NONE;
-                produce_partition_response(data.index, result, version)
+                (data.index, result, awaiting)
             })
             .collect();
-        responses.push(
-            TopicProduceResponse::default().with_name(topic_name(&name)).with_partition_responses(partition_responses),
-        );
+        results.push((name, partitions));
     }
     if appended {
         broker.data_appended.notify_waiters();
+        broker.hw_changed.notify_waiters();
     }
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    if acks == -1 {
+        let wait_ms = request.timeout_ms.clamp(0, PRODUCE_WAIT_MS_MAX);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
+        loop {
+            let changed = broker.hw_changed.notified();
+            let mut waiting = false;
+            for (_, partitions) in &mut results {
+                for (_, result, awaiting) in partitions.iter_mut() {
+                    let Some(wait) = awaiting else { continue };
+                    match replication_outcome(wait) {
+                        Some(code) => {
+                            if code != code::NONE {
+                                *result = PartitionProduceResult::error(code, replication_error_message(code));
+                            }
+                            *awaiting = None;
+                        }
+                        None => waiting = true,
+                    }
+                }
+            }
+            if !waiting {
+                break;
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() || tokio::time::timeout(remaining, changed).await.is_err() {
+                for (_, partitions) in &mut results {
+                    for (_, result, awaiting) in partitions.iter_mut() {
+                        if awaiting.take().is_some() {
+                            *result = PartitionProduceResult::error(
+                                code::REQUEST_TIMED_OUT,
+                                "the in-sync replicas did not all confirm the batch within the request timeout",
+                            );
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    let responses = results
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partition_responses = partitions
+                .into_iter()
+                .map(|(index, result, _)| produce_partition_response(index, result, version))
+                .collect();
+            TopicProduceResponse::default().with_name(topic_name(&name)).with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// `None` while still waiting; else NONE (replicated) or the error to answer with.
+fn replication_outcome(wait: &AwaitingReplication) -> Option<i16> {
+    let mut p = lock(&wait.partition);
+    if !p.is_leader() || p.leader_epoch() != wait.leader_epoch {
+        return Some(code::NOT_LEADER_OR_FOLLOWER);
+    }
+    if p.high_watermark > wait.last_offset {
+        if (p.image.isr.len() as i32) < p.min_insync_replicas {
+            return Some(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
+        }
+        p.smallest_isr_acked = Some(p.smallest_isr_acked.map_or(wait.isr_size, |s| s.min(wait.isr_size)));
+        return Some(code::NONE);
+    }
+    None
+}
+
+fn replication_error_message(code: i16) -> &'static str {
+    match code {
+        code::NOT_LEADER_OR_FOLLOWER => "leadership moved before the batch was replicated",
+        code::NOT_ENOUGH_REPLICAS_AFTER_APPEND => "the ISR shrank below min.insync.replicas after the append",
+        _ => "replication failed",
+    }
 }
 
 struct PartitionProduceResult {
@@ -236,55 +388,60 @@ fn produce_partition(
     acks: i16,
     transactional: bool,
     records: Option<Bytes>,
-) -> PartitionProduceResult {
+) -> (PartitionProduceResult, Option<AwaitingReplication>) {
+    let refuse = |code: i16, message: String| (PartitionProduceResult::error(code, message), None);
     if !matches!(acks, -1..=1) {
-        return PartitionProduceResult::error(
-            code::INVALID_REQUIRED_ACKS,
-            format!("acks must be -1, 0 or 1, got {acks}"),
-        );
+        return refuse(code::INVALID_REQUIRED_ACKS, format!("acks must be -1, 0 or 1, got {acks}"));
     }
     if transactional {
-        return PartitionProduceResult::error(code::INVALID_REQUEST, "transactional produce is not supported yet");
+        return refuse(code::INVALID_REQUEST, "transactional produce is not supported yet".to_string());
     }
-    if let Some(reason) = broker.offline_reason() {
-        return PartitionProduceResult::error(code::KAFKA_STORAGE_ERROR, format!("log directory is offline: {reason}"));
-    }
-    let (log, min_insync_replicas) = {
-        let topics = broker.topics();
-        let min_isr = topics.get(&tp.topic).map(|t| t.min_insync_replicas).unwrap_or(1);
-        (topics.partition(tp), min_isr)
+    let partition = match leader_partition(broker, tp, -1) {
+        Ok(p) => p,
+        Err(code) => return refuse(code, format!("{tp}: this broker cannot take writes for it (error {code})")),
     };
-    let Some(log) = log else {
-        return PartitionProduceResult::error(code::UNKNOWN_TOPIC_OR_PARTITION, format!("{tp} does not exist"));
+    let Some(records) = records else {
+        return refuse(code::CORRUPT_MESSAGE, "produce request without records".to_string());
     };
-    // One broker: the ISR is this broker alone.
-    if acks == -1 && min_insync_replicas > 1 {
-        return PartitionProduceResult::error(
+    let mut p = lock(&partition);
+    let isr_size = p.image.isr.len();
+    if acks == -1
+        && (isr_size as i32) < p.min_insync_replicas
+        && !crate::planted::active(crate::planted::Bug::IgnoreMinIsr)
+    {
+        return refuse(
             code::NOT_ENOUGH_REPLICAS,
-            format!("ISR has 1 replica, min.insync.replicas is {min_insync_replicas}"),
+            format!("ISR has {isr_size} replicas, min.insync.replicas is {}", p.min_insync_replicas),
         );
     }
-    let Some(records) = records else {
-        return PartitionProduceResult::error(code::CORRUPT_MESSAGE, "produce request without records");
-    };
-    let outcome = log.lock().expect("log lock poisoned").append(records, LEADER_EPOCH, now_ms());
+    let leader_epoch = p.leader_epoch();
+    let outcome = p.log.append(records, leader_epoch, now_ms());
     match outcome {
         Ok(outcome) => {
             if let AppendOutcome::Duplicate(info) = outcome {
                 tracing::debug!(%tp, base_offset = info.base_offset.0, "duplicate batch answered with its original offset");
             }
             let info = outcome.info();
-            PartitionProduceResult {
+            p.maybe_advance_high_watermark();
+            let result = PartitionProduceResult {
                 error_code: code::NONE,
                 error_message: None,
                 base_offset: info.base_offset.0,
                 log_start_offset: info.log_start_offset.0,
-            }
+            };
+            drop(p);
+            let awaiting = (acks == -1).then(|| AwaitingReplication {
+                partition: partition.clone(),
+                leader_epoch,
+                last_offset: info.last_offset,
+                isr_size,
+            });
+            (result, awaiting)
         }
         Err(error) => {
             broker.note_log_error(&error);
             tracing::debug!(%tp, %error, "produce rejected");
-            PartitionProduceResult::error(error.error_code(), error.to_string())
+            refuse(error.error_code(), error.to_string())
         }
     }
 }
@@ -306,15 +463,14 @@ fn produce_partition_response(index: i32, result: PartitionProduceResult, versio
 
 // ---------------------------------------------------------------- Fetch
 
+/// Fetch, for consumers (`replica_id` -1: up to the high watermark) and for followers
+/// (`replica_id` = their node id: up to the log end; the fetch offset is the follower's log end
+/// and may move the high watermark).
 pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
     if version >= 7 && request.session_id != 0 {
         // Sessionless broker (KIP-227 allows declining sessions): an incremental fetch for a
         // session we never created is answered so the client falls back to a full fetch.
         return FetchResponse::default().with_error_code(code::FETCH_SESSION_ID_NOT_FOUND);
-    }
-    if request.replica_id.0 >= 0 {
-        tracing::warn!(replica_id = request.replica_id.0, "replica fetch refused: this broker has no followers");
-        return FetchResponse::default().with_error_code(code::INVALID_REQUEST);
     }
     let wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
@@ -336,9 +492,11 @@ pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16) -> Fetc
 
 fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
     let read_committed = request.isolation_level == 1;
+    let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     let mut bytes_left = request.max_bytes.max(0) as usize;
     let mut total_bytes = 0;
     let mut any_error = false;
+    let mut hw_moved = false;
     let mut responses = Vec::new();
     for topic in &request.topics {
         let name = topic.topic.0.to_string();
@@ -346,7 +504,9 @@ fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRe
         for partition in &topic.partitions {
             let tp = TopicPartition::new(name.clone(), partition.partition);
             let min_one_batch = total_bytes == 0;
-            let mut data = fetch_partition(broker, &tp, partition, bytes_left, min_one_batch, version);
+            let (mut data, moved) =
+                fetch_partition(broker, &tp, partition, replica, bytes_left, min_one_batch, version);
+            hw_moved |= moved;
             if read_committed {
                 data = data.with_aborted_transactions(Some(Vec::new()));
             }
@@ -358,6 +518,10 @@ fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRe
         }
         responses.push(FetchableTopicResponse::default().with_topic(topic_name(&name)).with_partitions(partitions));
     }
+    if hw_moved {
+        broker.hw_changed.notify_waiters();
+        broker.data_appended.notify_waiters();
+    }
     (FetchResponse::default().with_responses(responses), total_bytes, any_error)
 }
 
@@ -365,40 +529,51 @@ fn fetch_partition(
     broker: &Broker,
     tp: &TopicPartition,
     request: &fetch_request::FetchPartition,
+    replica: Option<i32>,
     bytes_left: usize,
     min_one_batch: bool,
     version: i16,
-) -> PartitionData {
+) -> (PartitionData, bool) {
     let empty =
         PartitionData::default().with_partition_index(tp.partition).with_high_watermark(-1).with_last_stable_offset(-1);
-    let error = |code: i16| empty.clone().with_error_code(code);
-    if let Some(_reason) = broker.offline_reason() {
-        return error(code::KAFKA_STORAGE_ERROR);
-    }
-    let Some(log) = broker.partition(tp) else { return error(code::UNKNOWN_TOPIC_OR_PARTITION) };
-    if version >= 9 {
-        let epoch_error = check_leader_epoch(request.current_leader_epoch);
-        if epoch_error != code::NONE {
-            return error(epoch_error);
+    let current_leader_epoch = if version >= 9 { request.current_leader_epoch } else { -1 };
+    let partition = match leader_partition(broker, tp, current_leader_epoch) {
+        Ok(p) => p,
+        Err(code) => return (empty.with_error_code(code), false),
+    };
+    let mut p = lock(&partition);
+    let fetch_offset = Offset(request.fetch_offset);
+    let mut hw_moved = false;
+    let upper_bound = match replica {
+        Some(replica) => {
+            hw_moved = p.record_follower_fetch(replica, fetch_offset, now_ms());
+            p.log.log_end_offset()
         }
-    }
-    let log = log.lock().expect("log lock poisoned");
-    // One replica: HW = LSO = LEO.
-    let high_watermark = log.log_end_offset();
-    let log_start_offset = log.log_start_offset();
+        None => {
+            if !p.high_watermark_established() {
+                // A new leader whose HW has not caught up with its epoch yet: what it would
+                // report could be below what the previous leader showed.
+                return (empty.with_error_code(code::NOT_LEADER_OR_FOLLOWER), false);
+            }
+            p.high_watermark
+        }
+    };
+    let high_watermark = p.high_watermark;
+    let log_start_offset = p.log.log_start_offset();
     let max_bytes = (request.partition_max_bytes.max(0) as usize).min(bytes_left);
-    let result = log.read(Offset(request.fetch_offset), max_bytes, high_watermark, min_one_batch);
+    let result = p.log.read(fetch_offset, max_bytes, upper_bound, min_one_batch);
     let data = empty
         .with_high_watermark(high_watermark.0)
         .with_last_stable_offset(high_watermark.0)
         .with_log_start_offset(log_start_offset.0);
-    match result {
+    let data = match result {
         Ok(read) => data.with_records(Some(read.records)),
         Err(error) => {
             broker.note_log_error(&error);
             data.with_error_code(error.error_code())
         }
-    }
+    };
+    (data, hw_moved)
 }
 
 // ---------------------------------------------------------------- ListOffsets
@@ -415,11 +590,12 @@ pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) 
                 .map(|p| {
                     let tp = TopicPartition::new(name.clone(), p.partition_index);
                     let response = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    match list_offset(broker, &tp, p.timestamp, p.current_leader_epoch, version) {
-                        Ok((offset, timestamp)) => {
+                    let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+                    match list_offset(broker, &tp, p.timestamp, epoch, version) {
+                        Ok((offset, timestamp, leader_epoch)) => {
                             let response = response.with_offset(offset).with_timestamp(timestamp);
                             if version >= 4 {
-                                response.with_leader_epoch(LEADER_EPOCH.0)
+                                response.with_leader_epoch(leader_epoch.0)
                             } else {
                                 response
                             }
@@ -445,28 +621,26 @@ fn list_offset(
     timestamp: i64,
     current_leader_epoch: i32,
     version: i16,
-) -> Result<(i64, i64), i16> {
-    if broker.offline_reason().is_some() {
-        return Err(code::KAFKA_STORAGE_ERROR);
+) -> Result<(i64, i64, LeaderEpoch), i16> {
+    let partition = leader_partition(broker, tp, current_leader_epoch)?;
+    let p = lock(&partition);
+    if !p.high_watermark_established() {
+        // Kafka's answer (KIP-207) while a new leader's HW is below its epoch start.
+        return Err(code::OFFSET_NOT_AVAILABLE);
     }
-    let log: SharedLog = broker.partition(tp).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)?;
-    if version >= 4 {
-        let epoch_error = check_leader_epoch(current_leader_epoch);
-        if epoch_error != code::NONE {
-            return Err(epoch_error);
-        }
-    }
-    let log = log.lock().expect("log lock poisoned");
+    let high_watermark = p.high_watermark;
     let found = match timestamp {
-        LATEST_TIMESTAMP => Ok(Some((log.log_end_offset(), -1))),
-        EARLIEST_TIMESTAMP => Ok(Some((log.log_start_offset(), -1))),
-        MAX_TIMESTAMP if version >= 7 => log.offset_of_max_timestamp(),
+        // Consumers see up to the high watermark (= LSO without transactions).
+        LATEST_TIMESTAMP => Ok(Some((high_watermark, -1))),
+        EARLIEST_TIMESTAMP => Ok(Some((p.log.log_start_offset(), -1))),
+        MAX_TIMESTAMP if version >= 7 => p.log.offset_of_max_timestamp(),
         t if t < 0 => return Err(code::INVALID_REQUEST),
-        t => log.offset_for_timestamp(t),
+        t => p.log.offset_for_timestamp(t),
     };
     match found {
-        Ok(Some((offset, timestamp))) => Ok((offset.0, timestamp)),
-        Ok(None) => Ok((-1, -1)),
+        Ok(Some((offset, _))) if offset > high_watermark => Ok((-1, -1, p.leader_epoch())),
+        Ok(Some((offset, timestamp))) => Ok((offset.0, timestamp, p.leader_epoch())),
+        Ok(None) => Ok((-1, -1, p.leader_epoch())),
         Err(error) => {
             broker.note_log_error(&error);
             Err(error.error_code())
@@ -476,97 +650,88 @@ fn list_offset(
 
 // ---------------------------------------------------------------- CreateTopics / DeleteTopics
 
-pub fn create_topics(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut seen = BTreeMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_insert(0) += 1;
     }
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let name = topic.name.0.to_string();
-            let result = if seen[&name] > 1 {
-                Err(TopicError::new(
-                    code::INVALID_REQUEST,
-                    format!("topic `{name}` appears more than once in the request"),
-                ))
-            } else {
-                create_one_topic(broker, &topic, request.validate_only)
-            };
-            create_topic_result(broker, &name, result, version)
-        })
-        .collect();
-    CreateTopicsResponse::default().with_topics(results)
-}
-
-fn create_one_topic(
-    broker: &Broker,
-    topic: &create_topics_request::CreatableTopic,
-    validate_only: bool,
-) -> Result<(i32, BTreeMap<String, String>, u128), TopicError> {
-    let node = broker.config.node_id;
-    let mut partitions = if topic.num_partitions == -1 { broker.config.num_partitions } else { topic.num_partitions };
-    if !topic.assignments.is_empty() {
-        if topic.num_partitions != -1 || topic.replication_factor != -1 {
-            return Err(TopicError::new(
-                code::INVALID_REQUEST,
-                "give either assignments or num_partitions/replication_factor, not both",
-            ));
+    let mut results: Vec<(String, Option<Result<crate::controller::CreatedTopic, TopicError>>)> = Vec::new();
+    let mut to_create = Vec::new();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        if seen[&name] > 1 {
+            let error =
+                TopicError::new(code::INVALID_REQUEST, format!("topic `{name}` appears more than once in the request"));
+            results.push((name, Some(Err(error))));
+            continue;
         }
-        for (expected, assignment) in topic.assignments.iter().enumerate() {
-            let valid = assignment.partition_index == expected as i32
-                && assignment.broker_ids.len() == 1
-                && assignment.broker_ids[0].0 == node;
-            if !valid {
-                return Err(TopicError::new(
-                    code::INVALID_REPLICA_ASSIGNMENT,
-                    format!("assignments must list partitions 0.. in order, each on broker {node} alone"),
-                ));
+        let mut configs = BTreeMap::new();
+        let mut bad = None;
+        for config in &topic.configs {
+            match &config.value {
+                Some(value) => {
+                    configs.insert(config.name.to_string(), value.to_string());
+                }
+                None => bad = Some(TopicError::new(40, format!("config `{}` has a null value", config.name))),
             }
         }
-        partitions = topic.assignments.len() as i32;
+        if let Some(error) = bad {
+            results.push((name, Some(Err(error))));
+            continue;
+        }
+        let mut assignments: Vec<(i32, Vec<i32>)> =
+            topic.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
+        assignments.sort();
+        if assignments.iter().enumerate().any(|(i, (index, _))| *index != i as i32) {
+            let error = TopicError::new(39, "assignments must list partitions 0, 1, .. once each");
+            results.push((name, Some(Err(error))));
+            continue;
+        }
+        to_create.push(NewTopic {
+            name: name.clone(),
+            partitions: topic.num_partitions,
+            replication_factor: topic.replication_factor,
+            assignments: assignments.into_iter().map(|(_, replicas)| replicas).collect(),
+            configs,
+        });
+        results.push((name, None));
     }
-    if partitions <= 0 {
-        return Err(TopicError::new(
-            code::INVALID_PARTITIONS,
-            format!("number of partitions must be positive, got {partitions}"),
-        ));
-    }
-    let factor = if topic.replication_factor == -1 {
-        broker.config.default_replication_factor
-    } else {
-        topic.replication_factor
-    };
-    if topic.assignments.is_empty() && factor != 1 {
-        return Err(TopicError::new(
-            code::INVALID_REPLICATION_FACTOR,
-            format!("replication factor {factor} is larger than the 1 available broker"),
-        ));
-    }
-    let mut configs = BTreeMap::new();
-    for config in &topic.configs {
-        let Some(value) = &config.value else {
-            return Err(TopicError::new(40, format!("config `{}` has a null value", config.name)));
+    if !to_create.is_empty() {
+        let reply = broker
+            .controller_call(ControllerRequest::CreateTopics {
+                topics: to_create,
+                validate_only: request.validate_only,
+            })
+            .await;
+        let mut created = match reply {
+            Ok(ControllerReply::CreatedTopics(created)) => created.into_iter(),
+            Ok(other) => vec![Err(TopicError::new(-1, format!("unexpected controller reply {other:?}")))].into_iter(),
+            Err(e) => vec![Err(e); results.len()].into_iter(),
         };
-        configs.insert(config.name.to_string(), value.to_string());
+        let fallback = TopicError::new(code::REQUEST_TIMED_OUT, "the controller did not answer");
+        for (_, slot) in results.iter_mut().filter(|(_, slot)| slot.is_none()) {
+            *slot = Some(created.next().unwrap_or_else(|| Err(fallback.clone())));
+        }
     }
-    let image = broker.create_topic(&topic.name.0, partitions, configs.clone(), validate_only)?;
-    Ok((partitions, configs, image.topic_id))
+    let topics = results
+        .into_iter()
+        .map(|(name, result)| create_topic_result(&name, result.expect("every topic answered"), version))
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
 }
 
 fn create_topic_result(
-    broker: &Broker,
     name: &str,
-    result: Result<(i32, BTreeMap<String, String>, u128), TopicError>,
+    result: Result<crate::controller::CreatedTopic, TopicError>,
     version: i16,
 ) -> CreatableTopicResult {
     let response = CreatableTopicResult::default().with_name(topic_name(name));
     match result {
-        Ok((partitions, configs, topic_id)) => {
+        Ok(created) => {
             let mut response = response;
             if version >= 5 {
-                let configs = configs
+                let configs = created
+                    .configs
                     .into_iter()
                     .map(|(key, value)| {
                         CreatableTopicConfigs::default()
@@ -575,13 +740,14 @@ fn create_topic_result(
                             .with_config_source(1)
                     })
                     .collect();
-                response =
-                    response.with_num_partitions(partitions).with_replication_factor(1).with_configs(Some(configs));
+                response = response
+                    .with_num_partitions(created.partitions)
+                    .with_replication_factor(created.replication_factor)
+                    .with_configs(Some(configs));
             }
             if version >= 7 {
-                response = response.with_topic_id(uuid::Uuid::from_u128(topic_id));
+                response = response.with_topic_id(uuid::Uuid::from_u128(created.topic_id));
             }
-            let _ = broker;
             response
         }
         Err(e) => {
@@ -595,24 +761,41 @@ fn create_topic_result(
     }
 }
 
-pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     // v1-5 name topics in `topic_names`; v6 in `topics`, by name or by id.
     let mut targets: Vec<(Option<String>, uuid::Uuid)> =
         request.topic_names.iter().map(|n| (Some(n.0.to_string()), uuid::Uuid::nil())).collect();
     targets.extend(request.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
-    let responses = targets
+    let resolved: Vec<Result<String, TopicError>> = targets
         .into_iter()
-        .map(|(name, topic_id)| {
-            let resolved = match name {
-                Some(name) => Ok(name),
-                None => broker
-                    .topics()
-                    .image()
-                    .topic_by_id(topic_id.as_u128())
-                    .map(|t| t.name.clone())
-                    .ok_or(TopicError::new(code::UNKNOWN_TOPIC_ID, "unknown topic id")),
-            };
-            let result = resolved.and_then(|name| broker.delete_topic(&name).map(|image| (name, image.topic_id)));
+        .map(|(name, topic_id)| match name {
+            Some(name) => Ok(name),
+            None => broker
+                .meta()
+                .image
+                .topic_by_id(topic_id.as_u128())
+                .map(|t| t.name.clone())
+                .ok_or(TopicError::new(code::UNKNOWN_TOPIC_ID, "unknown topic id")),
+        })
+        .collect();
+    let names: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let mut deleted = if names.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        match broker.controller_call(ControllerRequest::DeleteTopics { names: names.clone() }).await {
+            Ok(ControllerReply::DeletedTopics(results)) => results.into_iter(),
+            Ok(other) => vec![Err(TopicError::new(-1, format!("unexpected reply {other:?}"))); names.len()].into_iter(),
+            Err(e) => vec![Err(e); names.len()].into_iter(),
+        }
+    };
+    let responses = resolved
+        .into_iter()
+        .map(|target| {
+            let result = target.and_then(|name| {
+                let outcome =
+                    deleted.next().unwrap_or_else(|| Err(TopicError::new(code::REQUEST_TIMED_OUT, "no answer")));
+                outcome.map(|id| (name, id))
+            });
             let mut response = DeletableTopicResult::default();
             match result {
                 Ok((name, id)) => {
@@ -637,7 +820,7 @@ pub fn delete_topics(broker: &Broker, request: DeleteTopicsRequest, version: i16
 // ---------------------------------------------------------------- OffsetForLeaderEpoch
 
 /// Where a leader epoch ends (KIP-279): librdkafka validates its fetch position with it after
-/// metadata changes, and followers will truncate with it.
+/// metadata changes, and followers truncate with it (KIP-101). Served by the leader only.
 pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse {
     use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
     let topics = request
@@ -652,18 +835,11 @@ pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochReq
                     let response =
                         EpochEndOffset::default().with_partition(p.partition).with_leader_epoch(-1).with_end_offset(-1);
                     let tp = TopicPartition::new(name.clone(), p.partition);
-                    if broker.offline_reason().is_some() {
-                        return response.with_error_code(code::KAFKA_STORAGE_ERROR);
-                    }
-                    let Some(log) = broker.partition(&tp) else {
-                        return response.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                    let partition = match leader_partition(broker, &tp, p.current_leader_epoch) {
+                        Ok(partition) => partition,
+                        Err(code) => return response.with_error_code(code),
                     };
-                    let epoch_error = check_leader_epoch(p.current_leader_epoch);
-                    if epoch_error != code::NONE {
-                        return response.with_error_code(epoch_error);
-                    }
-                    let (epoch, end_offset) =
-                        log.lock().expect("log lock poisoned").end_offset_for_epoch(LeaderEpoch(p.leader_epoch));
+                    let (epoch, end_offset) = lock(&partition).log.end_offset_for_epoch(LeaderEpoch(p.leader_epoch));
                     response.with_leader_epoch(epoch.0).with_end_offset(end_offset.0)
                 })
                 .collect();
@@ -675,7 +851,7 @@ pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochReq
 
 // ---------------------------------------------------------------- InitProducerId
 
-pub fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     if request.transactional_id.is_some() {
         tracing::warn!("InitProducerId with a transactional id refused: transactions are not implemented yet");
         return InitProducerIdResponse::default()
@@ -685,12 +861,16 @@ pub fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) -> Init
     }
     // Kafka gives an idempotent producer a fresh producer id every time (even when it sends
     // its old id and epoch to bump): the new id has no sequence history to conflict with.
-    match broker.allocate_producer_id() {
+    match broker.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
-        Err(e) => InitProducerIdResponse::default()
-            .with_error_code(e.code)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
+        Err(e) => {
+            let code = if e.code == code::KAFKA_STORAGE_ERROR { e.code } else { code::COORDINATOR_NOT_AVAILABLE };
+            tracing::info!(error = %e, "InitProducerId failed");
+            InitProducerIdResponse::default()
+                .with_error_code(code)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
     }
 }
 
@@ -700,9 +880,10 @@ mod tests {
 
     #[test]
     fn leader_epoch_checks_follow_kip_320() {
-        assert_eq!(check_leader_epoch(-1), code::NONE);
-        assert_eq!(check_leader_epoch(0), code::NONE);
-        assert_eq!(check_leader_epoch(3), code::UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(-1, LeaderEpoch(2)), code::NONE);
+        assert_eq!(check_leader_epoch(2, LeaderEpoch(2)), code::NONE);
+        assert_eq!(check_leader_epoch(1, LeaderEpoch(2)), code::FENCED_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(3, LeaderEpoch(2)), code::UNKNOWN_LEADER_EPOCH);
     }
 
     #[test]

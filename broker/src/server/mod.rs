@@ -12,17 +12,20 @@
 
 pub mod config;
 pub mod handlers;
+pub mod partition;
+pub mod replication;
 pub mod state;
 
 pub use config::BrokerConfig;
 pub use state::Broker;
 
+use crate::controller::{rpc, Controller, ControllerConfig, MetadataLog};
 use crate::protocol::{self, Request};
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -35,11 +38,15 @@ const SHUTDOWN_DRAIN_MS_MAX: u64 = 5_000;
 const HOUSEKEEPING_INTERVAL_MS_MAX: i64 = 1_000;
 const HOUSEKEEPING_INTERVAL_MS_MIN: i64 = 10;
 
-/// A running broker.
+/// A running node: a broker, a controller, or both.
 pub struct BrokerHandle {
-    /// The address the listener is bound to (the real port when the config asked for port 0).
+    /// The PLAINTEXT listener's address (the real port when the config asked for port 0); for a
+    /// controller-only node, the controller listener's.
     pub local_addr: SocketAddr,
-    pub broker: Arc<Broker>,
+    /// The controller listener's address, on a node with the controller role.
+    pub controller_addr: Option<SocketAddr>,
+    pub broker: Option<Arc<Broker>>,
+    pub controller: Option<Arc<Mutex<Controller>>>,
     shutdown: watch::Sender<bool>,
     open_connections: Arc<AtomicUsize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -58,30 +65,111 @@ impl BrokerHandle {
         while self.open_connections.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.broker.close()?;
+        if let Some(broker) = &self.broker {
+            broker.close()?;
+        }
         tracing::info!("shut down cleanly");
         Ok(())
     }
 }
 
-/// Opens the data directory in `config.log_dir` on `disk` (recovering every log), binds the
-/// listener and serves until [`BrokerHandle::shutdown`].
+/// Starts the roles `config.roles` names: the controller (metadata log in
+/// `<log.dirs>/__cluster_metadata-0`, controller listener) and/or the broker (PLAINTEXT
+/// listener; partition logs opened and recovered as the controller's metadata assigns them).
+/// Serves until [`BrokerHandle::shutdown`].
 pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<BrokerHandle> {
+    config.check()?;
     for ignored in &config.ignored {
         tracing::info!(key = ignored, "configuration key accepted but has no effect in Gregor");
     }
-    let listener = TcpListener::bind(&config.listener)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding listener {}: {e}", config.listener))?;
-    let local_addr = listener.local_addr()?;
-    let advertised = config.advertised_address(local_addr);
-    let broker = Arc::new(Broker::open(config, disk, advertised)?);
+    disk.create_dir_all(&config.log_dir)?;
+    state::sync_parent(&*disk, &config.log_dir)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut controller = None;
+    let mut controller_addr = None;
+    if config.roles.controller {
+        let address = config.controller_listener.clone().unwrap_or_else(|| {
+            let host = config.listener.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            format!("{host}:0")
+        });
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding controller listener {address}: {e}"))?;
+        controller_addr = Some(listener.local_addr()?);
+        let metadata_dir = config.log_dir.join("__cluster_metadata-0");
+        let (log, records) = MetadataLog::open(&*disk, &metadata_dir)?;
+        let cluster_id = state::load_or_create_cluster_id(&*disk, &metadata_dir)?;
+        let controller_config = ControllerConfig {
+            session_timeout_ms: config.session_timeout_ms,
+            default_replication_factor: config.default_replication_factor,
+            num_partitions: config.num_partitions,
+            unclean_leader_election: config.unclean_leader_election,
+        };
+        let shared =
+            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, state::now_ms())));
+        tasks.push(tokio::spawn(rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
+        tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
+        controller = Some(shared);
+    }
     let open_connections = Arc::new(AtomicUsize::new(0));
-    let accept = tokio::spawn(accept_loop(listener, broker.clone(), shutdown_rx.clone(), open_connections.clone()));
-    let housekeeping = tokio::spawn(housekeeping_loop(broker.clone(), shutdown_rx));
-    tracing::info!(%local_addr, advertised = ?broker.advertised, node_id = broker.config.node_id, "Gregor broker listening");
-    Ok(BrokerHandle { local_addr, broker, shutdown, open_connections, tasks: vec![accept, housekeeping] })
+    let mut broker = None;
+    let mut local_addr = controller_addr;
+    if config.roles.broker {
+        let controller_address = match (&config.controller_voter, controller_addr) {
+            (Some((_, address)), _) if !config.roles.controller => address.clone(),
+            (_, Some(bound)) => bound.to_string(),
+            (Some((_, address)), None) => address.clone(),
+            (None, None) => unreachable!("checked by BrokerConfig::check"),
+        };
+        let listener = TcpListener::bind(&config.listener)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding listener {}: {e}", config.listener))?;
+        let bound = listener.local_addr()?;
+        local_addr = Some(bound);
+        let advertised = config.advertised_address(bound);
+        let shared = Arc::new(Broker::open(config, disk, advertised, controller_address)?);
+        tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone(), open_connections.clone())));
+        tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown_rx.clone())));
+        tracing::info!(%bound, advertised = ?shared.advertised, node_id = shared.node_id, "Gregor broker listening");
+        wait_until_unfenced(&shared).await;
+        broker = Some(shared);
+    }
+    Ok(BrokerHandle {
+        local_addr: local_addr.expect("at least one role"),
+        controller_addr,
+        broker,
+        controller,
+        shutdown,
+        open_connections,
+        tasks,
+    })
+}
+
+/// Like a Kafka broker at startup: wait until registered with the controller, caught up with the
+/// metadata and unfenced (so the partitions it leads are known) before calling startup done.
+async fn wait_until_unfenced(broker: &Broker) {
+    const LOG_EVERY_MS: u64 = 5_000;
+    let mut waited_ms = 0;
+    loop {
+        {
+            let meta = broker.meta();
+            if meta.broker_epoch.is_some() && meta.image.is_live(broker.node_id) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited_ms += 10;
+        if waited_ms % LOG_EVERY_MS == 0 {
+            tracing::warn!(
+                controller = broker.controller_address,
+                waited_ms,
+                "still waiting to be registered and unfenced by the controller"
+            );
+        }
+    }
 }
 
 async fn accept_loop(
@@ -184,7 +272,7 @@ async fn serve_connection(
 
 /// Decodes, handles and encodes one request. `Ok(None)`: no response (acks=0).
 /// `Err`: the connection must be closed (malformed request, unsupported API).
-pub async fn handle_frame(broker: &Broker, frame: Bytes) -> anyhow::Result<Option<Bytes>> {
+pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Option<Bytes>> {
     let (header, body) = match protocol::decode_request(frame)? {
         Request::Known { header, body } => (header, body),
         Request::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, api_version } => {
@@ -200,16 +288,16 @@ pub async fn handle_frame(broker: &Broker, frame: Bytes) -> anyhow::Result<Optio
     let api_key = ApiKey::try_from(header.request_api_key).expect("checked by decode_request");
     let response = match *body {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(handlers::code::NONE)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(broker, r, version)),
-        RequestKind::Produce(r) => match handlers::produce(broker, r, version) {
+        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(broker, r, version).await),
+        RequestKind::Produce(r) => match handlers::produce(broker, r, version).await {
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
         RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch(broker, r, version).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(broker, r, version)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(broker, r, version)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(broker, r, version)),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(broker, r)),
+        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(broker, r, version).await),
+        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(broker, r, version).await),
+        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(broker, r).await),
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch(broker, r))
         }
@@ -251,11 +339,14 @@ async fn wait_for_signal() {
 
 const USAGE: &str = "usage: broker [--config server.properties | server.properties] [--override key=value]...
 
-Starts a Gregor broker. With no arguments it listens on 127.0.0.1:9092 and keeps data in ./data.
-Keys are Kafka's server.properties keys (node.id, listeners, advertised.listeners, log.dirs,
+Starts a Gregor node. With no arguments it is one broker and its controller (process.roles=broker,controller),
+listens on 127.0.0.1:9092 and keeps data in ./data. A cluster: one node with process.roles=controller (or both)
+and listeners=CONTROLLER://host:port, brokers with process.roles=broker and controller.quorum.voters=id@host:port.
+Keys are Kafka's server.properties keys (node.id, process.roles, controller.quorum.voters, listeners, advertised.listeners, log.dirs,
 num.partitions, auto.create.topics.enable, message.max.bytes, log.segment.bytes, log.roll.ms,
 log.flush.interval.messages, log.flush.interval.ms, log.retention.bytes, log.retention.hours|minutes|ms,
-log.retention.check.interval.ms, socket.request.max.bytes, min.insync.replicas, ...).";
+log.retention.check.interval.ms, socket.request.max.bytes, default.replication.factor, min.insync.replicas,
+unclean.leader.election.enable, replica.lag.time.max.ms, broker.heartbeat.interval.ms, broker.session.timeout.ms, ...).";
 
 /// Parses the command line. `Ok(None)` when `--help` was asked for (usage printed).
 pub fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<BrokerConfig>> {

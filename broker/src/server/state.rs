@@ -1,17 +1,22 @@
-//! The broker's state: topics (from the metadata log), their partition logs, the producer-id
-//! allocator, and whether the log directory is still online.
+//! The broker's state: the metadata image (replayed from records the controller sends), the
+//! partition replicas this broker holds, its producer-id block, and whether its log directory
+//! is still online.
 //!
-//! Locking: [`Broker::topics`] is held only to look up or change the topic map; each partition
-//! log has its own mutex. Never hold a lock across an `.await`.
+//! Locking: [`Broker::meta`] is held only to look up or change the image and the partition map;
+//! each partition has its own mutex, taken after (never before) the meta lock. Never hold a lock
+//! across an `.await`.
 
 use super::config::{topic_log_config, BrokerConfig};
-use crate::controller::{MetadataImage, MetadataLog, MetadataRecord, TopicImage};
-use crate::log::{LogConfig, LogError, PartitionLog};
+use super::partition::{Partition, Transition};
+use crate::controller::rpc::{self, ControllerReply, ControllerRequest, RequestEnvelope};
+use crate::controller::{ApiError, MetadataImage, MetadataRecord, PartitionImage};
+use crate::log::{LogError, PartitionLog};
 use crate::storage::{self, Disk};
 use crate::types::TopicPartition;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Milliseconds since the Unix epoch. Under madsim the clock is simulated.
@@ -29,79 +34,42 @@ pub fn random_u128() -> u128 {
     madsim::rand::random()
 }
 
-/// A partition log shared between request handlers.
-pub type SharedLog = Arc<Mutex<PartitionLog>>;
+/// A partition replica shared between handlers, the fetcher and the metadata applier.
+pub type SharedPartition = Arc<Mutex<Partition>>;
 
-/// A topic: its metadata and one log per partition (index = partition id).
-#[derive(Debug)]
-pub struct Topic {
-    pub image: TopicImage,
-    pub log_config: LogConfig,
-    /// `min.insync.replicas` for this topic.
-    pub min_insync_replicas: i32,
-    pub partitions: Vec<SharedLog>,
+/// How long one call to the controller may take.
+pub const CONTROLLER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything under the meta lock.
+#[derive(Debug, Default)]
+pub struct MetaState {
+    pub image: MetadataImage,
+    /// This broker's current registration; `None` until registered (or after a restart of the
+    /// controller forgot it).
+    pub broker_epoch: Option<i64>,
+    /// The cluster id, as the controller told it at registration (empty before).
+    pub cluster_id: String,
+    /// The replicas this broker holds, opened as the metadata assigns them.
+    pub partitions: BTreeMap<TopicPartition, SharedPartition>,
+    /// Whether leftover directories of deleted topics were looked for since start.
+    scanned_dirs: bool,
 }
 
-/// Producer ids are handed out from blocks whose end is persisted before the first id of the
-/// block is used, so no id is ever given out twice, even across crashes.
-#[derive(Debug)]
-struct ProducerIdAllocator {
-    path: PathBuf,
+/// Where a partition stands on this broker.
+pub enum Lookup {
+    UnknownTopic,
+    /// The topic exists but this broker holds no replica of the partition (or the partition
+    /// does not exist: `UnknownPartition`).
+    NotReplica,
+    UnknownPartition,
+    Replica(SharedPartition),
+}
+
+/// Producer ids `[next, end)` this broker may hand out.
+#[derive(Debug, Default)]
+struct ProducerIdBlock {
     next: i64,
-    /// Invariant: `next <= block_end`, and `block_end` is durable on disk.
-    block_end: i64,
-}
-
-const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
-
-impl ProducerIdAllocator {
-    fn open(disk: &dyn Disk, log_dir: &Path) -> anyhow::Result<Self> {
-        let path = log_dir.join("producer-id-block");
-        let block_end = if disk.exists(&path) {
-            let text = String::from_utf8(storage::read_all(disk, &path)?)?;
-            text.trim()
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{}: bad producer id block `{text}`: {e}", path.display()))?
-        } else {
-            0
-        };
-        Ok(ProducerIdAllocator { path, next: block_end, block_end })
-    }
-
-    fn allocate(&mut self, disk: &dyn Disk) -> std::io::Result<i64> {
-        if self.next == self.block_end {
-            let block_end = self.block_end + PRODUCER_ID_BLOCK_SIZE;
-            storage::write_atomic(disk, &self.path, block_end.to_string().as_bytes())?;
-            self.block_end = block_end;
-        }
-        let id = self.next;
-        self.next += 1;
-        assert!(self.next <= self.block_end);
-        Ok(id)
-    }
-}
-
-/// Everything under the topics lock.
-#[derive(Debug)]
-pub struct Topics {
-    metadata_log: MetadataLog,
-    image: MetadataImage,
-    pub by_name: BTreeMap<String, Topic>,
-}
-
-impl Topics {
-    pub fn get(&self, name: &str) -> Option<&Topic> {
-        self.by_name.get(name)
-    }
-
-    pub fn partition(&self, tp: &TopicPartition) -> Option<SharedLog> {
-        let topic = self.by_name.get(&tp.topic)?;
-        usize::try_from(tp.partition).ok().and_then(|p| topic.partitions.get(p)).cloned()
-    }
-
-    pub fn image(&self) -> &MetadataImage {
-        &self.image
-    }
+    end: i64,
 }
 
 /// A broker: configuration, storage and state shared by all connections.
@@ -109,23 +77,35 @@ impl Topics {
 pub struct Broker {
     pub config: BrokerConfig,
     pub disk: Arc<dyn Disk>,
-    pub cluster_id: String,
+    pub node_id: i32,
+    /// Random per process start: tells the controller a restart from a retried registration.
+    pub incarnation: u128,
     /// Host and port Metadata advertises.
     pub advertised: (String, i32),
-    topics: Mutex<Topics>,
-    producer_ids: Mutex<ProducerIdAllocator>,
+    /// `host:port` of the controller listener.
+    pub controller_address: String,
+    meta: Mutex<MetaState>,
+    producer_ids: Mutex<ProducerIdBlock>,
     /// Set when a write or fsync failed: the log directory is offline and nothing on it is
     /// served again until restart (Kafka's behaviour: never acknowledge what may be lost).
     offline: Mutex<Option<String>>,
     /// Woken after every append, for fetches waiting on `min_bytes`.
     pub data_appended: Notify,
+    /// Woken when a high watermark moves or leadership changes, for acks=all produces.
+    pub hw_changed: Notify,
 }
 
-/// What the simulator's state checks may see of one partition (never private fields).
+/// What the simulator's state checks may see of one replica (never private fields).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionObservation {
     pub topic: String,
     pub partition: i32,
+    pub leader: bool,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+    pub min_insync_replicas: i32,
+    pub smallest_isr_acked: Option<usize>,
+    pub truncated_below_high_watermark: bool,
     pub log_start_offset: i64,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
@@ -133,17 +113,7 @@ pub struct PartitionObservation {
 }
 
 /// Why a topic operation failed, as Kafka error codes with a message.
-#[derive(Debug)]
-pub struct TopicError {
-    pub code: i16,
-    pub message: String,
-}
-
-impl TopicError {
-    pub fn new(code: i16, message: impl Into<String>) -> Self {
-        TopicError { code, message: message.into() }
-    }
-}
+pub type TopicError = ApiError;
 
 /// Kafka's rule for topic names.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
@@ -159,45 +129,52 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 }
 
 impl Broker {
-    /// Opens the data directory: checks `meta.properties`, replays the metadata log, removes
-    /// directories of deleted topics, and opens (recovering) every partition log.
-    pub fn open(config: BrokerConfig, disk: Arc<dyn Disk>, advertised: (String, i32)) -> anyhow::Result<Broker> {
+    /// Prepares the data directory (`meta.properties`). Partition logs are opened (and
+    /// recovered) as the metadata from the controller assigns them.
+    pub fn open(
+        config: BrokerConfig,
+        disk: Arc<dyn Disk>,
+        advertised: (String, i32),
+        controller_address: String,
+    ) -> anyhow::Result<Broker> {
         let log_dir = config.log_dir.clone();
         disk.create_dir_all(&log_dir)?;
         sync_parent(&*disk, &log_dir)?;
-        let cluster_id = load_or_create_meta_properties(&*disk, &log_dir, config.node_id)?;
-        let metadata_dir = log_dir.join("__cluster_metadata-0");
-        let (metadata_log, records) = MetadataLog::open(&*disk, &metadata_dir)?;
-        let mut image = MetadataImage::default();
-        for record in &records {
-            image.replay(record);
-        }
-        remove_deleted_partition_dirs(&*disk, &log_dir, &image)?;
-        let now = now_ms();
-        let mut by_name = BTreeMap::new();
-        for topic in image.topics.values() {
-            by_name.insert(topic.name.clone(), open_topic(&*disk, &disk, &config, topic, now)?);
-        }
-        let producer_ids = ProducerIdAllocator::open(&*disk, &log_dir)?;
-        tracing::info!(topics = by_name.len(), cluster_id, dir = %log_dir.display(), "opened data directory");
+        check_meta_properties(&*disk, &log_dir, config.node_id)?;
         Ok(Broker {
+            node_id: config.node_id,
+            incarnation: random_u128(),
             config,
             disk,
-            cluster_id,
             advertised,
-            topics: Mutex::new(Topics { metadata_log, image, by_name }),
-            producer_ids: Mutex::new(producer_ids),
+            controller_address,
+            meta: Mutex::new(MetaState::default()),
+            producer_ids: Mutex::new(ProducerIdBlock::default()),
             offline: Mutex::new(None),
             data_appended: Notify::new(),
+            hw_changed: Notify::new(),
         })
     }
 
-    pub fn topics(&self) -> MutexGuard<'_, Topics> {
-        self.topics.lock().expect("topics lock poisoned")
+    pub fn meta(&self) -> MutexGuard<'_, MetaState> {
+        self.meta.lock().expect("meta lock poisoned")
     }
 
-    pub fn partition(&self, tp: &TopicPartition) -> Option<SharedLog> {
-        self.topics().partition(tp)
+    /// The replica of `tp` on this broker, if it holds one.
+    pub fn partition(&self, tp: &TopicPartition) -> Option<SharedPartition> {
+        self.meta().partitions.get(tp).cloned()
+    }
+
+    pub fn lookup(&self, tp: &TopicPartition) -> Lookup {
+        let meta = self.meta();
+        let Some(topic) = meta.image.topics.get(&tp.topic) else { return Lookup::UnknownTopic };
+        if tp.partition < 0 || tp.partition >= topic.partitions {
+            return Lookup::UnknownPartition;
+        }
+        match meta.partitions.get(tp) {
+            Some(p) => Lookup::Replica(p.clone()),
+            None => Lookup::NotReplica,
+        }
     }
 
     /// `Some(reason)` once the log directory went offline.
@@ -205,7 +182,8 @@ impl Broker {
         self.offline.lock().expect("offline lock poisoned").clone()
     }
 
-    /// Records a storage failure: from now on the log directory is offline.
+    /// Records a storage failure: from now on the log directory is offline (and the broker
+    /// stops heartbeating, so the controller moves its leaderships elsewhere).
     pub fn note_log_error(&self, error: &LogError) {
         if matches!(error, LogError::Storage { .. } | LogError::Corruption { .. }) {
             let mut offline = self.offline.lock().expect("offline lock poisoned");
@@ -216,99 +194,183 @@ impl Broker {
         }
     }
 
-    /// Creates a topic: validates, appends the record durably, replays it, opens the logs.
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicImage, TopicError> {
-        validate_topic_name(name)?;
-        if partitions <= 0 {
-            return Err(TopicError::new(37, format!("number of partitions must be positive, got {partitions}")));
-        }
-        let log_config = topic_log_config(&self.config.log, &configs)
-            .map_err(|(key, message)| TopicError::new(40, format!("config `{key}`: {message}")))?;
-        let mut topics = self.topics();
-        if topics.by_name.contains_key(name) {
-            return Err(TopicError::new(36, format!("topic `{name}` already exists")));
-        }
-        let mut topic_id = random_u128();
-        while topic_id == 0 || topics.image.topic_by_id(topic_id).is_some() {
-            topic_id = random_u128();
-        }
-        let image = TopicImage { name: name.to_string(), topic_id, partitions, configs: configs.clone() };
-        if validate_only {
-            return Ok(image);
-        }
-        self.check_online().map_err(|reason| TopicError::new(56, reason))?;
-        let record = MetadataRecord::Topic { name: name.to_string(), topic_id, partitions, configs };
-        topics.metadata_log.append(std::slice::from_ref(&record)).map_err(|e| self.storage_failure(e))?;
-        topics.image.replay(&record);
-        let topic = open_topic(&*self.disk, &self.disk, &self.config, &image, now_ms()).map_err(|e| {
-            let reason = format!("creating the logs of topic `{name}`: {e:#}");
-            self.note_log_error(&LogError::Storage {
-                path: self.config.log_dir.clone(),
-                source: std::io::Error::other(reason.clone()),
-            });
-            TopicError::new(56, reason)
-        })?;
-        assert_eq!(topic.log_config, log_config);
-        topics.by_name.insert(name.to_string(), topic);
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(image)
-    }
-
-    /// Deletes a topic: appends the record durably, replays it, removes the logs.
-    pub fn delete_topic(&self, name: &str) -> Result<TopicImage, TopicError> {
-        self.check_online().map_err(|reason| TopicError::new(56, reason))?;
-        let mut topics = self.topics();
-        let Some(image) = topics.image.topics.get(name).cloned() else {
-            return Err(TopicError::new(3, format!("topic `{name}` does not exist")));
-        };
-        let record = MetadataRecord::RemoveTopic { name: name.to_string(), topic_id: image.topic_id };
-        topics.metadata_log.append(std::slice::from_ref(&record)).map_err(|e| self.storage_failure(e))?;
-        topics.image.replay(&record);
-        let topic = topics.by_name.remove(name).expect("image and logs agree");
-        drop(topics);
-        for log in topic.partitions {
-            let log = Arc::try_unwrap(log).map(|m| m.into_inner().expect("log lock poisoned"));
-            match log {
-                Ok(log) => {
-                    if let Err(e) = log.delete() {
-                        // The record is durable: the directory is removed at the next start.
-                        tracing::warn!(topic = name, error = %e, "could not remove a deleted topic's directory now; it is removed at the next start");
-                    }
-                }
-                Err(_) => tracing::info!(
-                    topic = name,
-                    "a request still holds a deleted partition; its directory is removed at the next start"
-                ),
-            }
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(image)
-    }
-
-    /// A new producer id for InitProducerId.
-    pub fn allocate_producer_id(&self) -> Result<i64, TopicError> {
-        self.check_online().map_err(|reason| TopicError::new(56, reason))?;
-        let mut allocator = self.producer_ids.lock().expect("producer id lock poisoned");
-        allocator.allocate(&*self.disk).map_err(|e| self.storage_failure(e))
-    }
-
-    fn check_online(&self) -> Result<(), String> {
+    pub fn check_online(&self) -> Result<(), ApiError> {
         match self.offline_reason() {
-            Some(reason) => Err(format!("log directory is offline: {reason}")),
+            Some(reason) => Err(ApiError::new(56, format!("log directory is offline: {reason}"))),
             None => Ok(()),
         }
     }
 
-    fn storage_failure(&self, error: std::io::Error) -> TopicError {
-        let error = LogError::Storage { path: self.config.log_dir.clone(), source: error };
-        self.note_log_error(&error);
-        TopicError::new(56, error.to_string())
+    // ------------------------------------------------------------ the controller
+
+    /// One call to the controller. The records in the answer are applied before it returns.
+    pub async fn controller_call(self: &Arc<Self>, request: ControllerRequest) -> Result<ControllerReply, ApiError> {
+        let envelope = RequestEnvelope { metadata_offset: self.meta().image.next_offset, request };
+        let response = rpc::call(&self.controller_address, &envelope, CONTROLLER_CALL_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::new(7, e.to_string()))?;
+        self.apply_records(response.records_from, &response.records);
+        response.result
+    }
+
+    /// Replays records from the controller (those not seen yet) and brings the replicas in line:
+    /// opens logs for new assignments, moves leadership, starts fetchers, removes deleted topics.
+    pub fn apply_records(self: &Arc<Self>, from: i64, records: &[MetadataRecord]) {
+        let mut meta = self.meta();
+        let next = meta.image.next_offset;
+        if from > next {
+            tracing::warn!(from, next, "metadata records with a gap ignored");
+            return;
+        }
+        let skip = usize::try_from(next - from).unwrap_or(usize::MAX);
+        if skip >= records.len() && meta.scanned_dirs {
+            return;
+        }
+        for record in records.iter().skip(skip) {
+            meta.image.replay(record);
+        }
+        let now = now_ms();
+        let mut fetchers = Vec::new();
+        let mut changed = false;
+        // Deleted topics: close and remove their replicas.
+        let gone: Vec<TopicPartition> = meta
+            .partitions
+            .keys()
+            .filter(|tp| meta.image.partition(&tp.topic, tp.partition).is_none())
+            .cloned()
+            .collect();
+        for tp in gone {
+            let partition = meta.partitions.remove(&tp).expect("listed");
+            changed = true;
+            match Arc::try_unwrap(partition).map(|m| m.into_inner().expect("partition lock poisoned")) {
+                Ok(partition) => {
+                    if let Err(e) = partition.log.delete() {
+                        tracing::warn!(%tp, error = %e, "could not remove a deleted topic's directory now; it is removed at the next start");
+                    }
+                }
+                Err(_) => {
+                    tracing::info!(%tp, "a request still holds a deleted partition; its directory is removed at the next start")
+                }
+            }
+        }
+        if self.offline_reason().is_none() {
+            let assigned: Vec<(TopicPartition, PartitionImage)> = meta
+                .image
+                .partitions
+                .values()
+                .filter(|p| p.replicas.contains(&self.node_id))
+                .filter_map(|p| {
+                    let topic = meta.image.topic_by_id(p.topic_id)?;
+                    Some((TopicPartition::new(topic.name.clone(), p.partition), p.clone()))
+                })
+                .collect();
+            for (tp, image) in assigned {
+                let partition = match meta.partitions.get(&tp) {
+                    Some(p) => p.clone(),
+                    None => match self.open_partition(&meta.image, &tp, &image, now) {
+                        Ok(p) => {
+                            let p = Arc::new(Mutex::new(p));
+                            meta.partitions.insert(tp.clone(), p.clone());
+                            p
+                        }
+                        Err(e) => {
+                            tracing::error!(%tp, error = %e, "cannot open a partition replica");
+                            self.note_log_error(&LogError::Storage {
+                                path: self.config.log_dir.clone(),
+                                source: std::io::Error::other(format!("{e:#}")),
+                            });
+                            break;
+                        }
+                    },
+                };
+                let mut partition = partition.lock().expect("partition lock poisoned");
+                match partition.apply_image(image.clone(), now) {
+                    Ok(Transition::None) => {}
+                    Ok(Transition::BecameLeader) => changed = true,
+                    Ok(Transition::BecameFollower) => {
+                        changed = true;
+                        fetchers.push((tp.clone(), image.leader_epoch));
+                    }
+                    Err(e) => self.note_log_error(&e),
+                }
+            }
+        }
+        if !meta.scanned_dirs {
+            meta.scanned_dirs = true;
+            if let Err(e) = remove_deleted_partition_dirs(&*self.disk, &self.config.log_dir, &meta.image) {
+                tracing::warn!(error = %e, "looking for directories of deleted topics failed");
+            }
+        }
+        drop(meta);
+        if changed {
+            self.hw_changed.notify_waiters();
+            self.data_appended.notify_waiters();
+        }
+        for (tp, leader_epoch) in fetchers {
+            super::replication::spawn_fetcher(self.clone(), tp, leader_epoch);
+        }
+    }
+
+    fn open_partition(
+        &self,
+        image: &MetadataImage,
+        tp: &TopicPartition,
+        partition: &PartitionImage,
+        now: i64,
+    ) -> anyhow::Result<Partition> {
+        let topic = image.topic_by_id(partition.topic_id).expect("partition of a known topic");
+        let log_config = topic_log_config(&self.config.log, &topic.configs).map_err(|(key, message)| {
+            anyhow::anyhow!("topic `{}` has a bad stored config `{key}`: {message}", topic.name)
+        })?;
+        let min_insync_replicas = match topic.configs.get("min.insync.replicas") {
+            Some(value) => value.parse()?,
+            None => self.config.min_insync_replicas,
+        };
+        let dir = self.config.log_dir.join(tp.dir_name());
+        let created = !self.disk.exists(&dir);
+        self.disk.create_dir_all(&dir)?;
+        write_partition_metadata(&*self.disk, &dir, topic.topic_id)?;
+        if created {
+            self.disk.sync_dir(&self.config.log_dir)?;
+        }
+        let log = PartitionLog::open(self.disk.clone(), dir, log_config, now)?;
+        Ok(Partition::new(tp.clone(), log, self.node_id, partition.clone(), min_insync_replicas))
+    }
+
+    // ------------------------------------------------------------ producer ids
+
+    /// A new producer id for InitProducerId, from this broker's block (a new block comes from
+    /// the controller when it runs out).
+    pub async fn allocate_producer_id(self: &Arc<Self>) -> Result<i64, ApiError> {
+        self.check_online()?;
+        {
+            let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
+            if block.next < block.end {
+                block.next += 1;
+                return Ok(block.next - 1);
+            }
+        }
+        let broker_epoch =
+            self.meta().broker_epoch.ok_or_else(|| ApiError::new(15, "not registered with the controller yet"))?;
+        let reply =
+            self.controller_call(ControllerRequest::AllocateProducerIds { node_id: self.node_id, broker_epoch }).await;
+        let (first, size) = match reply {
+            Ok(ControllerReply::ProducerIds { first, size }) => (first, size),
+            Ok(other) => return Err(ApiError::new(-1, format!("unexpected controller reply {other:?}"))),
+            Err(e) => return Err(ApiError::new(15, format!("no producer id block: {}", e.message))),
+        };
+        let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
+        if block.next >= block.end {
+            *block = ProducerIdBlock { next: first, end: first + size };
+        }
+        block.next += 1;
+        Ok(block.next - 1)
+    }
+
+    // ------------------------------------------------------------ upkeep
+
+    fn all_partitions(&self) -> Vec<SharedPartition> {
+        self.meta().partitions.values().cloned().collect()
     }
 
     /// Time-based log work (flush.ms, segment.ms) and, when due, retention.
@@ -316,56 +378,83 @@ impl Broker {
         if self.offline_reason().is_some() {
             return;
         }
-        let logs: Vec<SharedLog> = self.topics().by_name.values().flat_map(|t| t.partitions.iter().cloned()).collect();
-        for log in logs {
-            let mut log = log.lock().expect("log lock poisoned");
+        for partition in self.all_partitions() {
+            let mut partition = partition.lock().expect("partition lock poisoned");
+            let log = &mut partition.log;
             let result =
                 log.tick(now).and_then(|()| if retention_due { log.apply_retention(now).map(|_| ()) } else { Ok(()) });
             if let Err(error) = result {
                 self.note_log_error(&error);
                 return;
             }
+            partition.clamp_high_watermark();
         }
     }
 
-    /// The observation hook: per partition, the offsets the invariants bound. One replica, so
-    /// the high watermark and the last stable offset are the log end offset.
+    /// The observation hook: per replica, the offsets and roles the invariants bound.
     pub fn observe(&self) -> Vec<PartitionObservation> {
-        let topics = self.topics();
         let mut observed = Vec::new();
-        for (name, topic) in &topics.by_name {
-            for (index, log) in topic.partitions.iter().enumerate() {
-                let log = log.lock().expect("log lock poisoned");
-                let log_end_offset = log.log_end_offset().0;
-                observed.push(PartitionObservation {
-                    topic: name.clone(),
-                    partition: index as i32,
-                    log_start_offset: log.log_start_offset().0,
-                    high_watermark: log_end_offset,
-                    last_stable_offset: log_end_offset,
-                    log_end_offset,
-                });
-            }
+        let meta = self.meta();
+        for (tp, partition) in &meta.partitions {
+            let partition = partition.lock().expect("partition lock poisoned");
+            let hw = partition.high_watermark.0;
+            observed.push(PartitionObservation {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                leader: partition.is_leader(),
+                leader_epoch: partition.image.leader_epoch,
+                isr: partition.image.isr.clone(),
+                min_insync_replicas: partition.min_insync_replicas,
+                smallest_isr_acked: partition.smallest_isr_acked,
+                truncated_below_high_watermark: partition.truncated_below_high_watermark,
+                log_start_offset: partition.log.log_start_offset().0,
+                high_watermark: hw,
+                last_stable_offset: hw,
+                log_end_offset: partition.log.log_end_offset().0,
+            });
         }
         observed
     }
 
-    /// The shortest `flush.ms` of any topic, for the housekeeping cadence.
+    /// The bytes of a replica's batches in `[log start, upto)` (for replica-prefix checks).
+    pub fn replica_bytes(&self, tp: &TopicPartition, upto: i64) -> Option<(i64, Vec<u8>)> {
+        let partition = self.partition(tp)?;
+        let partition = partition.lock().expect("partition lock poisoned");
+        let start = partition.log.log_start_offset();
+        let mut out = Vec::new();
+        let mut offset = start;
+        while offset.0 < upto {
+            let read = partition.log.read(offset, 1 << 20, crate::types::Offset(upto), true).ok()?;
+            if read.records.is_empty() {
+                break;
+            }
+            let mut position = 0;
+            while position + crate::log::batch::BATCH_HEADER_BYTES <= read.records.len() {
+                let header = crate::log::batch::parse_header(&read.records[position..]).ok()?;
+                offset = crate::types::Offset(header.last_offset() + 1);
+                position += header.size;
+            }
+            out.extend_from_slice(&read.records);
+        }
+        Some((start.0, out))
+    }
+
+    /// The shortest `flush.ms` of any replica, for the housekeeping cadence.
     pub fn shortest_flush_interval_ms(&self) -> Option<i64> {
-        self.topics().by_name.values().filter_map(|t| t.log_config.flush_interval_ms).min()
+        self.all_partitions()
+            .iter()
+            .filter_map(|p| p.lock().expect("partition lock poisoned").log.config().flush_interval_ms)
+            .min()
     }
 
     /// Clean shutdown: flush and close every log.
     pub fn close(&self) -> anyhow::Result<()> {
-        let mut topics = self.topics();
-        let by_name = std::mem::take(&mut topics.by_name);
+        let partitions = std::mem::take(&mut self.meta().partitions);
         let mut first_error = None;
-        for (name, topic) in by_name {
-            for (index, log) in topic.partitions.into_iter().enumerate() {
-                if let Err(e) = log.lock().expect("log lock poisoned").close() {
-                    tracing::error!(topic = name, partition = index, error = %e, "close failed");
-                    first_error.get_or_insert(e);
-                }
+        for (tp, partition) in partitions {
+            if let Err(e) = partition.lock().expect("partition lock poisoned").log.close() {
+                tracing::error!(%tp, error = %e, "close failed");
+                first_error.get_or_insert(e);
             }
         }
         match first_error {
@@ -373,34 +462,6 @@ impl Broker {
             None => Ok(()),
         }
     }
-}
-
-fn open_topic(
-    disk: &dyn Disk,
-    shared: &Arc<dyn Disk>,
-    config: &BrokerConfig,
-    image: &TopicImage,
-    now: i64,
-) -> anyhow::Result<Topic> {
-    let log_config = topic_log_config(&config.log, &image.configs).map_err(|(key, message)| {
-        anyhow::anyhow!("topic `{}` has a bad stored config `{key}`: {message}", image.name)
-    })?;
-    let min_insync_replicas = match image.configs.get("min.insync.replicas") {
-        Some(value) => value.parse()?,
-        None => config.min_insync_replicas,
-    };
-    let mut partitions = Vec::new();
-    for partition in 0..image.partitions {
-        let dir = config.log_dir.join(TopicPartition::new(image.name.clone(), partition).dir_name());
-        disk.create_dir_all(&dir)?;
-        write_partition_metadata(disk, &dir, image.topic_id)?;
-        let mut log = PartitionLog::open(shared.clone(), dir, log_config.clone(), now)?;
-        // This broker leads every partition, at epoch 0, until replication arrives.
-        log.assign_epoch_start(crate::types::LeaderEpoch(0))?;
-        partitions.push(Arc::new(Mutex::new(log)));
-    }
-    disk.sync_dir(&config.log_dir)?;
-    Ok(Topic { image: image.clone(), log_config, min_insync_replicas, partitions })
 }
 
 /// Makes a directory's own entry durable in its parent.
@@ -411,35 +472,38 @@ pub fn sync_parent(disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Reads `meta.properties` (refusing a directory that belongs to another node) or writes it.
-fn load_or_create_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32) -> anyhow::Result<String> {
+/// Checks `meta.properties` (refusing a directory that belongs to another node) or writes it.
+fn check_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32) -> anyhow::Result<()> {
     let path = log_dir.join("meta.properties");
     if disk.exists(&path) {
         let text = String::from_utf8(storage::read_all(disk, &path)?)?;
-        let mut stored_node = None;
-        let mut cluster_id = None;
-        for line in text.lines() {
-            if let Some(value) = line.strip_prefix("node.id=") {
-                stored_node = value.trim().parse::<i32>().ok();
-            }
-            if let Some(value) = line.strip_prefix("cluster.id=") {
-                cluster_id = Some(value.trim().to_string());
-            }
-        }
-        let (Some(stored_node), Some(cluster_id)) = (stored_node, cluster_id) else {
-            anyhow::bail!("{}: missing node.id or cluster.id", path.display());
+        let stored_node =
+            text.lines().find_map(|l| l.strip_prefix("node.id=")).and_then(|v| v.trim().parse::<i32>().ok());
+        let Some(stored_node) = stored_node else {
+            anyhow::bail!("{}: missing node.id", path.display());
         };
         if stored_node != node_id {
             anyhow::bail!(
-                "{} belongs to node.id={stored_node}, but this broker is node.id={node_id}; use another log.dirs",
+                "{} belongs to node.id={stored_node}, but this node is node.id={node_id}; use another log.dirs",
                 path.display()
             );
         }
-        return Ok(cluster_id);
+        return Ok(());
+    }
+    let text = format!("#Written by Gregor. Do not edit.\nversion=1\nnode.id={node_id}\n");
+    storage::write_atomic(disk, &path, text.as_bytes())?;
+    Ok(())
+}
+
+/// The cluster id a controller stores next to its metadata log (created on first start).
+pub fn load_or_create_cluster_id(disk: &dyn Disk, metadata_dir: &Path) -> anyhow::Result<String> {
+    let path = metadata_dir.join("cluster.id");
+    if disk.exists(&path) {
+        let text = String::from_utf8(storage::read_all(disk, &path)?)?;
+        return Ok(text.trim().to_string());
     }
     let cluster_id = encode_cluster_id(random_u128());
-    let text = format!("#Written by Gregor. Do not edit.\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\n");
-    storage::write_atomic(disk, &path, text.as_bytes())?;
+    storage::write_atomic(disk, &path, cluster_id.as_bytes())?;
     Ok(cluster_id)
 }
 
@@ -490,9 +554,9 @@ fn write_partition_metadata(disk: &dyn Disk, dir: &Path, topic_id: u128) -> anyh
 }
 
 /// Removes the directories of *deleted* topics (a delete interrupted by a crash), as the
-/// metadata log records them. A partition directory the metadata log knows nothing about is
-/// never deleted: it may hold the only copy of acknowledged data (say the metadata log was
-/// damaged), so the broker refuses to start and says which directory to look at.
+/// metadata records them. A partition directory the metadata knows nothing about is never
+/// deleted: it may hold the only copy of acknowledged data (say the metadata log was damaged);
+/// the broker says which directory to look at.
 fn remove_deleted_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &MetadataImage) -> anyhow::Result<()> {
     let mut removed = false;
     for name in disk.list_dir(log_dir)? {
@@ -513,11 +577,11 @@ fn remove_deleted_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &Metada
                 disk.remove_dir_all(&path)?;
                 removed = true;
             }
-            _ => anyhow::bail!(
-                "{} is a partition directory the metadata log does not know (topic id {}); refusing to start rather than \
-                 delete data that may be the only copy. Move it out of log.dirs if it is not needed.",
-                path.display(),
-                recorded_id.map_or("missing".to_string(), topic_id_text)
+            _ => tracing::error!(
+                dir = %path.display(),
+                topic_id = recorded_id.map_or("missing".to_string(), topic_id_text),
+                "a partition directory the metadata does not know: left alone (it may hold the only copy of \
+                 acknowledged data). Move it out of log.dirs if it is not needed."
             ),
         }
     }

@@ -1,0 +1,669 @@
+//! The controller's decisions: placement, leadership, ISR changes, broker liveness and producer
+//! id blocks. A plain synchronous struct: requests come in through `handle_*` methods with the
+//! time passed in; each decision is committed as metadata records (durable first, then replayed
+//! into the image), and the answer goes out as a value.
+//!
+//! Election rule (Kafka's): the new leader is the first replica, in assignment order, that is in
+//! the ISR and live. With `unclean.leader.election.enable=false` a partition whose ISR has no
+//! live member stays leaderless (offline) — its ISR keeps the last member that was in sync, so
+//! that member leads again when it comes back. With it true, any live replica may lead, and the
+//! ISR restarts as that replica alone.
+
+use super::image::{MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
+use super::log::MetadataLog;
+use crate::log::LogConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Kafka error codes the controller answers with.
+pub mod code {
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+    pub const INVALID_UPDATE_VERSION: i16 = 108;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+}
+
+/// A refused request: a Kafka error code and a message for the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: i16, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "error {}: {}", self.code, self.message)
+    }
+}
+
+/// Producer ids handed to a broker per request.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// What the controller reads from its node's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControllerConfig {
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout_ms: i64,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `unclean.leader.election.enable` (topics may override).
+    pub unclean_leader_election: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            session_timeout_ms: 9_000,
+            default_replication_factor: 1,
+            num_partitions: 1,
+            unclean_leader_election: false,
+        }
+    }
+}
+
+/// A topic to create, as CreateTopics (or auto-creation) asks for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    /// -1: `num.partitions`.
+    pub partitions: i32,
+    /// -1: `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Explicit replica lists per partition (then partitions and factor are -1).
+    pub assignments: Vec<Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A created topic, as CreateTopics reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTopic {
+    pub topic_id: u128,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The controller: the metadata log, the image replayed from it, and broker liveness.
+#[derive(Debug)]
+pub struct Controller {
+    log: MetadataLog,
+    /// Every committed record; index = offset. Invariant: `image` is their replay.
+    records: Vec<MetadataRecord>,
+    image: MetadataImage,
+    pub cluster_id: String,
+    config: ControllerConfig,
+    /// When each registered broker last heartbeated (not persisted: a restarted controller
+    /// gives every broker a full session timeout).
+    last_heartbeat_ms: BTreeMap<i32, i64>,
+    /// Set when a metadata append failed: nothing is decided any more (until restart).
+    failed: Option<String>,
+}
+
+impl Controller {
+    /// Builds the controller from the records of its (already opened) metadata log.
+    pub fn new(
+        log: MetadataLog,
+        records: Vec<MetadataRecord>,
+        cluster_id: String,
+        config: ControllerConfig,
+        now_ms: i64,
+    ) -> Controller {
+        let mut image = MetadataImage::default();
+        records.iter().for_each(|r| image.replay(r));
+        let last_heartbeat_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
+        Controller { log, records, image, cluster_id, config, last_heartbeat_ms, failed: None }
+    }
+
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    /// Committed records from `offset` on, at most `max` of them.
+    pub fn records_from(&self, offset: i64, max: usize) -> &[MetadataRecord] {
+        let start = usize::try_from(offset.max(0)).unwrap_or(usize::MAX).min(self.records.len());
+        let end = (start + max).min(self.records.len());
+        &self.records[start..end]
+    }
+
+    pub fn next_offset(&self) -> i64 {
+        self.records.len() as i64
+    }
+
+    /// Appends durably, then replays. A failed append stops the controller deciding anything.
+    fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
+        if let Some(reason) = &self.failed {
+            return Err(ApiError::new(code::KAFKA_STORAGE_ERROR, format!("controller metadata log failed: {reason}")));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.log.append(&records) {
+            tracing::error!(error = %e, "metadata append failed: the controller stops deciding until restart");
+            self.failed = Some(e.to_string());
+            return Err(ApiError::new(code::KAFKA_STORAGE_ERROR, format!("metadata append failed: {e}")));
+        }
+        for record in records {
+            tracing::debug!(?record, "committed");
+            self.image.replay(&record);
+            self.records.push(record);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ brokers
+
+    /// A broker (re)registers. The same incarnation registering again gets its epoch back; a new
+    /// incarnation (a restart) fences the old registration first — the restarted broker may have
+    /// lost unflushed data, so it leaves every ISR it does not hold alone.
+    pub fn handle_register(
+        &mut self,
+        node_id: i32,
+        incarnation: u128,
+        host: String,
+        port: i32,
+        now_ms: i64,
+    ) -> Result<i64, ApiError> {
+        if let Some(old) = self.image.brokers.get(&node_id) {
+            if old.incarnation == incarnation {
+                self.last_heartbeat_ms.insert(node_id, now_ms);
+                return Ok(old.broker_epoch);
+            }
+        }
+        let mut records = Vec::new();
+        if let Some(old) = self.image.brokers.get(&node_id).cloned() {
+            let mut image = self.image.clone();
+            if !old.fenced {
+                records.push(MetadataRecord::FenceBroker { node_id, broker_epoch: old.broker_epoch });
+                image.replay(records.last().expect("just pushed"));
+            }
+            records.extend(self.leave_partitions(&image, node_id));
+        }
+        let broker_epoch = self.next_offset() + records.len() as i64;
+        records.push(MetadataRecord::RegisterBroker { node_id, broker_epoch, incarnation, host, port });
+        self.commit(records)?;
+        self.last_heartbeat_ms.insert(node_id, now_ms);
+        tracing::info!(node_id, broker_epoch, "broker registered");
+        Ok(broker_epoch)
+    }
+
+    /// A heartbeat. `caught_up_offset` is how far the broker has replayed the metadata log; a
+    /// fenced broker that has caught up with its own registration is unfenced, and leaderless
+    /// partitions it can lead elect it. Returns whether the broker is (still) fenced.
+    pub fn handle_heartbeat(
+        &mut self,
+        node_id: i32,
+        broker_epoch: i64,
+        caught_up_offset: i64,
+        now_ms: i64,
+    ) -> Result<bool, ApiError> {
+        let broker = self.check_broker(node_id, broker_epoch)?.clone();
+        self.last_heartbeat_ms.insert(node_id, now_ms);
+        if broker.fenced && caught_up_offset > broker.broker_epoch {
+            let mut records = vec![MetadataRecord::UnfenceBroker { node_id, broker_epoch }];
+            let mut image = self.image.clone();
+            image.replay(&records[0]);
+            records.extend(self.elect_leaderless(&image));
+            self.commit(records)?;
+            tracing::info!(node_id, broker_epoch, "broker unfenced");
+            return Ok(false);
+        }
+        Ok(broker.fenced)
+    }
+
+    fn check_broker(&self, node_id: i32, broker_epoch: i64) -> Result<&super::image::BrokerImage, ApiError> {
+        match self.image.brokers.get(&node_id) {
+            Some(b) if b.broker_epoch == broker_epoch => Ok(b),
+            _ => Err(ApiError::new(
+                code::STALE_BROKER_EPOCH,
+                format!("broker {node_id} epoch {broker_epoch} is not its current registration"),
+            )),
+        }
+    }
+
+    /// Fences brokers whose session expired. Call it often (every 100 ms or so).
+    pub fn tick(&mut self, now_ms: i64) -> Result<(), ApiError> {
+        let expired: Vec<(i32, i64)> = self
+            .image
+            .live_brokers()
+            .filter(|b| {
+                let last = self.last_heartbeat_ms.get(&b.node_id).copied().unwrap_or(now_ms);
+                now_ms - last > self.config.session_timeout_ms
+            })
+            .map(|b| (b.node_id, b.broker_epoch))
+            .collect();
+        for (node_id, broker_epoch) in expired {
+            let mut records = vec![MetadataRecord::FenceBroker { node_id, broker_epoch }];
+            let mut image = self.image.clone();
+            image.replay(&records[0]);
+            records.extend(self.leave_partitions(&image, node_id));
+            tracing::warn!(node_id, broker_epoch, "broker missed its heartbeats: fenced");
+            self.commit(records)?;
+        }
+        // Unclean topics may elect out-of-sync replicas whenever one is live.
+        let records = self.elect_leaderless(&self.image);
+        self.commit(records)
+    }
+
+    /// The partition changes when `node_id` (already fenced in `image`) stops serving: it leaves
+    /// every ISR it does not hold alone, and the partitions it led elect a new leader.
+    fn leave_partitions(&self, image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        for partition in image.partitions.values() {
+            if !partition.replicas.contains(&node_id) {
+                continue;
+            }
+            let mut isr = partition.isr.clone();
+            if isr.len() > 1 {
+                isr.retain(|&r| r != node_id);
+            }
+            let leader = if partition.leader == node_id || partition.leader == NO_LEADER {
+                self.choose_leader(image, partition, &isr)
+            } else {
+                Some((partition.leader, isr.clone()))
+            };
+            let (leader, isr) = leader.unwrap_or((NO_LEADER, isr));
+            if let Some(change) = change_record(partition, leader, isr) {
+                records.push(change);
+            }
+        }
+        records
+    }
+
+    /// Elections for leaderless partitions (after a broker was unfenced, or for unclean topics).
+    fn elect_leaderless(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
+        image
+            .partitions
+            .values()
+            .filter(|p| p.leader == NO_LEADER)
+            .filter_map(|p| {
+                let (leader, isr) = self.choose_leader(image, p, &p.isr)?;
+                change_record(p, leader, isr)
+            })
+            .collect()
+    }
+
+    /// The election rule (see the module docs). `None`: no eligible replica is live.
+    fn choose_leader(&self, image: &MetadataImage, partition: &PartitionImage, isr: &[i32]) -> Option<(i32, Vec<i32>)> {
+        let clean = partition.replicas.iter().find(|r| isr.contains(r) && image.is_live(**r));
+        if let Some(&leader) = clean {
+            return Some((leader, isr.to_vec()));
+        }
+        if self.unclean_allowed(image, partition.topic_id) {
+            if let Some(&leader) = partition.replicas.iter().find(|r| image.is_live(**r)) {
+                tracing::warn!(
+                    topic_id = partition.topic_id,
+                    partition = partition.partition,
+                    leader,
+                    "unclean leader election: acknowledged data may be lost"
+                );
+                return Some((leader, vec![leader]));
+            }
+        }
+        None
+    }
+
+    fn unclean_allowed(&self, image: &MetadataImage, topic_id: u128) -> bool {
+        let topic = image.topic_by_id(topic_id);
+        match topic.and_then(|t| t.configs.get("unclean.leader.election.enable")) {
+            Some(value) => value == "true",
+            None => self.config.unclean_leader_election,
+        }
+    }
+
+    // ------------------------------------------------------------ partitions
+
+    /// AlterPartition: the leader proposes a new ISR (shrink or expand). It must be the current
+    /// leader at `leader_epoch`, and `partition_epoch` must be current (no lost update).
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle_alter_partition(
+        &mut self,
+        node_id: i32,
+        broker_epoch: i64,
+        topic_id: u128,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: Vec<i32>,
+    ) -> Result<PartitionImage, ApiError> {
+        self.check_broker(node_id, broker_epoch)?;
+        let current = self.image.partitions.get(&(topic_id, partition)).cloned().ok_or_else(|| {
+            ApiError::new(code::UNKNOWN_TOPIC_OR_PARTITION, format!("partition {partition} of topic {topic_id:x}"))
+        })?;
+        if current.leader != node_id {
+            return Err(ApiError::new(code::NOT_LEADER_OR_FOLLOWER, format!("broker {node_id} does not lead it")));
+        }
+        if leader_epoch != current.leader_epoch {
+            return Err(ApiError::new(
+                code::FENCED_LEADER_EPOCH,
+                format!("leader epoch {leader_epoch}, current {}", current.leader_epoch),
+            ));
+        }
+        if partition_epoch != current.partition_epoch {
+            return Err(ApiError::new(
+                code::INVALID_UPDATE_VERSION,
+                format!("partition epoch {partition_epoch}, current {}", current.partition_epoch),
+            ));
+        }
+        let valid = new_isr.contains(&node_id)
+            && new_isr.iter().all(|r| current.replicas.contains(r))
+            && new_isr.iter().collect::<std::collections::BTreeSet<_>>().len() == new_isr.len();
+        if !valid {
+            return Err(ApiError::new(
+                code::INVALID_REQUEST,
+                format!("ISR {new_isr:?} for replicas {:?}", current.replicas),
+            ));
+        }
+        if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !self.image.is_live(**r)) {
+            return Err(ApiError::new(code::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
+        }
+        if let Some(change) = change_record(&current, node_id, new_isr) {
+            self.commit(vec![change])?;
+        }
+        Ok(self.image.partitions[&(topic_id, partition)].clone())
+    }
+
+    // ------------------------------------------------------------ topics
+
+    pub fn handle_create_topic(
+        &mut self,
+        topic: NewTopic,
+        validate_only: bool,
+        topic_id: u128,
+    ) -> Result<CreatedTopic, ApiError> {
+        crate::server::state::validate_topic_name(&topic.name)?;
+        if self.image.topics.contains_key(&topic.name) {
+            return Err(ApiError::new(code::TOPIC_ALREADY_EXISTS, format!("topic `{}` already exists", topic.name)));
+        }
+        crate::server::config::topic_log_config(&LogConfig::default(), &topic.configs)
+            .map_err(|(key, message)| ApiError::new(code::INVALID_CONFIG, format!("config `{key}`: {message}")))?;
+        let live: Vec<i32> = self.image.live_brokers().map(|b| b.node_id).collect();
+        let assignments = if topic.assignments.is_empty() {
+            let partitions = if topic.partitions == -1 { self.config.num_partitions } else { topic.partitions };
+            if partitions <= 0 {
+                return Err(ApiError::new(
+                    code::INVALID_PARTITIONS,
+                    format!("number of partitions must be positive, got {partitions}"),
+                ));
+            }
+            let factor = if topic.replication_factor == -1 {
+                self.config.default_replication_factor
+            } else {
+                topic.replication_factor
+            };
+            if factor <= 0 || factor as usize > live.len() {
+                return Err(ApiError::new(
+                    code::INVALID_REPLICATION_FACTOR,
+                    format!("replication factor {factor} needs that many live brokers; {} are live", live.len()),
+                ));
+            }
+            // Round-robin placement, starting one broker further for each topic.
+            let start = self.image.topics.len() + self.image.removed_topic_ids.len();
+            (0..partitions as usize)
+                .map(|p| (0..factor as usize).map(|i| live[(start + p + i) % live.len()]).collect())
+                .collect()
+        } else {
+            if topic.partitions != -1 || topic.replication_factor != -1 {
+                return Err(ApiError::new(
+                    code::INVALID_REQUEST,
+                    "give either assignments or num_partitions/replication_factor, not both",
+                ));
+            }
+            let factor = topic.assignments[0].len();
+            for replicas in &topic.assignments {
+                let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
+                if replicas.is_empty() || replicas.len() != factor || distinct.len() != factor {
+                    return Err(ApiError::new(
+                        code::INVALID_REPLICA_ASSIGNMENT,
+                        "every partition needs the same number of distinct replicas",
+                    ));
+                }
+                if let Some(r) = replicas.iter().find(|r| !self.image.brokers.contains_key(r)) {
+                    return Err(ApiError::new(
+                        code::INVALID_REPLICA_ASSIGNMENT,
+                        format!("broker {r} is not registered"),
+                    ));
+                }
+            }
+            topic.assignments.clone()
+        };
+        let factor = assignments[0].len() as i16;
+        if validate_only {
+            return Ok(CreatedTopic {
+                topic_id: 0,
+                partitions: assignments.len() as i32,
+                replication_factor: factor,
+                configs: topic.configs,
+            });
+        }
+        assert!(
+            topic_id != 0
+                && self.image.topic_by_id(topic_id).is_none()
+                && !self.image.removed_topic_ids.contains(&topic_id)
+        );
+        let mut records = vec![MetadataRecord::Topic {
+            name: topic.name.clone(),
+            topic_id,
+            partitions: assignments.len() as i32,
+            configs: topic.configs.clone(),
+        }];
+        for (partition, replicas) in assignments.iter().enumerate() {
+            let leader = replicas.iter().copied().find(|r| self.image.is_live(*r)).unwrap_or(NO_LEADER);
+            records.push(MetadataRecord::Partition {
+                topic_id,
+                partition: partition as i32,
+                replicas: replicas.clone(),
+                isr: replicas.clone(),
+                leader,
+                leader_epoch: 0,
+                partition_epoch: 0,
+            });
+        }
+        self.commit(records)?;
+        tracing::info!(topic = topic.name, partitions = assignments.len(), factor, "created topic");
+        Ok(CreatedTopic {
+            topic_id,
+            partitions: assignments.len() as i32,
+            replication_factor: factor,
+            configs: topic.configs,
+        })
+    }
+
+    pub fn handle_delete_topic(&mut self, name: &str) -> Result<TopicImage, ApiError> {
+        let Some(image) = self.image.topics.get(name).cloned() else {
+            return Err(ApiError::new(code::UNKNOWN_TOPIC_OR_PARTITION, format!("topic `{name}` does not exist")));
+        };
+        self.commit(vec![MetadataRecord::RemoveTopic { name: name.to_string(), topic_id: image.topic_id }])?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(image)
+    }
+
+    /// A block of producer ids for `node_id`.
+    pub fn handle_allocate_producer_ids(&mut self, node_id: i32, broker_epoch: i64) -> Result<(i64, i64), ApiError> {
+        self.check_broker(node_id, broker_epoch)?;
+        let first = self.image.next_producer_id;
+        self.commit(vec![MetadataRecord::ProducerIds { node_id, first, size: PRODUCER_ID_BLOCK_SIZE }])?;
+        Ok((first, PRODUCER_ID_BLOCK_SIZE))
+    }
+}
+
+/// The record that moves `partition` to `leader` and `isr`, if anything changes.
+fn change_record(partition: &PartitionImage, leader: i32, isr: Vec<i32>) -> Option<MetadataRecord> {
+    if leader == partition.leader && isr == partition.isr {
+        return None;
+    }
+    Some(MetadataRecord::PartitionChange {
+        topic_id: partition.topic_id,
+        partition: partition.partition,
+        isr,
+        leader,
+        leader_epoch: partition.leader_epoch + i32::from(leader != partition.leader),
+        partition_epoch: partition.partition_epoch + 1,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::mem::MemDisk;
+    use std::path::Path;
+
+    fn controller(unclean: bool) -> Controller {
+        let disk = MemDisk::new();
+        let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
+        let config =
+            ControllerConfig { unclean_leader_election: unclean, session_timeout_ms: 1_000, ..Default::default() };
+        let mut c = Controller::new(log, records, "cluster".to_string(), config, 0);
+        for node in 1..=3 {
+            let epoch = c.handle_register(node, node as u128, "h".to_string(), 9000 + node, 0).unwrap();
+            c.handle_heartbeat(node, epoch, c.next_offset(), 0).unwrap();
+        }
+        c
+    }
+
+    fn epoch(c: &Controller, node: i32) -> i64 {
+        c.image().brokers[&node].broker_epoch
+    }
+
+    fn create(c: &mut Controller, unclean: Option<bool>) -> PartitionImage {
+        let mut configs = BTreeMap::new();
+        if let Some(u) = unclean {
+            configs.insert("unclean.leader.election.enable".to_string(), u.to_string());
+        }
+        let topic =
+            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
+        let created = c.handle_create_topic(topic, false, 7).unwrap();
+        c.image().partitions[&(created.topic_id, 0)].clone()
+    }
+
+    /// Heartbeats from every broker but `silent` until `until_ms`.
+    fn heartbeat_all_but(c: &mut Controller, silent: &[i32], until_ms: i64) {
+        let mut now = 0;
+        while now <= until_ms {
+            for node in 1..=3 {
+                if !silent.contains(&node) {
+                    let e = epoch(c, node);
+                    c.handle_heartbeat(node, e, c.next_offset(), now).unwrap();
+                }
+            }
+            c.tick(now).unwrap();
+            now += 100;
+        }
+    }
+
+    #[test]
+    fn a_silent_leader_is_fenced_and_an_isr_member_takes_over_at_the_next_epoch() {
+        let mut c = controller(false);
+        let p = create(&mut c, None);
+        assert_eq!((p.leader, p.leader_epoch), (p.replicas[0], 0));
+        heartbeat_all_but(&mut c, &[p.leader], 2_000);
+        let after = &c.image().partitions[&(7, 0)];
+        assert!(c.image().brokers[&p.leader].fenced);
+        assert_eq!(after.leader, p.replicas[1]);
+        assert_eq!(after.leader_epoch, 1);
+        assert!(!after.isr.contains(&p.leader));
+    }
+
+    #[test]
+    fn with_no_live_isr_member_the_partition_stays_offline_until_the_last_one_returns() {
+        let mut c = controller(false);
+        let p = create(&mut c, None);
+        let mut isr = p.isr.clone();
+        isr.retain(|&r| r == p.leader);
+        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr).unwrap();
+        heartbeat_all_but(&mut c, &[p.leader], 2_000);
+        let offline = c.image().partitions[&(7, 0)].clone();
+        assert_eq!(offline.leader, NO_LEADER, "an out-of-sync replica must not be elected");
+        assert_eq!(offline.isr, vec![p.leader], "the last in-sync member stays in the ISR");
+        // The last ISR member comes back (same incarnation: a pause, not a restart).
+        let e = epoch(&c, p.leader);
+        c.handle_heartbeat(p.leader, e, c.next_offset(), 2_100).unwrap();
+        c.handle_heartbeat(p.leader, e, c.next_offset(), 2_100).unwrap();
+        let back = &c.image().partitions[&(7, 0)];
+        assert_eq!(back.leader, p.leader);
+        assert_eq!(back.leader_epoch, offline.leader_epoch + 1);
+    }
+
+    #[test]
+    fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
+        let mut c = controller(false);
+        let p = create(&mut c, Some(true));
+        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader]).unwrap();
+        heartbeat_all_but(&mut c, &[p.leader], 2_000);
+        let after = &c.image().partitions[&(7, 0)];
+        assert_eq!(after.leader, p.replicas[1]);
+        assert_eq!(after.isr, vec![p.replicas[1]]);
+    }
+
+    #[test]
+    fn alter_partition_refuses_stale_epochs_and_fenced_joiners() {
+        let mut c = controller(false);
+        let p = create(&mut c, None);
+        let leader_epoch = epoch(&c, p.leader);
+        let shrunk = vec![p.replicas[0], p.replicas[1]];
+        let changed = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk).unwrap();
+        assert_eq!(changed.partition_epoch, 1);
+        // The same proposal again: its partition epoch is stale.
+        let err = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone()).unwrap_err();
+        assert_eq!(err.code, code::INVALID_UPDATE_VERSION);
+        let err = c
+            .handle_alter_partition(p.replicas[1], epoch(&c, p.replicas[1]), 7, 0, 0, 1, p.replicas.clone())
+            .unwrap_err();
+        assert_eq!(err.code, code::NOT_LEADER_OR_FOLLOWER);
+        heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
+        let err = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone()).unwrap_err();
+        assert_eq!(err.code, code::INELIGIBLE_REPLICA);
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_the_isr_and_loses_leadership() {
+        let mut c = controller(false);
+        let p = create(&mut c, None);
+        let new_epoch = c.handle_register(p.leader, 99, "h".to_string(), 1, 10).unwrap();
+        let after = &c.image().partitions[&(7, 0)];
+        assert_ne!(after.leader, p.leader);
+        assert!(!after.isr.contains(&p.leader));
+        assert!(c.image().brokers[&p.leader].fenced);
+        assert!(new_epoch > 0);
+    }
+
+    #[test]
+    fn the_image_replays_to_the_same_state_after_reopen() {
+        let disk = MemDisk::new();
+        let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
+        let mut c = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0);
+        let e = c.handle_register(1, 1, "h".to_string(), 1, 0).unwrap();
+        c.handle_heartbeat(1, e, c.next_offset(), 0).unwrap();
+        let topic = NewTopic {
+            name: "t".to_string(),
+            partitions: 2,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        c.handle_create_topic(topic, false, 5).unwrap();
+        c.handle_allocate_producer_ids(1, e).unwrap();
+        let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
+        let reopened = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0);
+        assert_eq!(reopened.image(), c.image());
+        assert_eq!(reopened.image().next_producer_id, PRODUCER_ID_BLOCK_SIZE);
+    }
+}

@@ -1,0 +1,374 @@
+//! The broker's background work for replication:
+//! - [`controller_link`]: register with the controller, then heartbeat; every answer carries the
+//!   metadata records this broker has not replayed yet.
+//! - [`isr_loop`]: as leader, propose ISR shrinks (followers not caught up for
+//!   `replica.lag.time.max.ms`) and expansions (followers caught up to the HW) to the controller.
+//! - [`spawn_fetcher`]: as follower at a leader epoch, truncate to where the log agrees with the
+//!   leader (OffsetForLeaderEpoch, KIP-101/279 — never to the follower's own HW), then fetch
+//!   and append until the leader epoch changes.
+//!
+//! Every network call has its own timeout; all loops stop on shutdown or when the node dies.
+
+use super::partition::Partition;
+use super::state::{now_ms, Broker, SharedPartition};
+use crate::controller::rpc::{ControllerReply, ControllerRequest};
+use crate::controller::NO_LEADER;
+use crate::protocol::client::Connection;
+use crate::types::{LeaderEpoch, Offset, TopicPartition};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestKind, ResponseKind, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Pause after a failed call before trying again.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often leaders look at their ISRs.
+const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes a follower asks for per fetch.
+const REPLICA_FETCH_MAX_BYTES: i32 = 10 * 1024 * 1024;
+const FETCH_VERSION: i16 = 12;
+const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
+
+fn lock(partition: &SharedPartition) -> MutexGuard<'_, Partition> {
+    partition.lock().expect("partition lock poisoned")
+}
+
+/// Sleeps `duration` unless shutdown comes first. Returns false on shutdown.
+async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        biased;
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep(duration) => true,
+    }
+}
+
+// ------------------------------------------------------------ controller link
+
+/// Registers, then heartbeats every `broker.heartbeat.interval.ms`. A broker whose log
+/// directory went offline stops heartbeating, so the controller fences it and moves its
+/// leaderships (Kafka halts such a broker).
+pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(broker.config.heartbeat_interval_ms as u64);
+    loop {
+        let mut wait = interval;
+        if broker.offline_reason().is_none() {
+            let registration = broker.meta().broker_epoch;
+            match registration {
+                None => {
+                    let (host, port) = broker.advertised.clone();
+                    let request = ControllerRequest::Register {
+                        node_id: broker.node_id,
+                        incarnation: broker.incarnation,
+                        host,
+                        port,
+                    };
+                    match broker.controller_call(request).await {
+                        Ok(ControllerReply::Registered { broker_epoch, cluster_id }) => {
+                            let mut meta = broker.meta();
+                            meta.broker_epoch = Some(broker_epoch);
+                            meta.cluster_id = cluster_id;
+                            tracing::info!(broker_epoch, "registered with the controller");
+                            wait = Duration::ZERO; // heartbeat at once to be unfenced
+                        }
+                        Ok(other) => tracing::warn!(?other, "unexpected controller reply"),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "registration failed");
+                            wait = RETRY_BACKOFF.max(interval / 4);
+                        }
+                    }
+                }
+                Some(broker_epoch) => {
+                    let request = ControllerRequest::Heartbeat { node_id: broker.node_id, broker_epoch };
+                    match broker.controller_call(request).await {
+                        Ok(ControllerReply::Heartbeat { fenced }) => {
+                            if fenced {
+                                wait = interval.min(Duration::from_millis(50));
+                            }
+                        }
+                        Ok(other) => tracing::warn!(?other, "unexpected controller reply"),
+                        Err(e) if e.code == crate::controller::core::code::STALE_BROKER_EPOCH => {
+                            tracing::warn!(error = %e, "the controller no longer knows this registration: registering again");
+                            broker.meta().broker_epoch = None;
+                            wait = Duration::ZERO;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+                    }
+                }
+            }
+        }
+        if !pause(&mut shutdown, wait).await {
+            return;
+        }
+    }
+}
+
+// ------------------------------------------------------------ ISR
+
+/// Leaders propose ISR changes; one proposal per partition at a time.
+pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if !pause(&mut shutdown, ISR_CHECK_INTERVAL).await {
+            return;
+        }
+        if broker.offline_reason().is_some() {
+            continue;
+        }
+        let Some(broker_epoch) = broker.meta().broker_epoch else { continue };
+        let partitions: Vec<SharedPartition> = broker.meta().partitions.values().cloned().collect();
+        let now = now_ms();
+        for shared in partitions {
+            let proposal = {
+                let mut p = lock(&shared);
+                match p.isr_change(now, broker.config.replica_lag_time_max_ms) {
+                    Some(isr) => {
+                        if let super::partition::Role::Leader(state) = &mut p.role {
+                            state.pending_isr = Some(isr.clone());
+                        }
+                        Some((p.image.clone(), isr))
+                    }
+                    None => None,
+                }
+            };
+            let Some((image, isr)) = proposal else { continue };
+            tracing::info!(topic_id = image.topic_id, partition = image.partition, from = ?image.isr, to = ?isr, "proposing an ISR change");
+            let request = ControllerRequest::AlterPartition {
+                node_id: broker.node_id,
+                broker_epoch,
+                topic_id: image.topic_id,
+                partition: image.partition,
+                leader_epoch: image.leader_epoch,
+                partition_epoch: image.partition_epoch,
+                isr,
+            };
+            let result = broker.controller_call(request).await;
+            let mut p = lock(&shared);
+            if let Err(e) = &result {
+                tracing::info!(error = %e, "ISR change refused");
+            }
+            // Answered either way: the committed image (applied with the answer) is the truth.
+            if let super::partition::Role::Leader(state) = &mut p.role {
+                state.pending_isr = None;
+            }
+            if p.maybe_advance_high_watermark() {
+                drop(p);
+                broker.hw_changed.notify_waiters();
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ follower fetcher
+
+/// Starts following `tp` at `leader_epoch`; the task ends when the partition's leader epoch
+/// moves on (a newer task takes over) or this broker leads it.
+pub fn spawn_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32) {
+    tokio::spawn(async move { run_fetcher(broker, tp, leader_epoch).await });
+}
+
+/// The fetcher's view of whether it is still the one to run.
+fn still_following(broker: &Broker, tp: &TopicPartition, leader_epoch: i32) -> Option<(SharedPartition, i32)> {
+    let shared = broker.partition(tp)?;
+    let (current, leader) = {
+        let p = lock(&shared);
+        (!p.is_leader() && p.image.leader_epoch == leader_epoch, p.image.leader)
+    };
+    (current && broker.offline_reason().is_none()).then_some((shared, leader))
+}
+
+async fn run_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32) {
+    let mut connection: Option<Connection<TcpStream>> = None;
+    let mut truncated = crate::planted::active(crate::planted::Bug::SkipTruncation);
+    let request_timeout =
+        Duration::from_millis(broker.config.replica_fetch_wait_max_ms as u64) + Duration::from_secs(5);
+    loop {
+        let Some((shared, leader)) = still_following(&broker, &tp, leader_epoch) else { return };
+        if leader == NO_LEADER {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            continue;
+        }
+        if connection.is_none() {
+            let address = broker.meta().image.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port));
+            let Some(address) = address else {
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            };
+            let client_id = format!("replica-{}", broker.node_id);
+            match tokio::time::timeout(request_timeout, Connection::connect(&address, &client_id)).await {
+                Ok(Ok(mut c)) => {
+                    c.request_timeout = request_timeout;
+                    connection = Some(c);
+                }
+                _ => {
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let conn = connection.as_mut().expect("connected above");
+        let step = if truncated {
+            fetch_step(&broker, &tp, &shared, conn, leader_epoch).await
+        } else {
+            truncate_step(&broker, &tp, &shared, conn, leader_epoch).await.map(|()| {
+                truncated = true;
+                FetchStep::Continue
+            })
+        };
+        match step {
+            Ok(FetchStep::Continue) => {}
+            Ok(FetchStep::Retruncate) => truncated = false,
+            Ok(FetchStep::Backoff) => tokio::time::sleep(RETRY_BACKOFF).await,
+            Err(e) => {
+                tracing::debug!(%tp, error = %e, "replica fetch failed");
+                connection = None;
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+    }
+}
+
+enum FetchStep {
+    Continue,
+    /// The logs diverge again (or the fetch offset is past the leader's end): truncate anew.
+    Retruncate,
+    /// The leader is not ready (its metadata is older or newer than ours): try again soon.
+    Backoff,
+}
+
+/// Asks the leader where our latest epoch ends and truncates there (KIP-101/279).
+async fn truncate_step(
+    broker: &Broker,
+    tp: &TopicPartition,
+    shared: &SharedPartition,
+    conn: &mut Connection<TcpStream>,
+    leader_epoch: i32,
+) -> anyhow::Result<()> {
+    let Some(latest) = lock(shared).log.latest_epoch() else {
+        return Ok(()); // nothing written in any epoch: nothing to truncate
+    };
+    let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(broker.node_id)).with_topics(vec![
+        OffsetForLeaderTopic::default().with_topic(TopicName(StrBytes::from_string(tp.topic.clone()))).with_partitions(
+            vec![OffsetForLeaderPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(leader_epoch)
+                .with_leader_epoch(latest.0)],
+        ),
+    ]);
+    let response = conn
+        .send(ApiKey::OffsetForLeaderEpoch, OFFSET_FOR_LEADER_EPOCH_VERSION, RequestKind::OffsetForLeaderEpoch(request))
+        .await?;
+    let ResponseKind::OffsetForLeaderEpoch(response) = response else { anyhow::bail!("unexpected response") };
+    let answer = response
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| anyhow::anyhow!("empty OffsetForLeaderEpoch response"))?;
+    if answer.error_code != 0 {
+        anyhow::bail!("OffsetForLeaderEpoch error {}", answer.error_code);
+    }
+    let mut p = lock(shared);
+    let log_end = p.log.log_end_offset();
+    let target = if answer.leader_epoch < 0 {
+        // The leader knows no epoch at or before ours: nothing of ours is known to be on it.
+        p.log.log_start_offset()
+    } else if answer.leader_epoch < latest.0 {
+        let (_, our_end) = p.log.end_offset_for_epoch(LeaderEpoch(answer.leader_epoch));
+        Offset(answer.end_offset.min(our_end.0))
+    } else {
+        Offset(answer.end_offset)
+    }
+    .min(log_end);
+    if target < log_end {
+        if target < p.high_watermark {
+            tracing::error!(%tp, target = target.0, high_watermark = p.high_watermark.0, "truncating below the high watermark");
+            p.truncated_below_high_watermark = true;
+        }
+        tracing::info!(%tp, from = log_end.0, to = target.0, leader_epoch, "follower truncating to the leader's epoch end");
+        let result = p.log.truncate_to(target);
+        if let Err(e) = result {
+            broker.note_log_error(&e);
+            anyhow::bail!("truncation failed: {e}");
+        }
+        p.clamp_high_watermark();
+    }
+    Ok(())
+}
+
+/// One fetch from the leader; appends what it returns.
+async fn fetch_step(
+    broker: &Broker,
+    tp: &TopicPartition,
+    shared: &SharedPartition,
+    conn: &mut Connection<TcpStream>,
+    leader_epoch: i32,
+) -> anyhow::Result<FetchStep> {
+    let fetch_offset = lock(shared).log.log_end_offset();
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(broker.node_id))
+        .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms as i32)
+        .with_min_bytes(1)
+        .with_max_bytes(REPLICA_FETCH_MAX_BYTES)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(tp.partition)
+                .with_current_leader_epoch(leader_epoch)
+                .with_fetch_offset(fetch_offset.0)
+                .with_log_start_offset(-1)
+                .with_partition_max_bytes(REPLICA_FETCH_MAX_BYTES)])]);
+    let response = conn.send(ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request)).await?;
+    let ResponseKind::Fetch(response) = response else { anyhow::bail!("unexpected response") };
+    if response.error_code != 0 {
+        anyhow::bail!("fetch error {}", response.error_code);
+    }
+    let data = response
+        .responses
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
+    match data.error_code {
+        0 => {}
+        1 => {
+            // OFFSET_OUT_OF_RANGE: below the leader's log start (retention ran there), or past
+            // its end (our tail diverges).
+            if fetch_offset.0 < data.log_start_offset {
+                let mut p = lock(shared);
+                tracing::info!(%tp, log_start = data.log_start_offset, "follower log is behind the leader's log start: starting over there");
+                if let Err(e) = p.log.restart_at(Offset(data.log_start_offset)) {
+                    broker.note_log_error(&e);
+                }
+                p.clamp_high_watermark();
+                return Ok(FetchStep::Continue);
+            }
+            return Ok(FetchStep::Retruncate);
+        }
+        6 | 74 | 79 => return Ok(FetchStep::Backoff),
+        code => anyhow::bail!("fetch partition error {code}"),
+    }
+    let Some(still) = still_following(broker, tp, leader_epoch) else { return Ok(FetchStep::Continue) };
+    drop(still);
+    let mut p = lock(shared);
+    if p.log.log_end_offset() != fetch_offset {
+        return Ok(FetchStep::Continue); // the log moved while we waited (truncation): fetch again
+    }
+    if let Some(records) = &data.records {
+        if !records.is_empty() {
+            if let Err(e) = p.log.append_replicated(records, now_ms()) {
+                broker.note_log_error(&e);
+                tracing::warn!(%tp, error = %e, "could not append replicated batches");
+                return Ok(FetchStep::Retruncate);
+            }
+        }
+    }
+    p.update_follower_high_watermark(Offset(data.high_watermark));
+    Ok(FetchStep::Continue)
+}
