@@ -231,7 +231,8 @@ impl Broker {
         }
         let now = now_ms();
         let mut fetchers = Vec::new();
-        let mut changed = false;
+        // Any change may move a high watermark (an ISR shrink does) or end a leadership.
+        let mut changed = skip < records.len();
         // Deleted topics: close and remove their replicas.
         let gone: Vec<TopicPartition> = meta
             .partitions
