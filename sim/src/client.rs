@@ -14,6 +14,7 @@ use broker::protocol::client::{self, BatchProducer, BatchRecord, Connection};
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -123,7 +124,78 @@ impl Link {
 
 /// Kafka errors after which the same request may simply be retried.
 fn retriable(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 79)
+    matches!(code, 3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 78 | 79)
+}
+
+/// Kafka errors that mean "ask the cluster who leads now".
+fn stale_metadata(code: i16) -> bool {
+    matches!(code, 3 | 5 | 6 | 74 | 78 | 79)
+}
+
+/// Where each partition's leader is, as the last Metadata answer said, and one connection per
+/// broker. Like a Kafka client: bootstrap from any broker, refresh when told the leader moved.
+pub struct Router {
+    bootstrap: Vec<String>,
+    next_bootstrap: usize,
+    client_id: String,
+    topic: String,
+    /// Partition → leader's address.
+    leaders: BTreeMap<Partition, String>,
+    links: BTreeMap<String, Link>,
+    /// Set when an answer or a failure says the leaders may have moved.
+    pub stale: bool,
+}
+
+impl Router {
+    pub fn new(bootstrap: Vec<String>, client_id: String, topic: String) -> Router {
+        Router { bootstrap, next_bootstrap: 0, client_id, topic, leaders: BTreeMap::new(), links: BTreeMap::new(), stale: true }
+    }
+
+    fn link(&mut self, addr: &str) -> &mut Link {
+        let client_id = self.client_id.clone();
+        self.links.entry(addr.to_string()).or_insert_with(|| Link { addr: addr.to_string(), client_id, conn: None })
+    }
+
+    /// A connection to some broker (for requests any broker answers).
+    fn any(&mut self) -> &mut Link {
+        let addr = self.bootstrap[self.next_bootstrap % self.bootstrap.len()].clone();
+        self.link(&addr)
+    }
+
+    /// Asks brokers (in turn) for the topic's leaders. `false` if none answered usefully.
+    pub async fn refresh(&mut self) -> bool {
+        for _ in 0..self.bootstrap.len() {
+            let topic = self.topic.clone();
+            let request = MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(&topic)))]))
+                .with_allow_auto_topic_creation(false);
+            let answer = self.any().send(ApiKey::Metadata, 12, RequestKind::Metadata(request)).await;
+            if let Ok(ResponseKind::Metadata(response)) = answer {
+                let brokers: BTreeMap<i32, String> =
+                    response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+                if let Some(topic) = response.topics.first().filter(|t| t.error_code == 0) {
+                    self.leaders = topic
+                        .partitions
+                        .iter()
+                        .filter_map(|p| Some((p.partition_index, brokers.get(&p.leader_id.0)?.clone())))
+                        .collect();
+                    self.stale = false;
+                    return true;
+                }
+            }
+            self.next_bootstrap += 1;
+        }
+        false
+    }
+
+    /// The connection to `partition`'s leader, refreshing metadata first if needed.
+    async fn leader(&mut self, partition: Partition) -> Option<&mut Link> {
+        if self.stale || !self.leaders.contains_key(&partition) {
+            self.refresh().await;
+        }
+        let addr = self.leaders.get(&partition)?.clone();
+        Some(self.link(&addr))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -185,7 +257,7 @@ struct Pending {
 struct Producer {
     process: Process,
     config: ProducerConfig,
-    link: Link,
+    router: Router,
     identity: Option<(i64, i16)>,
     next_sequence: BTreeMap<Partition, i32>,
     /// Oldest first. Invariant: per partition, sequences increase along the queue.
@@ -197,17 +269,17 @@ struct Producer {
 /// [`MAX_IN_FLIGHT`] at a time, until `stop`; then finishes what is in flight.
 pub async fn run_producer(
     process: Process,
-    addr: String,
+    bootstrap: Vec<String>,
     config: ProducerConfig,
     recorder: Recorder,
     stop: Arc<StopSignal>,
 ) {
-    let link = Link { addr, client_id: format!("producer-{}", process.0), conn: None };
+    let router = Router::new(bootstrap, format!("producer-{}", process.0), config.topic.clone());
     let interval = Duration::from_nanos(1_000_000_000 / u64::from(config.rate_per_second.max(1)));
     let mut producer = Producer {
         process,
         config,
-        link,
+        router,
         identity: None,
         next_sequence: BTreeMap::new(),
         queue: Default::default(),
@@ -273,7 +345,10 @@ impl Producer {
     /// given up (resending them under a new one could store them twice); the rest get new
     /// sequence numbers.
     async fn new_identity(&mut self) -> bool {
-        let Some(identity) = init_producer_id(&mut self.link).await else { return false };
+        let Some(identity) = init_producer_id(self.router.any()).await else {
+            self.router.next_bootstrap += 1;
+            return false;
+        };
         self.identity = Some(identity);
         self.next_sequence.clear();
         let queue = std::mem::take(&mut self.queue);
@@ -318,46 +393,61 @@ impl Producer {
                 *next = if *next == i32::MAX { 0 } else { *next + 1 };
             }
         }
-        let mut correlations = Vec::with_capacity(self.queue.len());
-        for i in 0..self.queue.len() {
-            let request = self.request(&self.queue[i]);
-            match self.link.write(ApiKey::Produce, 9, request).await {
-                Ok(correlation) => correlations.push(correlation),
-                Err(_) => break,
+        if self.router.stale && !self.router.refresh().await {
+            tokio::time::sleep(RETRY_BACKOFF).await;
+            return;
+        }
+        // Each partition's values go to its leader, in queue order (so per partition in
+        // sequence order); one pipelined exchange per leader.
+        let mut by_leader: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, pending) in self.queue.iter().enumerate() {
+            match self.router.leaders.get(&pending.partition) {
+                Some(addr) => by_leader.entry(addr.clone()).or_default().push(i),
+                None => self.router.stale = true,
             }
         }
         let mut answered = vec![false; self.queue.len()];
         let mut reset_identity = false;
-        for (i, &correlation) in correlations.iter().enumerate() {
-            match self.link.read(ApiKey::Produce, 9, correlation).await {
-                Ok(ResponseKind::Produce(response)) => {
-                    let result = &response.responses[0].partition_responses[0];
-                    match result.error_code {
-                        0 => {
-                            self.finish(&self.queue[i], Outcome::Ok, Some(result.base_offset));
-                            answered[i] = true;
-                        }
-                        // A timeout, a failed fsync or a failure after the append: may be in the log.
-                        7 | 20 | 56 => self.queue[i].maybe_written = true,
-                        // The broker lost (or never had) our sequence history: not written.
-                        45 | 47 | 59 => reset_identity = true,
-                        code if retriable(code) => {}
-                        _ => {
-                            self.give_up(&self.queue[i]);
-                            answered[i] = true;
-                            reset_identity = true; // the values behind it would now leave a gap
+        for (addr, indices) in by_leader {
+            let mut correlations = Vec::with_capacity(indices.len());
+            for &i in &indices {
+                let request = self.request(&self.queue[i]);
+                match self.router.link(&addr).write(ApiKey::Produce, 9, request).await {
+                    Ok(correlation) => correlations.push((i, correlation)),
+                    Err(_) => break,
+                }
+            }
+            let mut read = 0;
+            for &(i, correlation) in &correlations {
+                match self.router.link(&addr).read(ApiKey::Produce, 9, correlation).await {
+                    Ok(ResponseKind::Produce(response)) => {
+                        read += 1;
+                        let result = &response.responses[0].partition_responses[0];
+                        match result.error_code {
+                            0 => {
+                                self.finish(&self.queue[i], Outcome::Ok, Some(result.base_offset));
+                                answered[i] = true;
+                            }
+                            // A timeout, a failed fsync or a failure after the append: may be in the log.
+                            7 | 20 | 56 => self.queue[i].maybe_written = true,
+                            // The broker lost (or never had) our sequence history: not written.
+                            45 | 47 | 59 => reset_identity = true,
+                            code if retriable(code) => self.router.stale |= stale_metadata(code),
+                            _ => {
+                                self.give_up(&self.queue[i]);
+                                answered[i] = true;
+                                reset_identity = true; // the values behind it would now leave a gap
+                            }
                         }
                     }
+                    _ => break,
                 }
-                _ => break,
             }
-        }
-        // Everything sent but not answered may or may not be in the log; the connection is gone.
-        let unanswered_sent = correlations.len();
-        if self.link.conn.is_none() || unanswered_sent < self.queue.len() {
-            for (i, pending) in self.queue.iter_mut().enumerate().take(unanswered_sent) {
-                if !answered[i] && self.link.conn.is_none() {
-                    pending.maybe_written = true;
+            // Sent but not answered (the connection broke): may or may not be in the log.
+            if read < correlations.len() || correlations.len() < indices.len() {
+                self.router.stale = true;
+                for &(i, _) in &correlations[read..] {
+                    self.queue[i].maybe_written = true;
                 }
             }
         }
@@ -415,7 +505,7 @@ pub enum FetchResult {
     Error,
 }
 
-async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, max_wait_ms: i32) -> FetchResult {
+async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i64, max_wait_ms: i32) -> FetchResult {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
@@ -429,7 +519,12 @@ async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, 
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(1 << 20),
         ])]);
-    match link.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await {
+    let Some(link) = router.leader(partition).await else { return FetchResult::Error };
+    let answer = link.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await;
+    if answer.is_err() {
+        router.stale = true;
+    }
+    match answer {
         Ok(ResponseKind::Fetch(response)) => {
             let data = response.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
             match data {
@@ -442,39 +537,48 @@ async fn fetch(link: &mut Link, topic: &str, partition: Partition, offset: i64, 
                     Err(_) => FetchResult::Error,
                 },
                 Some(data) if data.error_code == 1 => FetchResult::OutOfRange,
-                _ => FetchResult::Error,
+                Some(data) => {
+                    router.stale |= stale_metadata(data.error_code);
+                    FetchResult::Error
+                }
+                None => FetchResult::Error,
             }
         }
         _ => FetchResult::Error,
     }
 }
 
-async fn list_offset(link: &mut Link, topic: &str, partition: Partition, timestamp: i64) -> Option<i64> {
+async fn list_offset(router: &mut Router, topic: &str, partition: Partition, timestamp: i64) -> Option<i64> {
     let request =
         ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![
             ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
                 ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
             ]),
         ]);
+    let link = router.leader(partition).await?;
     match link.send(ApiKey::ListOffsets, 7, RequestKind::ListOffsets(request)).await {
         Ok(ResponseKind::ListOffsets(r)) => {
             let p = r.topics.first()?.partitions.first()?;
+            router.stale |= stale_metadata(p.error_code);
             (p.error_code == 0).then_some(p.offset)
         }
-        _ => None,
+        _ => {
+            router.stale = true;
+            None
+        }
     }
 }
 
 /// One consumer process assigned every partition: polls until `stop`.
 pub async fn run_consumer(
     process: Process,
-    addr: String,
+    bootstrap: Vec<String>,
     topic: String,
     partitions: i32,
     recorder: Recorder,
     stop: Arc<tokio::sync::Notify>,
 ) {
-    let mut link = Link { addr, client_id: format!("consumer-{}", process.0), conn: None };
+    let mut link = Router::new(bootstrap, format!("consumer-{}", process.0), topic.clone());
     let mut positions: BTreeMap<Partition, (i64, bool)> = (0..partitions).map(|p| (p, (0, true))).collect();
     let stopped = stop.notified();
     tokio::pin!(stopped);
@@ -522,13 +626,13 @@ pub async fn run_consumer(
 /// (as ListOffsets says once reads start), retrying until `deadline`. `true` if it got there.
 pub async fn final_read(
     process: Process,
-    addr: String,
+    bootstrap: Vec<String>,
     topic: String,
     partition: Partition,
     recorder: Recorder,
     deadline: Instant,
 ) -> bool {
-    let mut link = Link { addr, client_id: format!("final-reader-{}", process.0), conn: None };
+    let mut link = Router::new(bootstrap, format!("final-reader-{}", process.0), topic.clone());
     let target = loop {
         if let Some(latest) = list_offset(&mut link, &topic, partition, -1).await {
             break latest;

@@ -130,6 +130,11 @@ impl SimDisk {
         self.hook.state.lock().expect("disk hook lock").counts.clone()
     }
 
+    /// The disk is swapped for an empty one (the node must be down).
+    pub fn wipe(&self) {
+        self.disk.wipe();
+    }
+
     /// Power loss. With `keep_unsynced`, the seed picks, per file with unsynced changes, which
     /// unsynced sectors reached the platter and where the file ends; otherwise exactly the
     /// durable image survives.

@@ -143,14 +143,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     fn load(path: &Path) -> Result<Scenario, String> {
-        let scenario = Scenario::load(path).map_err(|e| e.to_string())?;
-        if scenario.cluster.brokers != 1 {
-            return Err(format!(
-                "{}: `cluster.brokers`: multi-broker clusters arrive with replication; use 1",
-                path.display()
-            ));
-        }
-        Ok(scenario)
+        Scenario::load(path).map_err(|e| e.to_string())
     }
 
     /// Runs one seed on a fresh OS thread; a panic becomes `Err(message)`.

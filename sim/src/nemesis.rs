@@ -9,14 +9,44 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::time::Duration;
 
+/// Whom a fault hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Target {
+    /// Index into the brokers (0 = broker-1).
+    Broker(usize),
+    Controller,
+    /// The leader of partition 0 when the fault starts.
+    Leader,
+    /// A follower of partition 0 when the fault starts.
+    Follower,
+    /// Every broker.
+    All,
+}
+
+impl Target {
+    fn parse(name: &str) -> Target {
+        match name {
+            "controller" => Target::Controller,
+            "leader" => Target::Leader,
+            "follower" => Target::Follower,
+            "all" => Target::All,
+            broker => Target::Broker(
+                broker.strip_prefix("broker-").and_then(|n| n.parse::<usize>().ok()).expect("validated") - 1,
+            ),
+        }
+    }
+}
+
 /// A fault the nemesis will inject.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlannedFault {
     pub at: Duration,
     pub kind: FaultKind,
-    /// Index into the brokers (0 = broker-1).
-    pub target: usize,
+    pub target: Target,
     pub duration: Duration,
+    /// Scripted faults run at their time even while others are on (a story may need two at
+    /// once); swarm faults come one after another.
+    pub scripted: bool,
 }
 
 /// Something the nemesis did, for the report's timeline.
@@ -41,11 +71,14 @@ pub fn stream_seed(seed: u64, stream: &str) -> u64 {
 /// Which random stream a fault kind draws from.
 fn category(kind: FaultKind) -> &'static str {
     match kind {
-        FaultKind::Crash | FaultKind::Kill | FaultKind::Pause => "process-faults",
-        FaultKind::Isolate | FaultKind::IsolateOutbound | FaultKind::ClogLink | FaultKind::SlowNetwork => {
-            "network-faults"
-        }
-        FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow => "disk-faults",
+        FaultKind::Crash | FaultKind::Kill | FaultKind::Pause | FaultKind::CrashAll => "process-faults",
+        FaultKind::Isolate
+        | FaultKind::IsolateOutbound
+        | FaultKind::ClogLink
+        | FaultKind::SlowNetwork
+        | FaultKind::IsolateFromBrokers
+        | FaultKind::IsolateFromCluster => "network-faults",
+        FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow | FaultKind::DiskLoss => "disk-faults",
     }
 }
 
@@ -58,8 +91,9 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
         .map(|f| PlannedFault {
             at: Duration::from_secs_f64(f.at_s),
             kind: f.kind,
-            target: f.target.strip_prefix("broker-").and_then(|n| n.parse::<usize>().ok()).expect("validated") - 1,
+            target: Target::parse(&f.target),
             duration: Duration::from_secs_f64(f.duration_s),
+            scripted: true,
         })
         .collect();
     if let Some(swarm) = &scenario.faults.swarm {
@@ -75,12 +109,17 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
             let rate = swarm.faults_per_minute * rng.gen_range(0.1..=1.0);
             let count = (rate * minutes).round() as usize;
             for _ in 0..count {
-                faults.push(PlannedFault {
-                    at: Duration::from_secs_f64(rng.gen_range(0.0..scenario.workload.duration_s as f64)),
-                    kind,
-                    target: rng.gen_range(0..scenario.cluster.brokers as usize),
-                    duration: Duration::from_secs_f64(rng.gen_range(0.5..5.0)),
-                });
+                let at = Duration::from_secs_f64(rng.gen_range(0.0..scenario.workload.duration_s as f64));
+                // Half the faults hit whoever leads partition 0 then: failover is the story.
+                let target = if kind == FaultKind::CrashAll {
+                    Target::All
+                } else if rng.gen_bool(0.5) {
+                    Target::Leader
+                } else {
+                    Target::Broker(rng.gen_range(0..scenario.cluster.brokers as usize))
+                };
+                let duration = Duration::from_secs_f64(rng.gen_range(0.5..5.0));
+                faults.push(PlannedFault { at, kind, target, duration, scripted: false });
             }
         }
     }

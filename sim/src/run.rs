@@ -10,11 +10,14 @@ use crate::check::{check_history, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
 use crate::disk::{DiskFaultCounts, DiskFaults, SimDisk};
 use crate::history::{History, Process};
-use crate::nemesis::{plan, stream_seed, FaultEvent, PlannedFault};
+use crate::nemesis::{plan, stream_seed, FaultEvent, PlannedFault, Target};
 use crate::scenario::{Acks, FaultKind, Scenario};
 use broker::protocol::client::Connection;
 use broker::server::state::PartitionObservation;
+use broker::controller::{Controller, MetadataImage, MetadataRecord, NO_LEADER};
 use broker::server::{self, Broker, BrokerConfig};
+use broker::types::TopicPartition;
+use std::collections::BTreeMap;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -59,53 +62,144 @@ pub struct RunOutcome {
     pub trace_hash: u64,
 }
 
-/// The observation hook of a broker node: `Some` while its broker runs.
-type LiveBroker = Arc<Mutex<Option<Arc<Broker>>>>;
+/// What runs on a node, for observation: set while it runs, cleared when it dies.
+#[derive(Clone, Default)]
+struct Running {
+    broker: Option<Arc<Broker>>,
+    controller: Option<Arc<Mutex<Controller>>>,
+}
 
-/// A broker node: its disk survives restarts; `live` is its observation hook while it runs.
-struct BrokerNode {
+/// The observation hook of a node.
+type LiveNode = Arc<Mutex<Running>>;
+
+/// A node (broker, or the controller): its disk survives restarts; `live` is its observation
+/// hook while it runs.
+struct SimNode {
     name: String,
     node: NodeHandle,
     disk: SimDisk,
-    live: LiveBroker,
+    live: LiveNode,
     addr: String,
 }
 
-/// Which brokers can hold all acknowledged writes through these faults.
-pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
-    let power_loss = faults.iter().any(|f| f.kind == FaultKind::Crash);
-    let fsync_every_message = scenario.topic.flush_messages == Some(1);
-    if power_loss && !fsync_every_message && scenario.topic.replication_factor == 1 {
-        return Budget {
-            within: false,
-            reason: "power loss of the only replica without an fsync per message: acknowledged records may be lost"
-                .to_string(),
-        };
+impl SimNode {
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.live.lock().expect("live lock").broker.clone()
     }
-    if power_loss && scenario.workload.acks != Acks::All {
-        return Budget { within: false, reason: "power loss with acks below all".to_string() };
+
+    fn controller(&self) -> Option<Arc<Mutex<Controller>>> {
+        self.live.lock().expect("live lock").controller.clone()
+    }
+
+    fn set_dead(&self) {
+        *self.live.lock().expect("live lock") = Running::default();
+    }
+}
+
+/// The world's nodes. `controller` is `None` when the one broker is its own controller.
+struct World {
+    brokers: Vec<SimNode>,
+    controller: Option<SimNode>,
+}
+
+impl World {
+    /// The node holding the controller role.
+    fn controller_node(&self) -> &SimNode {
+        self.controller.as_ref().unwrap_or(&self.brokers[0])
+    }
+
+    /// The committed metadata, if the controller is up.
+    fn metadata(&self) -> Option<MetadataImage> {
+        let controller = self.controller_node().controller()?;
+        let image = controller.lock().expect("controller lock").image().clone();
+        Some(image)
+    }
+
+    fn bootstrap(&self) -> Vec<String> {
+        self.brokers.iter().map(|b| b.addr.clone()).collect()
+    }
+}
+
+/// Data-losing faults on different brokers closer than this may hit every copy of a record
+/// (the first victim has not caught up again yet).
+const RECOVERY_WINDOW: Duration = Duration::from_secs(15);
+
+/// Which faults the configuration promises to survive without losing acknowledged writes.
+pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
+    let beyond = |reason: &str| Budget { within: false, reason: reason.to_string() };
+    let topic = &scenario.topic;
+    let fsync_every_message = topic.flush_messages == Some(1);
+    let loses_data = |f: &PlannedFault| match f.kind {
+        FaultKind::Crash | FaultKind::CrashAll => !fsync_every_message,
+        FaultKind::DiskLoss => true,
+        _ => false,
+    };
+    let moves_leadership = |f: &PlannedFault| !matches!(f.kind, FaultKind::SlowNetwork | FaultKind::DiskSlow);
+    let hits_broker = |f: &PlannedFault| f.target != Target::Controller;
+    if topic.replication_factor == 1 {
+        if faults.iter().any(|f| loses_data(f) && hits_broker(f)) {
+            return beyond(
+                "power loss (or disk loss) of the only replica without an fsync per message: acknowledged records may be lost",
+            );
+        }
+        if faults.iter().any(|f| f.kind == FaultKind::Crash) && scenario.workload.acks != Acks::All {
+            return beyond("power loss with acks below all");
+        }
+        return Budget { within: true, reason: "every fault is one the configuration survives".to_string() };
+    }
+    if topic.unclean_leader_election && faults.iter().any(|f| moves_leadership(f) && hits_broker(f)) {
+        return beyond("unclean leader election may elect a replica that misses acknowledged writes");
+    }
+    if scenario.workload.acks != Acks::All && faults.iter().any(|f| moves_leadership(f) && hits_broker(f)) {
+        return beyond("acks below all: a write is acknowledged before the followers have it");
+    }
+    if faults.iter().any(|f| f.kind == FaultKind::CrashAll && loses_data(f)) {
+        return beyond("every replica lost power without an fsync per message");
+    }
+    let losses: Vec<&PlannedFault> = faults.iter().filter(|f| loses_data(f) && hits_broker(f)).collect();
+    if !losses.is_empty() && topic.min_insync_replicas < 2 {
+        return beyond("min.insync.replicas below 2: an acknowledged record may live on one replica that then loses it");
+    }
+    for pair in losses.windows(2) {
+        if pair[1].at < pair[0].at + pair[0].duration + RECOVERY_WINDOW {
+            return beyond("two replicas lost data before the first had caught up again");
+        }
     }
     Budget { within: true, reason: "every fault is one the configuration survives".to_string() }
 }
 
-fn broker_config(scenario: &Scenario, index: usize, addr: &str) -> BrokerConfig {
+/// The controller node's address (clusters of more than one broker).
+const CONTROLLER_ADDR: &str = "10.0.0.100:9093";
+const CONTROLLER_NODE_ID: i32 = 100;
+
+/// Timings scaled to the simulation (Kafka's defaults are 2 s heartbeats, a 9 s session and
+/// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs.
+const SIM_TIMINGS: &[(&str, &str)] = &[
+    ("broker.heartbeat.interval.ms", "200"),
+    ("broker.session.timeout.ms", "1500"),
+    ("replica.lag.time.max.ms", "2000"),
+    ("replica.fetch.wait.max.ms", "200"),
+];
+
+fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -> BrokerConfig {
     let mut config = BrokerConfig::default();
-    config.set("node.id", &(index + 1).to_string()).expect("valid");
-    config.set("listeners", &format!("PLAINTEXT://{addr}")).expect("valid");
+    config.set("node.id", &node_id.to_string()).expect("valid");
     config.set("log.dirs", "/data").expect("valid");
     config.set("auto.create.topics.enable", "false").expect("valid");
     config.set("log.segment.bytes", "65536").expect("valid");
-    let _ = scenario;
+    config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
+    for (key, value) in SIM_TIMINGS {
+        config.set(key, value).expect("valid");
+    }
+    for (key, value) in settings {
+        config.set(key, value).unwrap_or_else(|e| panic!("sim config {key}={value}: {e}"));
+    }
     config
 }
 
-fn start_broker(handle: &Handle, scenario: &Scenario, seed: u64, index: usize) -> BrokerNode {
-    let name = format!("broker-{}", index + 1);
-    let ip: IpAddr = format!("10.0.0.{}", index + 1).parse().expect("valid ip");
-    let addr = format!("{ip}:9092");
-    let disk = SimDisk::new(stream_seed(seed, &format!("disk-{index}")));
-    let live: LiveBroker = Arc::default();
-    let config = broker_config(scenario, index, &addr);
+fn start_node(handle: &Handle, seed: u64, name: String, ip: IpAddr, addr: String, config: BrokerConfig) -> SimNode {
+    let disk = SimDisk::new(stream_seed(seed, &format!("disk-{name}")));
+    let live: LiveNode = Arc::default();
     let (node_disk, node_live, node_name) = (disk.disk.clone(), live.clone(), name.clone());
     let node = handle
         .create_node()
@@ -116,26 +210,58 @@ fn start_broker(handle: &Handle, scenario: &Scenario, seed: u64, index: usize) -
             async move {
                 match server::start(config, Arc::new(disk)).await {
                     Ok(running) => {
-                        *live.lock().expect("live lock") = Some(running.broker.clone());
+                        *live.lock().expect("live lock") =
+                            Running { broker: running.broker.clone(), controller: running.controller.clone() };
                         std::future::pending::<()>().await;
                     }
-                    // A broker that refuses to start (corruption it will not serve) stays down.
-                    Err(e) => tracing::warn!(node = name, error = %format!("{e:#}"), "broker refused to start"),
+                    // A node that refuses to start (corruption it will not serve) stays down.
+                    Err(e) => tracing::warn!(node = name, error = %format!("{e:#}"), "node refused to start"),
                 }
             }
         })
         .build();
-    BrokerNode { name, node, disk, live, addr }
+    SimNode { name, node, disk, live, addr }
+}
+
+fn start_world(handle: &Handle, scenario: &Scenario, seed: u64) -> World {
+    let separate_controller = scenario.cluster.brokers > 1;
+    let controller = separate_controller.then(|| {
+        let settings = [
+            ("process.roles", "controller".to_string()),
+            ("listeners", format!("CONTROLLER://{CONTROLLER_ADDR}")),
+            ("default.replication.factor", scenario.topic.replication_factor.to_string()),
+        ];
+        let config = node_config(scenario, CONTROLLER_NODE_ID, &settings);
+        let ip: IpAddr = CONTROLLER_ADDR.split(':').next().expect("ip").parse().expect("valid ip");
+        start_node(handle, seed, "controller".to_string(), ip, CONTROLLER_ADDR.to_string(), config)
+    });
+    let brokers = (0..scenario.cluster.brokers as usize)
+        .map(|index| {
+            let ip: IpAddr = format!("10.0.0.{}", index + 1).parse().expect("valid ip");
+            let addr = format!("{ip}:9092");
+            let mut settings = vec![("listeners", format!("PLAINTEXT://{addr}"))];
+            if separate_controller {
+                settings.push(("process.roles", "broker".to_string()));
+                settings.push(("controller.quorum.voters", format!("{CONTROLLER_NODE_ID}@{CONTROLLER_ADDR}")));
+            }
+            let config = node_config(scenario, index as i32 + 1, &settings);
+            start_node(handle, seed, format!("broker-{}", index + 1), ip, addr, config)
+        })
+        .collect();
+    World { brokers, controller }
 }
 
 /// Creates the workload's topic, retrying until the broker answers.
-async fn create_topic(addr: &str, scenario: &Scenario) -> Result<(), String> {
+async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(), String> {
     let mut configs = vec![("min.insync.replicas", scenario.topic.min_insync_replicas.to_string())];
     if let Some(messages) = scenario.topic.flush_messages {
         configs.push(("flush.messages", messages.to_string()));
     }
     if let Some(ms) = scenario.topic.flush_ms {
         configs.push(("flush.ms", ms.to_string()));
+    }
+    if scenario.topic.unclean_leader_election {
+        configs.push(("unclean.leader.election.enable", "true".to_string()));
     }
     let configs: Vec<CreatableTopicConfig> = configs
         .into_iter()
@@ -145,7 +271,8 @@ async fn create_topic(addr: &str, scenario: &Scenario) -> Result<(), String> {
                 .with_value(Some(StrBytes::from_string(v)))
         })
         .collect();
-    for _ in 0..100 {
+    for attempt in 0..200 {
+        let addr = &bootstrap[attempt % bootstrap.len()];
         if let Ok(mut conn) = Connection::connect(addr, "setup").await {
             conn.request_timeout = Duration::from_secs(2);
             let request =
@@ -159,6 +286,8 @@ async fn create_topic(addr: &str, scenario: &Scenario) -> Result<(), String> {
             {
                 match r.topics[0].error_code {
                     0 | 36 => return Ok(()),
+                    // Not every broker has registered yet.
+                    7 | 38 => {}
                     code => {
                         return Err(format!(
                             "CreateTopics refused the scenario's topic: error {code} {:?}",
@@ -170,7 +299,7 @@ async fn create_topic(addr: &str, scenario: &Scenario) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err("the broker never accepted the topic".to_string())
+    Err("the cluster never accepted the topic".to_string())
 }
 
 /// Runs one seed on the current thread (use a fresh OS thread per seed).
@@ -181,25 +310,20 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
 }
 
 async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
-    assert_eq!(
-        scenario.cluster.brokers, 1,
-        "multi-broker clusters arrive with replication (checked when the scenario is loaded)"
-    );
     let handle = Handle::current();
     let started = Instant::now();
     let recorder = Recorder::new();
-    let brokers: Vec<BrokerNode> =
-        (0..scenario.cluster.brokers as usize).map(|i| start_broker(&handle, &scenario, seed, i)).collect();
+    let world = Arc::new(start_world(&handle, &scenario, seed));
     let planned = plan(&scenario, seed);
     let budget = budget(&scenario, &planned);
-    let addr = brokers[0].addr.clone();
+    let bootstrap = world.bootstrap();
     let faults: Arc<Mutex<Vec<FaultEvent>>> = Arc::default();
     let state_violations: Arc<Mutex<Vec<Violation>>> = Arc::default();
 
     let setup = handle.create_node().name("setup").ip("10.0.2.1".parse().expect("ip")).build();
     let setup_result = setup.spawn({
-        let (addr, scenario) = (addr.clone(), scenario.clone());
-        async move { create_topic(&addr, &scenario).await }
+        let (bootstrap, scenario) = (bootstrap.clone(), scenario.clone());
+        async move { create_topic(&bootstrap, &scenario).await }
     });
     if let Err(e) = setup_result.await.expect("setup task") {
         panic!("setup failed: {e}");
@@ -208,18 +332,14 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // State checks at a fixed cadence, for the whole run.
     let monitor_stop = Arc::new(Notify::new());
     let monitor = {
-        let lives: Vec<(String, LiveBroker)> = brokers.iter().map(|b| (b.name.clone(), b.live.clone())).collect();
-        let (violations, stop) = (state_violations.clone(), monitor_stop.clone());
+        let (world, violations, stop) = (world.clone(), state_violations.clone(), monitor_stop.clone());
         setup.spawn(async move {
             let stopped = stop.notified();
             tokio::pin!(stopped);
+            let mut tracker = StateTracker::default();
             loop {
-                for (name, live) in &lives {
-                    let broker = live.lock().expect("live lock").clone();
-                    if let Some(broker) = broker {
-                        violations.lock().expect("violations").extend(check_state(name, &broker.observe()));
-                    }
-                }
+                let observed = observe_all(&world);
+                violations.lock().expect("violations").extend(tracker.check(&observed));
                 tokio::select! {
                     biased;
                     _ = &mut stopped => return,
@@ -254,7 +374,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         producer_nodes.push(node.id());
         let task = run_producer(
             Process(p + 1),
-            addr.clone(),
+            bootstrap.clone(),
             producer_config.clone(),
             recorder.clone(),
             producers_stop.clone(),
@@ -270,7 +390,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             .build();
         let task = run_consumer(
             process,
-            addr.clone(),
+            bootstrap.clone(),
             scenario.topic.name.clone(),
             scenario.topic.partitions,
             recorder.clone(),
@@ -282,13 +402,14 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // The fault phase.
     let fault_phase = Duration::from_secs(scenario.workload.duration_s);
     let link_peer = producer_nodes.first().copied();
-    inject_faults(&handle, &brokers, link_peer, &planned, started, fault_phase, &faults, &recorder).await;
+    let nemesis = Nemesis { handle: &handle, world: &world, topic: &scenario.topic.name, faults: &faults, recorder: &recorder };
+    nemesis.inject(link_peer, &planned, started, fault_phase).await;
     let remaining = fault_phase.saturating_sub(started.elapsed());
     tokio::time::sleep(remaining).await;
 
     // The heal phase.
     let heal_deadline = Instant::now() + Duration::from_secs(scenario.workload.heal_s);
-    heal(&handle, &brokers, &faults, &recorder);
+    nemesis.heal();
     producers_stop.stop();
     workload_stop.notify_waiters();
     let mut liveness_failure = None;
@@ -303,7 +424,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     for partition in 0..scenario.topic.partitions {
         let task = final_read(
             Process(2000 + partition as u32),
-            addr.clone(),
+            bootstrap.clone(),
             scenario.topic.name.clone(),
             partition,
             recorder.clone(),
@@ -318,24 +439,32 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             });
         }
     }
+    // Converged: every ISR member holds the leader's log up to the HW.
+    if scenario.topic.replication_factor > 1 {
+        let converged = wait_for_replicas(&world, &scenario, heal_deadline).await;
+        if liveness_failure.is_none() && !converged {
+            liveness_failure = Some("the in-sync replicas did not catch up with their leaders within the heal phase".to_string());
+        }
+    }
     monitor_stop.notify_waiters();
     let _ = monitor.await;
 
     let history = recorder.history();
     let mut violations = state_violations.lock().expect("violations").clone();
+    violations.extend(check_replica_prefix(&world, &scenario));
+    if let Some(controller) = world.controller_node().controller() {
+        let records = controller.lock().expect("controller lock").records_from(0, usize::MAX).to_vec();
+        violations.extend(check_leader_from_isr(&records));
+    }
     violations.extend(check_history(&history, liveness_failure.is_none()));
-    let final_observations: Vec<(String, Vec<PartitionObservation>)> = brokers
-        .iter()
-        .map(|b| {
-            (
-                b.name.clone(),
-                b.live.lock().expect("live lock").as_ref().map(|broker| broker.observe()).unwrap_or_default(),
-            )
-        })
-        .collect();
+    let final_observations = observe_all(&world);
     let faults = faults.lock().expect("faults").clone();
-    let disk_faults: Vec<(String, DiskFaultCounts)> =
-        brokers.iter().map(|b| (b.name.clone(), b.disk.counts())).collect();
+    let disk_faults: Vec<(String, DiskFaultCounts)> = world
+        .brokers
+        .iter()
+        .chain(world.controller.iter())
+        .map(|b| (b.name.clone(), b.disk.counts()))
+        .collect();
     let simulated_ns = started.elapsed().as_nanos() as u64;
     // The final draw summarises every draw the simulator made: any divergence changes it.
     let rng_position: u64 = madsim::rand::random();
@@ -362,27 +491,237 @@ fn trace_hash(value: &impl Serialize) -> u64 {
     json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
-/// hw-bounded: log start <= LSO <= HW <= LEO on every partition of a live broker.
-pub fn check_state(node: &str, observations: &[PartitionObservation]) -> Vec<Violation> {
-    observations
+/// Every live broker's observations, by node name.
+fn observe_all(world: &World) -> Vec<(String, Vec<PartitionObservation>)> {
+    world
+        .brokers
         .iter()
-        .filter(|o| {
-            !(o.log_start_offset <= o.high_watermark
-                && o.last_stable_offset <= o.high_watermark
-                && o.high_watermark <= o.log_end_offset)
-        })
-        .map(|o| Violation {
-            invariant: "hw-bounded",
-            partition: o.partition,
-            offsets: vec![o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset],
-            values: vec![],
-            operations: vec![],
-            detail: format!(
-                "{node} {}-{}: log start {}, LSO {}, HW {}, LEO {}",
-                o.topic, o.partition, o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset
-            ),
-        })
+        .filter_map(|b| Some((b.name.clone(), b.broker()?.observe())))
         .collect()
+}
+
+fn violation(invariant: &'static str, partition: i32, offsets: Vec<i64>, detail: String) -> Violation {
+    Violation { invariant, partition, offsets, values: vec![], operations: vec![], detail }
+}
+
+/// Per replica: hw-bounded (log start <= LSO <= HW <= LEO), no-truncation-below-hw, and
+/// isr-enforced (no acks=all success with an ISR below min.insync.replicas).
+pub fn check_state(node: &str, observations: &[PartitionObservation]) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for o in observations {
+        let where_ = format!("{node} {}-{}", o.topic, o.partition);
+        if !(o.log_start_offset <= o.high_watermark
+            && o.last_stable_offset <= o.high_watermark
+            && o.high_watermark <= o.log_end_offset)
+        {
+            found.push(violation(
+                "hw-bounded",
+                o.partition,
+                vec![o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset],
+                format!(
+                    "{where_}: log start {}, LSO {}, HW {}, LEO {}",
+                    o.log_start_offset, o.last_stable_offset, o.high_watermark, o.log_end_offset
+                ),
+            ));
+        }
+        if o.truncated_below_high_watermark {
+            found.push(violation(
+                "no-truncation-below-hw",
+                o.partition,
+                vec![o.high_watermark],
+                format!("{where_}: a follower truncation cut below the high watermark it had"),
+            ));
+        }
+        if let Some(smallest) = o.smallest_isr_acked.filter(|&s| (s as i32) < o.min_insync_replicas) {
+            found.push(violation(
+                "isr-enforced",
+                o.partition,
+                vec![],
+                format!(
+                    "{where_}: an acks=all write was acknowledged with an ISR of {smallest}, min.insync.replicas is {}",
+                    o.min_insync_replicas
+                ),
+            ));
+        }
+    }
+    found
+}
+
+/// What the state checks remember between observations.
+#[derive(Default)]
+pub struct StateTracker {
+    /// (node, topic, partition) → the largest leader epoch that node has reported.
+    epochs: BTreeMap<(String, String, i32), i32>,
+    /// Violations already reported (each is reported once).
+    reported: std::collections::BTreeSet<String>,
+}
+
+impl StateTracker {
+    /// The per-replica checks plus the cluster-wide ones: single-leader (at most one replica
+    /// claims leadership per leader epoch), epoch-monotonic (a node's leader epoch never goes
+    /// back, restarts included), and hw-bounded across replicas (the leader's HW is not above
+    /// the log end of any replica that considers itself in the ISR at that epoch).
+    pub fn check(&mut self, observed: &[(String, Vec<PartitionObservation>)]) -> Vec<Violation> {
+        let mut found = Vec::new();
+        for (node, observations) in observed {
+            found.extend(check_state(node, observations));
+        }
+        let mut leaders: BTreeMap<(String, i32, i32), Vec<&str>> = BTreeMap::new();
+        for (node, observations) in observed {
+            for o in observations {
+                if o.leader {
+                    leaders.entry((o.topic.clone(), o.partition, o.leader_epoch)).or_default().push(node);
+                }
+                let key = (node.clone(), o.topic.clone(), o.partition);
+                let previous = self.epochs.entry(key).or_insert(o.leader_epoch);
+                if o.leader_epoch < *previous {
+                    found.push(violation(
+                        "epoch-monotonic",
+                        o.partition,
+                        vec![],
+                        format!("{node} {}-{}: leader epoch went from {previous} to {}", o.topic, o.partition, o.leader_epoch),
+                    ));
+                }
+                *previous = (*previous).max(o.leader_epoch);
+            }
+        }
+        for ((topic, partition, epoch), nodes) in &leaders {
+            if nodes.len() > 1 {
+                found.push(violation(
+                    "single-leader",
+                    *partition,
+                    vec![],
+                    format!("{topic}-{partition}: {} all lead at epoch {epoch}", nodes.join(", ")),
+                ));
+            }
+        }
+        for (leader_node, observations) in observed {
+            for leader in observations.iter().filter(|o| o.leader) {
+                for (node, others) in observed {
+                    let Some(member) = others.iter().find(|o| {
+                        o.topic == leader.topic && o.partition == leader.partition && !o.leader && o.leader_epoch == leader.leader_epoch
+                    }) else {
+                        continue;
+                    };
+                    let node_id: i32 = node.trim_start_matches("broker-").parse().unwrap_or(-1);
+                    let in_isr = leader.isr.contains(&node_id) && member.isr.contains(&node_id);
+                    if in_isr && leader.high_watermark > member.log_end_offset {
+                        found.push(violation(
+                            "hw-bounded",
+                            leader.partition,
+                            vec![leader.high_watermark, member.log_end_offset],
+                            format!(
+                                "{}-{}: leader {leader_node} has HW {} but ISR member {node} ends at {}",
+                                leader.topic, leader.partition, leader.high_watermark, member.log_end_offset
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        found.retain(|v| self.reported.insert(format!("{} {}", v.invariant, v.detail)));
+        found
+    }
+}
+
+/// leader-from-isr: replaying the controller's records, every leader it elected was in the ISR
+/// just before (unless the topic allows unclean election).
+pub fn check_leader_from_isr(records: &[MetadataRecord]) -> Vec<Violation> {
+    let mut image = MetadataImage::default();
+    let mut found = Vec::new();
+    for record in records {
+        if let MetadataRecord::PartitionChange { topic_id, partition, leader, leader_epoch, .. } = record {
+            let before = image.partitions.get(&(*topic_id, *partition)).cloned();
+            let unclean = image
+                .topic_by_id(*topic_id)
+                .and_then(|t| t.configs.get("unclean.leader.election.enable"))
+                .is_some_and(|v| v == "true");
+            if let Some(before) = before {
+                if *leader != NO_LEADER && *leader != before.leader && !before.isr.contains(leader) && !unclean {
+                    found.push(violation(
+                        "leader-from-isr",
+                        *partition,
+                        vec![],
+                        format!(
+                            "partition {partition}: broker {leader} elected at epoch {leader_epoch} from outside the ISR {:?}",
+                            before.isr
+                        ),
+                    ));
+                }
+            }
+        }
+        image.replay(record);
+    }
+    found
+}
+
+/// Waits until, for every partition, each ISR member's log reaches its leader's HW.
+async fn wait_for_replicas(world: &World, scenario: &Scenario, deadline: Instant) -> bool {
+    loop {
+        let observed = observe_all(world);
+        let converged = (0..scenario.topic.partitions).all(|partition| {
+            let find = |name: &str| {
+                observed
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .and_then(|(_, obs)| obs.iter().find(|o| o.topic == scenario.topic.name && o.partition == partition))
+            };
+            let Some((_, leader)) = observed.iter().find_map(|(n, obs)| {
+                obs.iter().find(|o| o.topic == scenario.topic.name && o.partition == partition && o.leader).map(|o| (n, o))
+            }) else {
+                return false;
+            };
+            leader.isr.iter().all(|id| find(&format!("broker-{id}")).is_some_and(|o| o.log_end_offset >= leader.high_watermark))
+        });
+        if converged {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// replica-prefix: below the leader's HW, every ISR member holds byte-identical batches.
+fn check_replica_prefix(world: &World, scenario: &Scenario) -> Vec<Violation> {
+    let mut found = Vec::new();
+    for partition in 0..scenario.topic.partitions {
+        let tp = TopicPartition::new(scenario.topic.name.clone(), partition);
+        let brokers: Vec<(String, Arc<Broker>)> =
+            world.brokers.iter().filter_map(|b| Some((b.name.clone(), b.broker()?))).collect();
+        let leader = brokers.iter().find_map(|(name, b)| {
+            let o = b.observe().into_iter().find(|o| o.topic == tp.topic && o.partition == partition && o.leader)?;
+            Some((name.clone(), o))
+        });
+        let Some((leader_name, leader)) = leader else { continue };
+        let Some((_, leader_broker)) = brokers.iter().find(|(n, _)| *n == leader_name) else { continue };
+        let Some(reference) = leader_broker.replica_bytes(&tp, leader.high_watermark) else { continue };
+        for id in leader.isr.iter() {
+            let name = format!("broker-{id}");
+            if name == leader_name {
+                continue;
+            }
+            let Some((_, member)) = brokers.iter().find(|(n, _)| *n == name) else { continue };
+            let Some(bytes) = member.replica_bytes(&tp, leader.high_watermark) else { continue };
+            if bytes != reference {
+                found.push(violation(
+                    "replica-prefix",
+                    partition,
+                    vec![leader.high_watermark],
+                    format!(
+                        "{tp}: below HW {} {name} (log start {}, {} bytes) differs from leader {leader_name} (log start {}, {} bytes)",
+                        leader.high_watermark,
+                        bytes.0,
+                        bytes.1.len(),
+                        reference.0,
+                        reference.1.len()
+                    ),
+                ));
+            }
+        }
+    }
+    found
 }
 
 fn note(faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder, target: &str, what: impl Into<String>) {
@@ -393,86 +732,172 @@ fn note(faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder, target: &str, what
     });
 }
 
-/// Applies the planned faults one after another (never two at once), within the fault phase.
-#[allow(clippy::too_many_arguments)]
-async fn inject_faults(
-    handle: &Handle,
-    brokers: &[BrokerNode],
-    link_peer: Option<madsim::task::NodeId>,
-    planned: &[PlannedFault],
-    started: Instant,
-    fault_phase: Duration,
-    faults: &Mutex<Vec<FaultEvent>>,
-    recorder: &Recorder,
-) {
-    let net = madsim::net::NetSim::current();
-    for fault in planned {
+/// The fault injector of one run.
+struct Nemesis<'a> {
+    handle: &'a Handle,
+    world: &'a World,
+    topic: &'a str,
+    faults: &'a Mutex<Vec<FaultEvent>>,
+    recorder: &'a Recorder,
+}
+
+impl Nemesis<'_> {
+    fn note(&self, target: &str, what: impl Into<String>) {
+        note(self.faults, self.recorder, target, what);
+    }
+
+    /// The nodes a target names now (`leader` / `follower`: of partition 0, from the
+    /// controller's committed metadata).
+    fn resolve(&self, target: Target) -> Vec<&SimNode> {
+        let partition_zero = || {
+            let image = self.world.metadata()?;
+            image.partition(self.topic, 0).cloned()
+        };
+        match target {
+            Target::Broker(index) => vec![&self.world.brokers[index]],
+            Target::Controller => vec![self.world.controller_node()],
+            Target::All => self.world.brokers.iter().collect(),
+            Target::Leader => match partition_zero() {
+                Some(p) if p.leader != NO_LEADER => vec![&self.world.brokers[p.leader as usize - 1]],
+                _ => vec![],
+            },
+            Target::Follower => match partition_zero() {
+                Some(p) => p
+                    .replicas
+                    .iter()
+                    .find(|&&r| r != p.leader)
+                    .map(|&r| vec![&self.world.brokers[r as usize - 1]])
+                    .unwrap_or_default(),
+                None => vec![],
+            },
+        }
+    }
+
+    /// Every node but `node`, brokers and controller.
+    fn others(&self, node: &SimNode, with_controller: bool) -> Vec<&SimNode> {
+        let controller = self.world.controller.iter().filter(|_| with_controller);
+        self.world.brokers.iter().chain(controller).filter(|n| n.name != node.name).collect()
+    }
+
+    /// Applies the planned faults within the fault phase: swarm faults one after another,
+    /// scripted ones each at its time.
+    async fn inject(
+        &self,
+        link_peer: Option<madsim::task::NodeId>,
+        planned: &[PlannedFault],
+        started: Instant,
+        fault_phase: Duration,
+    ) {
+        let scripted = planned.iter().filter(|f| f.scripted).map(|f| self.apply(f, link_peer, started, fault_phase));
+        let swarm = async {
+            for fault in planned.iter().filter(|f| !f.scripted) {
+                self.apply(fault, link_peer, started, fault_phase).await;
+            }
+        };
+        futures::future::join(futures::future::join_all(scripted), swarm).await;
+    }
+
+    async fn apply(
+        &self,
+        fault: &PlannedFault,
+        link_peer: Option<madsim::task::NodeId>,
+        started: Instant,
+        fault_phase: Duration,
+    ) {
+        let net = madsim::net::NetSim::current();
         let elapsed = started.elapsed();
         if elapsed >= fault_phase {
-            break;
+            return;
         }
         tokio::time::sleep(fault.at.saturating_sub(elapsed)).await;
         let duration = fault.duration.min(fault_phase.saturating_sub(started.elapsed()));
-        let broker = &brokers[fault.target];
-        let id = broker.node.id();
+        let targets = self.resolve(fault.target);
+        let Some(first) = targets.first() else {
+            self.note(&format!("{:?}", fault.target), format!("{:?} skipped: no such node now", fault.kind));
+            return;
+        };
         match fault.kind {
-            FaultKind::Crash | FaultKind::Kill => {
-                handle.kill(id);
-                *broker.live.lock().expect("live lock") = None;
-                let power_loss = fault.kind == FaultKind::Crash;
-                if power_loss {
-                    broker.disk.power_loss(true);
+            FaultKind::Crash | FaultKind::Kill | FaultKind::CrashAll | FaultKind::DiskLoss => {
+                for node in &targets {
+                    self.handle.kill(node.node.id());
+                    node.set_dead();
+                    let what = match fault.kind {
+                        FaultKind::Kill => "kill (process crash)",
+                        FaultKind::DiskLoss => {
+                            node.disk.wipe();
+                            "kill, and the disk is replaced by an empty one"
+                        }
+                        _ => {
+                            node.disk.power_loss(true);
+                            "crash (power loss)"
+                        }
+                    };
+                    self.note(&node.name, what);
                 }
-                note(
-                    faults,
-                    recorder,
-                    &broker.name,
-                    if power_loss { "crash (power loss)" } else { "kill (process crash)" },
-                );
                 tokio::time::sleep(duration).await;
-                handle.restart(id);
-                note(faults, recorder, &broker.name, "restart");
+                for node in &targets {
+                    self.handle.restart(node.node.id());
+                    self.note(&node.name, "restart");
+                }
             }
             FaultKind::Pause => {
-                handle.pause(id);
-                note(faults, recorder, &broker.name, "pause");
+                self.handle.pause(first.node.id());
+                self.note(&first.name, "pause");
                 tokio::time::sleep(duration).await;
-                handle.resume(id);
-                note(faults, recorder, &broker.name, "resume");
+                self.handle.resume(first.node.id());
+                self.note(&first.name, "resume");
             }
             FaultKind::Isolate | FaultKind::IsolateOutbound => {
+                let id = first.node.id();
                 let outbound_only = fault.kind == FaultKind::IsolateOutbound;
                 if outbound_only {
                     net.clog_node_out(id);
                 } else {
                     net.clog_node(id);
                 }
-                note(faults, recorder, &broker.name, if outbound_only { "isolate outbound" } else { "isolate" });
+                self.note(&first.name, if outbound_only { "isolate outbound" } else { "isolate" });
                 tokio::time::sleep(duration).await;
                 if outbound_only {
                     net.unclog_node_out(id);
                 } else {
                     net.unclog_node(id);
                 }
-                note(faults, recorder, &broker.name, "heal network");
+                self.note(&first.name, "heal network");
+            }
+            FaultKind::IsolateFromBrokers | FaultKind::IsolateFromCluster => {
+                let with_controller = fault.kind == FaultKind::IsolateFromCluster;
+                let others = self.others(first, with_controller);
+                for other in &others {
+                    net.clog_link(first.node.id(), other.node.id());
+                    net.clog_link(other.node.id(), first.node.id());
+                }
+                let what = if with_controller { "cut off from the brokers and the controller" } else { "cut off from the brokers" };
+                self.note(&first.name, what);
+                tokio::time::sleep(duration).await;
+                for other in &others {
+                    net.unclog_link(first.node.id(), other.node.id());
+                    net.unclog_link(other.node.id(), first.node.id());
+                }
+                self.note(&first.name, "links restored");
             }
             FaultKind::ClogLink => {
-                let Some(peer) = link_peer else { continue };
+                let Some(peer) = link_peer else { return };
+                let id = first.node.id();
                 net.clog_link(id, peer);
-                note(faults, recorder, &broker.name, "clog link to producer-1 (one way)");
+                self.note(&first.name, "clog link to producer-1 (one way)");
                 tokio::time::sleep(duration).await;
                 net.unclog_link(id, peer);
-                note(faults, recorder, &broker.name, "unclog link");
+                self.note(&first.name, "unclog link");
             }
             FaultKind::SlowNetwork => {
                 net.update_config(|c| {
                     c.packet_loss_rate = 0.05;
                     c.send_latency = Duration::from_millis(5)..Duration::from_millis(50);
                 });
-                note(faults, recorder, "network", "slow: 5-50 ms latency, 5% loss");
+                self.note("network", "slow: 5-50 ms latency, 5% loss");
                 tokio::time::sleep(duration).await;
                 net.update_config(|c| *c = madsim::net::Config::default());
-                note(faults, recorder, "network", "normal");
+                self.note("network", "normal");
             }
             FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow => {
                 let faults_on = match fault.kind {
@@ -486,32 +911,40 @@ async fn inject_faults(
                         ..DiskFaults::default()
                     },
                 };
-                broker.disk.set_faults(faults_on);
-                note(faults, recorder, &broker.name, format!("{:?} on", fault.kind));
+                first.disk.set_faults(faults_on);
+                self.note(&first.name, format!("{:?} on", fault.kind));
                 tokio::time::sleep(duration).await;
-                broker.disk.set_faults(DiskFaults::default());
-                note(faults, recorder, &broker.name, format!("{:?} off", fault.kind));
+                first.disk.set_faults(DiskFaults::default());
+                self.note(&first.name, format!("{:?} off", fault.kind));
             }
         }
     }
-}
 
-/// Ends every fault: links heal, disks behave, and brokers that died, refused to start or
-/// took their log directory offline restart (a process restart: the disk keeps its data).
-fn heal(handle: &Handle, brokers: &[BrokerNode], faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder) {
-    let net = madsim::net::NetSim::current();
-    net.update_config(|c| *c = madsim::net::Config::default());
-    for broker in brokers {
-        let id = broker.node.id();
-        net.unclog_node(id);
-        broker.disk.set_faults(DiskFaults::default());
-        let live = broker.live.lock().expect("live lock").clone();
-        let healthy = live.as_ref().is_some_and(|b| b.offline_reason().is_none());
-        if !healthy {
-            handle.kill(id);
-            *broker.live.lock().expect("live lock") = None;
-            handle.restart(id);
-            note(faults, recorder, &broker.name, "heal: restart");
+    /// Ends every fault: links heal, disks behave, and nodes that died, refused to start or
+    /// took their log directory offline restart (a process restart: the disk keeps its data).
+    fn heal(&self) {
+        let net = madsim::net::NetSim::current();
+        net.update_config(|c| *c = madsim::net::Config::default());
+        let nodes: Vec<&SimNode> = self.world.brokers.iter().chain(self.world.controller.iter()).collect();
+        for node in &nodes {
+            let id = node.node.id();
+            net.unclog_node(id);
+            for other in &nodes {
+                net.unclog_link(id, other.node.id());
+            }
+            node.disk.set_faults(DiskFaults::default());
+            let running = node.live.lock().expect("live lock").clone();
+            let healthy = match (&running.broker, &running.controller) {
+                (Some(broker), _) => broker.offline_reason().is_none(),
+                (None, Some(_)) => true,
+                (None, None) => false,
+            };
+            if !healthy {
+                self.handle.kill(id);
+                node.set_dead();
+                self.handle.restart(id);
+                self.note(&node.name, "heal: restart");
+            }
         }
     }
 }

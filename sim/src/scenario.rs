@@ -69,7 +69,8 @@ pub struct Scenario {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
-    /// Broker nodes, named `broker-1` .. `broker-N`.
+    /// Broker nodes, named `broker-1` .. `broker-N`. With more than one, a separate
+    /// `controller` node holds the metadata log; one broker is its own controller.
     pub brokers: u32,
 }
 
@@ -176,6 +177,16 @@ pub enum FaultKind {
     DiskError,
     /// Every operation on the target's disk takes up to 20 ms.
     DiskSlow,
+    /// Cut the links between the target and the other brokers, both ways (clients and the
+    /// controller still reach it): followers stop fetching from it, or it from its leader.
+    IsolateFromBrokers,
+    /// Cut the links between the target and the other brokers and the controller, both ways;
+    /// clients still reach it. A leader cut off like this keeps taking acks=1 writes.
+    IsolateFromCluster,
+    /// Power loss of every broker at once (target `all`); they restart after `duration_s`.
+    CrashAll,
+    /// The target's disk is replaced by an empty one: kill, wipe, restart after `duration_s`.
+    DiskLoss,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -183,6 +194,8 @@ pub enum FaultKind {
 pub struct ScriptedFault {
     pub at_s: f64,
     pub kind: FaultKind,
+    /// `broker-N`, `controller` (clusters of more than one broker), `leader` / `follower` (of
+    /// partition 0 when the fault starts), or `all` (for `crash-all`).
     pub target: String,
     #[serde(default)]
     pub duration_s: f64,
@@ -227,6 +240,12 @@ pub const KNOWN_ANOMALIES: &[&str] = &[
     "hw-monotonic",
     "phantom-value",
     "hw-bounded",
+    "single-leader",
+    "epoch-monotonic",
+    "no-truncation-below-hw",
+    "replica-prefix",
+    "isr-enforced",
+    "leader-from-isr",
 ];
 
 impl Scenario {
@@ -283,11 +302,22 @@ impl Scenario {
             return bad("workload.duration_s", "must be positive".to_string());
         }
         for fault in &self.faults.scripted {
-            if !self.is_node(&fault.target) {
+            let all = fault.target == "all";
+            if all != (fault.kind == FaultKind::CrashAll) {
+                return bad("faults.scripted.target", "target `all` goes with kind `crash-all`, and only with it".to_string());
+            }
+            if !all && !self.is_node(&fault.target) {
+                let controller = if self.cluster.brokers > 1 { ", controller" } else { "" };
                 return bad(
                     "faults.scripted.target",
-                    format!("unknown node `{}`: use broker-1 .. broker-{}", fault.target, self.cluster.brokers),
+                    format!(
+                        "unknown node `{}`: use broker-1 .. broker-{}, leader, follower{controller}",
+                        fault.target, self.cluster.brokers
+                    ),
                 );
+            }
+            if fault.target == "follower" && self.topic.replication_factor < 2 {
+                return bad("faults.scripted.target", "`follower` needs replication_factor of 2 or more".to_string());
             }
             if fault.at_s < 0.0 || fault.at_s > self.workload.duration_s as f64 {
                 return bad(
@@ -325,6 +355,9 @@ impl Scenario {
     }
 
     fn is_node(&self, name: &str) -> bool {
+        if name == "leader" || name == "follower" || (name == "controller" && self.cluster.brokers > 1) {
+            return true;
+        }
         name.strip_prefix("broker-")
             .and_then(|n| n.parse::<u32>().ok())
             .is_some_and(|n| (1..=self.cluster.brokers).contains(&n))

@@ -165,6 +165,14 @@ impl MemDisk {
         }
     }
 
+    /// The disk is replaced by an empty one (the fault hook and its pending delay stay).
+    pub fn wipe(&self) {
+        let mut state = self.lock();
+        state.files.clear();
+        state.volatile.clear();
+        state.durable.clear();
+    }
+
     /// Files whose volatile image differs from the durable one (tests and the simulator).
     pub fn unsynced_files(&self) -> Vec<PathBuf> {
         let state = self.lock();
