@@ -148,7 +148,15 @@ pub struct Router {
 
 impl Router {
     pub fn new(bootstrap: Vec<String>, client_id: String, topic: String) -> Router {
-        Router { bootstrap, next_bootstrap: 0, client_id, topic, leaders: BTreeMap::new(), links: BTreeMap::new(), stale: true }
+        Router {
+            bootstrap,
+            next_bootstrap: 0,
+            client_id,
+            topic,
+            leaders: BTreeMap::new(),
+            links: BTreeMap::new(),
+            stale: true,
+        }
     }
 
     fn link(&mut self, addr: &str) -> &mut Link {

@@ -10,19 +10,19 @@ use crate::check::{check_history, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
 use crate::disk::{DiskFaultCounts, DiskFaults, SimDisk};
 use crate::history::{History, Process};
-use crate::nemesis::{plan, stream_seed, FaultEvent, PlannedFault, Target};
+use crate::nemesis::{loses_data, plan, start_times, stream_seed, FaultEvent, PlannedFault, Target, RECOVERY_WINDOW};
 use crate::scenario::{Acks, FaultKind, Scenario};
+use broker::controller::{Controller, MetadataImage, MetadataRecord, NO_LEADER};
 use broker::protocol::client::Connection;
 use broker::server::state::PartitionObservation;
-use broker::controller::{Controller, MetadataImage, MetadataRecord, NO_LEADER};
 use broker::server::{self, Broker, BrokerConfig};
 use broker::types::TopicPartition;
-use std::collections::BTreeMap;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use madsim::runtime::{Handle, NodeHandle};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -120,20 +120,11 @@ impl World {
     }
 }
 
-/// Data-losing faults on different brokers closer than this may hit every copy of a record
-/// (the first victim has not caught up again yet).
-const RECOVERY_WINDOW: Duration = Duration::from_secs(15);
-
 /// Which faults the configuration promises to survive without losing acknowledged writes.
 pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
     let beyond = |reason: &str| Budget { within: false, reason: reason.to_string() };
     let topic = &scenario.topic;
-    let fsync_every_message = topic.flush_messages == Some(1);
-    let loses_data = |f: &PlannedFault| match f.kind {
-        FaultKind::Crash | FaultKind::CrashAll => !fsync_every_message,
-        FaultKind::DiskLoss => true,
-        _ => false,
-    };
+    let loses_data = |f: &PlannedFault| loses_data(scenario, f);
     let moves_leadership = |f: &PlannedFault| !matches!(f.kind, FaultKind::SlowNetwork | FaultKind::DiskSlow);
     let hits_broker = |f: &PlannedFault| f.target != Target::Controller;
     if topic.replication_factor == 1 {
@@ -156,12 +147,17 @@ pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
     if faults.iter().any(|f| f.kind == FaultKind::CrashAll && loses_data(f)) {
         return beyond("every replica lost power without an fsync per message");
     }
-    let losses: Vec<&PlannedFault> = faults.iter().filter(|f| loses_data(f) && hits_broker(f)).collect();
+    let starts = start_times(faults);
+    let losses: Vec<(Duration, &PlannedFault)> =
+        starts.into_iter().zip(faults).filter(|(_, f)| loses_data(f) && hits_broker(f)).collect();
     if !losses.is_empty() && topic.min_insync_replicas < 2 {
-        return beyond("min.insync.replicas below 2: an acknowledged record may live on one replica that then loses it");
+        return beyond(
+            "min.insync.replicas below 2: an acknowledged record may live on one replica that then loses it",
+        );
     }
     for pair in losses.windows(2) {
-        if pair[1].at < pair[0].at + pair[0].duration + RECOVERY_WINDOW {
+        let ((first_start, first), (second_start, _)) = (pair[0], pair[1]);
+        if second_start < first_start + first.duration + RECOVERY_WINDOW {
             return beyond("two replicas lost data before the first had caught up again");
         }
     }
@@ -402,7 +398,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // The fault phase.
     let fault_phase = Duration::from_secs(scenario.workload.duration_s);
     let link_peer = producer_nodes.first().copied();
-    let nemesis = Nemesis { handle: &handle, world: &world, topic: &scenario.topic.name, faults: &faults, recorder: &recorder };
+    let nemesis =
+        Nemesis { handle: &handle, world: &world, topic: &scenario.topic.name, faults: &faults, recorder: &recorder };
     nemesis.inject(link_peer, &planned, started, fault_phase).await;
     let remaining = fault_phase.saturating_sub(started.elapsed());
     tokio::time::sleep(remaining).await;
@@ -443,7 +440,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     if scenario.topic.replication_factor > 1 {
         let converged = wait_for_replicas(&world, &scenario, heal_deadline).await;
         if liveness_failure.is_none() && !converged {
-            liveness_failure = Some("the in-sync replicas did not catch up with their leaders within the heal phase".to_string());
+            liveness_failure =
+                Some("the in-sync replicas did not catch up with their leaders within the heal phase".to_string());
         }
     }
     monitor_stop.notify_waiters();
@@ -459,12 +457,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = observe_all(&world);
     let faults = faults.lock().expect("faults").clone();
-    let disk_faults: Vec<(String, DiskFaultCounts)> = world
-        .brokers
-        .iter()
-        .chain(world.controller.iter())
-        .map(|b| (b.name.clone(), b.disk.counts()))
-        .collect();
+    let disk_faults: Vec<(String, DiskFaultCounts)> =
+        world.brokers.iter().chain(world.controller.iter()).map(|b| (b.name.clone(), b.disk.counts())).collect();
     let simulated_ns = started.elapsed().as_nanos() as u64;
     // The final draw summarises every draw the simulator made: any divergence changes it.
     let rng_position: u64 = madsim::rand::random();
@@ -493,11 +487,7 @@ fn trace_hash(value: &impl Serialize) -> u64 {
 
 /// Every live broker's observations, by node name.
 fn observe_all(world: &World) -> Vec<(String, Vec<PartitionObservation>)> {
-    world
-        .brokers
-        .iter()
-        .filter_map(|b| Some((b.name.clone(), b.broker()?.observe())))
-        .collect()
+    world.brokers.iter().filter_map(|b| Some((b.name.clone(), b.broker()?.observe()))).collect()
 }
 
 fn violation(invariant: &'static str, partition: i32, offsets: Vec<i64>, detail: String) -> Violation {
@@ -579,7 +569,10 @@ impl StateTracker {
                         "epoch-monotonic",
                         o.partition,
                         vec![],
-                        format!("{node} {}-{}: leader epoch went from {previous} to {}", o.topic, o.partition, o.leader_epoch),
+                        format!(
+                            "{node} {}-{}: leader epoch went from {previous} to {}",
+                            o.topic, o.partition, o.leader_epoch
+                        ),
                     ));
                 }
                 *previous = (*previous).max(o.leader_epoch);
@@ -599,7 +592,10 @@ impl StateTracker {
             for leader in observations.iter().filter(|o| o.leader) {
                 for (node, others) in observed {
                     let Some(member) = others.iter().find(|o| {
-                        o.topic == leader.topic && o.partition == leader.partition && !o.leader && o.leader_epoch == leader.leader_epoch
+                        o.topic == leader.topic
+                            && o.partition == leader.partition
+                            && !o.leader
+                            && o.leader_epoch == leader.leader_epoch
                     }) else {
                         continue;
                     };
@@ -625,7 +621,8 @@ impl StateTracker {
 }
 
 /// leader-from-isr: replaying the controller's records, every leader it elected was in the ISR
-/// just before (unless the topic allows unclean election).
+/// or the ELR (members that left an ISR below min.insync.replicas) just before, unless the
+/// topic allows unclean election.
 pub fn check_leader_from_isr(records: &[MetadataRecord]) -> Vec<Violation> {
     let mut image = MetadataImage::default();
     let mut found = Vec::new();
@@ -637,14 +634,15 @@ pub fn check_leader_from_isr(records: &[MetadataRecord]) -> Vec<Violation> {
                 .and_then(|t| t.configs.get("unclean.leader.election.enable"))
                 .is_some_and(|v| v == "true");
             if let Some(before) = before {
-                if *leader != NO_LEADER && *leader != before.leader && !before.isr.contains(leader) && !unclean {
+                let eligible = before.isr.contains(leader) || before.elr.contains(leader);
+                if *leader != NO_LEADER && *leader != before.leader && !eligible && !unclean {
                     found.push(violation(
                         "leader-from-isr",
                         *partition,
                         vec![],
                         format!(
-                            "partition {partition}: broker {leader} elected at epoch {leader_epoch} from outside the ISR {:?}",
-                            before.isr
+                            "partition {partition}: broker {leader} elected at epoch {leader_epoch} from outside the ISR {:?} and ELR {:?}",
+                            before.isr, before.elr
                         ),
                     ));
                 }
@@ -661,17 +659,21 @@ async fn wait_for_replicas(world: &World, scenario: &Scenario, deadline: Instant
         let observed = observe_all(world);
         let converged = (0..scenario.topic.partitions).all(|partition| {
             let find = |name: &str| {
-                observed
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .and_then(|(_, obs)| obs.iter().find(|o| o.topic == scenario.topic.name && o.partition == partition))
+                observed.iter().find(|(n, _)| n == name).and_then(|(_, obs)| {
+                    obs.iter().find(|o| o.topic == scenario.topic.name && o.partition == partition)
+                })
             };
             let Some((_, leader)) = observed.iter().find_map(|(n, obs)| {
-                obs.iter().find(|o| o.topic == scenario.topic.name && o.partition == partition && o.leader).map(|o| (n, o))
+                obs.iter()
+                    .find(|o| o.topic == scenario.topic.name && o.partition == partition && o.leader)
+                    .map(|o| (n, o))
             }) else {
                 return false;
             };
-            leader.isr.iter().all(|id| find(&format!("broker-{id}")).is_some_and(|o| o.log_end_offset >= leader.high_watermark))
+            leader
+                .isr
+                .iter()
+                .all(|id| find(&format!("broker-{id}")).is_some_and(|o| o.log_end_offset >= leader.high_watermark))
         });
         if converged {
             return true;
@@ -871,7 +873,11 @@ impl Nemesis<'_> {
                     net.clog_link(first.node.id(), other.node.id());
                     net.clog_link(other.node.id(), first.node.id());
                 }
-                let what = if with_controller { "cut off from the brokers and the controller" } else { "cut off from the brokers" };
+                let what = if with_controller {
+                    "cut off from the brokers and the controller"
+                } else {
+                    "cut off from the brokers"
+                };
                 self.note(&first.name, what);
                 tokio::time::sleep(duration).await;
                 for other in &others {

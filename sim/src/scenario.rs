@@ -304,7 +304,10 @@ impl Scenario {
         for fault in &self.faults.scripted {
             let all = fault.target == "all";
             if all != (fault.kind == FaultKind::CrashAll) {
-                return bad("faults.scripted.target", "target `all` goes with kind `crash-all`, and only with it".to_string());
+                return bad(
+                    "faults.scripted.target",
+                    "target `all` goes with kind `crash-all`, and only with it".to_string(),
+                );
             }
             if !all && !self.is_node(&fault.target) {
                 let controller = if self.cluster.brokers > 1 { ", controller" } else { "" };

@@ -67,6 +67,9 @@ pub struct ControllerConfig {
     pub num_partitions: i32,
     /// `unclean.leader.election.enable` (topics may override).
     pub unclean_leader_election: bool,
+    /// `min.insync.replicas` (topics may override): below it, members leaving the ISR become
+    /// eligible leader replicas.
+    pub min_insync_replicas: i32,
 }
 
 impl Default for ControllerConfig {
@@ -76,8 +79,19 @@ impl Default for ControllerConfig {
             default_replication_factor: 1,
             num_partitions: 1,
             unclean_leader_election: false,
+            min_insync_replicas: 1,
         }
     }
+}
+
+/// Where a broker's replica of a partition ends, as its heartbeats report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaLog {
+    pub topic_id: u128,
+    pub partition: i32,
+    /// The latest leader epoch in its log (-1: none).
+    pub latest_epoch: i32,
+    pub log_end: i64,
 }
 
 /// A topic to create, as CreateTopics (or auto-creation) asks for it.
@@ -114,6 +128,8 @@ pub struct Controller {
     /// When each registered broker last heartbeated (not persisted: a restarted controller
     /// gives every broker a full session timeout).
     last_heartbeat_ms: BTreeMap<i32, i64>,
+    /// The latest log summary each broker sent (in memory; dropped when it re-registers).
+    replica_logs: BTreeMap<i32, BTreeMap<(u128, i32), (i32, i64)>>,
     /// Set when a metadata append failed: nothing is decided any more (until restart).
     failed: Option<String>,
 }
@@ -130,7 +146,16 @@ impl Controller {
         let mut image = MetadataImage::default();
         records.iter().for_each(|r| image.replay(r));
         let last_heartbeat_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
-        Controller { log, records, image, cluster_id, config, last_heartbeat_ms, failed: None }
+        Controller {
+            log,
+            records,
+            image,
+            cluster_id,
+            config,
+            last_heartbeat_ms,
+            replica_logs: BTreeMap::new(),
+            failed: None,
+        }
     }
 
     pub fn image(&self) -> &MetadataImage {
@@ -200,6 +225,7 @@ impl Controller {
         let broker_epoch = self.next_offset() + records.len() as i64;
         records.push(MetadataRecord::RegisterBroker { node_id, broker_epoch, incarnation, host, port });
         self.commit(records)?;
+        self.replica_logs.remove(&node_id);
         self.last_heartbeat_ms.insert(node_id, now_ms);
         tracing::info!(node_id, broker_epoch, "broker registered");
         Ok(broker_epoch)
@@ -213,10 +239,13 @@ impl Controller {
         node_id: i32,
         broker_epoch: i64,
         caught_up_offset: i64,
+        logs: &[ReplicaLog],
         now_ms: i64,
     ) -> Result<bool, ApiError> {
         let broker = self.check_broker(node_id, broker_epoch)?.clone();
         self.last_heartbeat_ms.insert(node_id, now_ms);
+        self.replica_logs
+            .insert(node_id, logs.iter().map(|l| ((l.topic_id, l.partition), (l.latest_epoch, l.log_end))).collect());
         if broker.fenced && caught_up_offset > broker.broker_epoch {
             let mut records = vec![MetadataRecord::UnfenceBroker { node_id, broker_epoch }];
             let mut image = self.image.clone();
@@ -275,37 +304,105 @@ impl Controller {
             if isr.len() > 1 {
                 isr.retain(|&r| r != node_id);
             }
-            let leader = if partition.leader == node_id || partition.leader == NO_LEADER {
-                self.choose_leader(image, partition, &isr)
+            let elr = self.next_elr(image, partition, &isr);
+            let elected = if partition.leader == node_id || partition.leader == NO_LEADER {
+                self.choose_leader(image, partition, &isr, &elr)
             } else {
-                Some((partition.leader, isr.clone()))
+                Some((partition.leader, isr.clone(), elr.clone()))
             };
-            let (leader, isr) = leader.unwrap_or((NO_LEADER, isr));
-            if let Some(change) = change_record(partition, leader, isr) {
+            let (leader, isr, elr) = elected.unwrap_or((NO_LEADER, isr, elr));
+            if let Some(change) = change_record(partition, leader, isr, elr) {
                 records.push(change);
             }
         }
         records
     }
 
-    /// Elections for leaderless partitions (after a broker was unfenced, or for unclean topics).
+    /// Elections for leaderless partitions (after a broker was unfenced, once recovery
+    /// candidates have reported their logs, or for unclean topics).
     fn elect_leaderless(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
         image
             .partitions
             .values()
             .filter(|p| p.leader == NO_LEADER)
             .filter_map(|p| {
-                let (leader, isr) = self.choose_leader(image, p, &p.isr)?;
-                change_record(p, leader, isr)
+                let (leader, isr, elr) = self.choose_leader(image, p, &p.isr, &p.elr)?;
+                change_record(p, leader, isr, elr)
             })
             .collect()
     }
 
-    /// The election rule (see the module docs). `None`: no eligible replica is live.
-    fn choose_leader(&self, image: &MetadataImage, partition: &PartitionImage, isr: &[i32]) -> Option<(i32, Vec<i32>)> {
-        let clean = partition.replicas.iter().find(|r| isr.contains(r) && image.is_live(**r));
-        if let Some(&leader) = clean {
-            return Some((leader, isr.to_vec()));
+    /// The ELR after the ISR becomes `new_isr`: members leaving an ISR that is (now) below
+    /// `min.insync.replicas` join it; members back in the ISR leave it; it empties once the
+    /// ISR is at or above `min.insync.replicas` again.
+    fn next_elr(&self, image: &MetadataImage, partition: &PartitionImage, new_isr: &[i32]) -> Vec<i32> {
+        if new_isr.len() as i32 >= self.min_insync_replicas(image, partition.topic_id) {
+            return Vec::new();
+        }
+        let mut elr: Vec<i32> = partition.elr.iter().copied().filter(|r| !new_isr.contains(r)).collect();
+        for r in &partition.isr {
+            if !new_isr.contains(r) && !elr.contains(r) {
+                elr.push(*r);
+            }
+        }
+        elr
+    }
+
+    fn min_insync_replicas(&self, image: &MetadataImage, topic_id: u128) -> i32 {
+        let configured = image.topic_by_id(topic_id).and_then(|t| t.configs.get("min.insync.replicas"));
+        configured.and_then(|v| v.parse().ok()).unwrap_or(self.config.min_insync_replicas)
+    }
+
+    /// The election rule (see the module docs), given the ISR and ELR the partition will have.
+    /// `None`: no replica may lead yet.
+    ///
+    /// With an empty ELR, the first live ISR member leads. With a non-empty ELR the ISR is
+    /// below `min.insync.replicas`, and its members may have lost data in a restart: then, as
+    /// KIP-966's recovery does, the replica with the longest log (latest epoch, then log end)
+    /// among ISR and ELR leads, once every one of them is live and has reported its log. Each
+    /// holds a prefix of the same history, so the longest holds every acknowledged record.
+    fn choose_leader(
+        &self,
+        image: &MetadataImage,
+        partition: &PartitionImage,
+        isr: &[i32],
+        elr: &[i32],
+    ) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+        if elr.is_empty() {
+            let clean = partition.replicas.iter().find(|r| isr.contains(r) && image.is_live(**r));
+            if let Some(&leader) = clean {
+                return Some((leader, isr.to_vec(), Vec::new()));
+            }
+        } else {
+            let candidates: Vec<i32> =
+                partition.replicas.iter().copied().filter(|r| isr.contains(r) || elr.contains(r)).collect();
+            let key = (partition.topic_id, partition.partition);
+            let logs: Option<Vec<(i32, (i32, i64))>> = candidates
+                .iter()
+                .map(|&r| {
+                    let report = self.replica_logs.get(&r)?.get(&key)?;
+                    image.is_live(r).then_some((r, *report))
+                })
+                .collect();
+            if let Some(logs) = logs {
+                // The longest log; among equals, the first in assignment order.
+                let best = logs.iter().fold(None::<(i32, (i32, i64))>, |best, &(r, log)| match best {
+                    Some((_, best_log)) if best_log >= log => best,
+                    _ => Some((r, log)),
+                });
+                if let Some((leader, (epoch, log_end))) = best {
+                    tracing::warn!(
+                        topic_id = partition.topic_id,
+                        partition = partition.partition,
+                        leader,
+                        epoch,
+                        log_end,
+                        ?candidates,
+                        "ISR below min.insync.replicas: electing the longest log among ISR and ELR"
+                    );
+                    return Some((leader, vec![leader], Vec::new()));
+                }
+            }
         }
         if self.unclean_allowed(image, partition.topic_id) {
             if let Some(&leader) = partition.replicas.iter().find(|r| image.is_live(**r)) {
@@ -315,7 +412,7 @@ impl Controller {
                     leader,
                     "unclean leader election: acknowledged data may be lost"
                 );
-                return Some((leader, vec![leader]));
+                return Some((leader, vec![leader], Vec::new()));
             }
         }
         None
@@ -375,7 +472,8 @@ impl Controller {
         if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !self.image.is_live(**r)) {
             return Err(ApiError::new(code::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
         }
-        if let Some(change) = change_record(&current, node_id, new_isr) {
+        let elr = self.next_elr(&self.image, &current, &new_isr);
+        if let Some(change) = change_record(&current, node_id, new_isr, elr) {
             self.commit(vec![change])?;
         }
         Ok(self.image.partitions[&(topic_id, partition)].clone())
@@ -505,15 +603,16 @@ impl Controller {
     }
 }
 
-/// The record that moves `partition` to `leader` and `isr`, if anything changes.
-fn change_record(partition: &PartitionImage, leader: i32, isr: Vec<i32>) -> Option<MetadataRecord> {
-    if leader == partition.leader && isr == partition.isr {
+/// The record that moves `partition` to `leader`, `isr` and `elr`, if anything changes.
+fn change_record(partition: &PartitionImage, leader: i32, isr: Vec<i32>, elr: Vec<i32>) -> Option<MetadataRecord> {
+    if leader == partition.leader && isr == partition.isr && elr == partition.elr {
         return None;
     }
     Some(MetadataRecord::PartitionChange {
         topic_id: partition.topic_id,
         partition: partition.partition,
         isr,
+        elr,
         leader,
         leader_epoch: partition.leader_epoch + i32::from(leader != partition.leader),
         partition_epoch: partition.partition_epoch + 1,
@@ -534,7 +633,7 @@ mod tests {
         let mut c = Controller::new(log, records, "cluster".to_string(), config, 0);
         for node in 1..=3 {
             let epoch = c.handle_register(node, node as u128, "h".to_string(), 9000 + node, 0).unwrap();
-            c.handle_heartbeat(node, epoch, c.next_offset(), 0).unwrap();
+            c.handle_heartbeat(node, epoch, c.next_offset(), &[], 0).unwrap();
         }
         c
     }
@@ -561,7 +660,7 @@ mod tests {
             for node in 1..=3 {
                 if !silent.contains(&node) {
                     let e = epoch(c, node);
-                    c.handle_heartbeat(node, e, c.next_offset(), now).unwrap();
+                    c.handle_heartbeat(node, e, c.next_offset(), &[], now).unwrap();
                 }
             }
             c.tick(now).unwrap();
@@ -595,8 +694,8 @@ mod tests {
         assert_eq!(offline.isr, vec![p.leader], "the last in-sync member stays in the ISR");
         // The last ISR member comes back (same incarnation: a pause, not a restart).
         let e = epoch(&c, p.leader);
-        c.handle_heartbeat(p.leader, e, c.next_offset(), 2_100).unwrap();
-        c.handle_heartbeat(p.leader, e, c.next_offset(), 2_100).unwrap();
+        c.handle_heartbeat(p.leader, e, c.next_offset(), &[], 2_100).unwrap();
+        c.handle_heartbeat(p.leader, e, c.next_offset(), &[], 2_100).unwrap();
         let back = &c.image().partitions[&(7, 0)];
         assert_eq!(back.leader, p.leader);
         assert_eq!(back.leader_epoch, offline.leader_epoch + 1);
@@ -634,6 +733,38 @@ mod tests {
     }
 
     #[test]
+    fn below_min_isr_a_restarted_last_member_loses_the_election_to_a_longer_eligible_log() {
+        let mut c = controller(false);
+        let mut configs = BTreeMap::new();
+        configs.insert("min.insync.replicas".to_string(), "2".to_string());
+        let topic =
+            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
+        c.handle_create_topic(topic, false, 7).unwrap();
+        let p = c.image().partitions[&(7, 0)].clone();
+        let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
+        // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
+        // becomes an eligible leader replica (it has every acks=all record).
+        c.handle_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b]).unwrap();
+        heartbeat_all_but(&mut c, &[b], 2_000);
+        let shrunk = c.image().partitions[&(7, 0)].clone();
+        assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
+        // `a`, the last ISR member, restarts with an empty disk.
+        c.handle_register(a, 1234, "h".to_string(), 1, 2_100).unwrap();
+        let log = |epoch: i32, end: i64| ReplicaLog { topic_id: 7, partition: 0, latest_epoch: epoch, log_end: end };
+        for (node, report) in [(a, log(-1, 0)), (third, log(0, 40))] {
+            let e = epoch(&c, node);
+            c.handle_heartbeat(node, e, c.next_offset(), &[report], 2_200).unwrap();
+        }
+        c.tick(2_200).unwrap();
+        assert_eq!(c.image().partitions[&(7, 0)].leader, NO_LEADER, "waits for every ISR and ELR member");
+        let e = epoch(&c, b);
+        c.handle_heartbeat(b, e, c.next_offset(), &[log(0, 100)], 2_300).unwrap();
+        c.tick(2_300).unwrap();
+        let elected = &c.image().partitions[&(7, 0)];
+        assert_eq!((elected.leader, elected.isr.clone(), elected.elr.clone()), (b, vec![b], vec![]));
+    }
+
+    #[test]
     fn a_restarted_broker_leaves_the_isr_and_loses_leadership() {
         let mut c = controller(false);
         let p = create(&mut c, None);
@@ -651,7 +782,7 @@ mod tests {
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
         let mut c = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0);
         let e = c.handle_register(1, 1, "h".to_string(), 1, 0).unwrap();
-        c.handle_heartbeat(1, e, c.next_offset(), 0).unwrap();
+        c.handle_heartbeat(1, e, c.next_offset(), &[], 0).unwrap();
         let topic = NewTopic {
             name: "t".to_string(),
             partitions: 2,

@@ -43,6 +43,8 @@ pub enum MetadataRecord {
         topic_id: u128,
         partition: i32,
         isr: Vec<i32>,
+        #[serde(default)]
+        elr: Vec<i32>,
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
@@ -70,6 +72,12 @@ pub struct PartitionImage {
     /// In-sync replicas. Invariant: a non-empty subset of `replicas`; contains `leader` when
     /// there is one.
     pub isr: Vec<i32>,
+    /// Eligible leader replicas (KIP-966): members that left the ISR while it was below
+    /// `min.insync.replicas`. No acks=all write succeeded without them, so each holds every
+    /// acknowledged record. Invariant: disjoint from `isr`; empty while the ISR is at or above
+    /// `min.insync.replicas`.
+    #[serde(default)]
+    pub elr: Vec<i32>,
     /// [`NO_LEADER`] while no eligible replica is alive.
     pub leader: i32,
     /// Bumped on every leader change (including to and from no leader).
@@ -159,6 +167,7 @@ impl MetadataImage {
                     partition: *partition,
                     replicas: replicas.clone(),
                     isr: isr.clone(),
+                    elr: Vec::new(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
@@ -166,7 +175,15 @@ impl MetadataImage {
                 image.check();
                 assert!(self.partitions.insert((*topic_id, *partition), image).is_none(), "partition created twice");
             }
-            MetadataRecord::PartitionChange { topic_id, partition, isr, leader, leader_epoch, partition_epoch } => {
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                isr,
+                elr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+            } => {
                 let image = self.partitions.get_mut(&(*topic_id, *partition)).expect("change of an unknown partition");
                 assert_eq!(*partition_epoch, image.partition_epoch + 1, "partition epoch must grow by one");
                 let leader_changed = *leader != image.leader;
@@ -176,6 +193,7 @@ impl MetadataImage {
                     "leader epoch vs leader change"
                 );
                 image.isr = isr.clone();
+                image.elr = elr.clone();
                 image.leader = *leader;
                 image.leader_epoch = *leader_epoch;
                 image.partition_epoch = *partition_epoch;
@@ -215,6 +233,7 @@ impl PartitionImage {
         assert!(!self.isr.is_empty(), "empty ISR for {}-{}", self.topic_id, self.partition);
         assert!(self.isr.iter().all(|r| self.replicas.contains(r)), "ISR member outside the replicas");
         assert!(self.leader == NO_LEADER || self.isr.contains(&self.leader), "leader outside the ISR");
+        assert!(self.elr.iter().all(|r| self.replicas.contains(r) && !self.isr.contains(r)), "ELR member in the ISR");
         let distinct: BTreeSet<_> = self.replicas.iter().collect();
         assert_eq!(distinct.len(), self.replicas.len(), "a replica listed twice");
     }

@@ -3,7 +3,7 @@
 //! has not seen yet (from the offset it sent), so any call — a heartbeat most often — moves the
 //! broker's image forward; brokers never read the controller's state any other way.
 
-use super::core::{ApiError, Controller, CreatedTopic, NewTopic};
+use super::core::{ApiError, Controller, CreatedTopic, NewTopic, ReplicaLog};
 use super::image::{MetadataRecord, PartitionImage};
 use crate::protocol::{read_frame, write_frame};
 use serde::{Deserialize, Serialize};
@@ -27,9 +27,11 @@ pub enum ControllerRequest {
         host: String,
         port: i32,
     },
+    /// `logs`: where each of the broker's replicas ends (for recovery elections).
     Heartbeat {
         node_id: i32,
         broker_epoch: i64,
+        logs: Vec<ReplicaLog>,
     },
     AlterPartition {
         node_id: i32,
@@ -88,8 +90,8 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
                 ControllerReply::Registered { broker_epoch, cluster_id: controller.cluster_id.clone() }
             })
         }
-        ControllerRequest::Heartbeat { node_id, broker_epoch } => controller
-            .handle_heartbeat(node_id, broker_epoch, envelope.metadata_offset, now_ms)
+        ControllerRequest::Heartbeat { node_id, broker_epoch, logs } => controller
+            .handle_heartbeat(node_id, broker_epoch, envelope.metadata_offset, &logs, now_ms)
             .map(|fenced| ControllerReply::Heartbeat { fenced }),
         ControllerRequest::AlterPartition {
             node_id,

@@ -115,6 +115,8 @@ pub enum LogError {
     UnsupportedMessageFormat(i8),
     #[error("out of order sequence for producer {producer_id:?}: expected {expected}, got {received}")]
     OutOfOrderSequence { producer_id: ProducerId, expected: i32, received: i32 },
+    #[error("producer {producer_id:?} is unknown to this log and sent sequence {received}, not 0")]
+    UnknownProducerId { producer_id: ProducerId, received: i32 },
     #[error("producer {producer_id:?} epoch {received:?} is older than the current epoch {current:?}")]
     InvalidProducerEpoch { producer_id: ProducerId, received: ProducerEpoch, current: ProducerEpoch },
     #[error("invalid record: {0}")]
@@ -139,6 +141,7 @@ impl LogError {
             LogError::UnsupportedMessageFormat(_) => 43,
             LogError::OutOfOrderSequence { .. } => 45,
             LogError::InvalidProducerEpoch { .. } => 47,
+            LogError::UnknownProducerId { .. } => 59,
             LogError::OffsetOutOfRange { .. } => 1,
             LogError::InvalidRecord(_) => 87,
             LogError::Storage { .. } | LogError::Corruption { .. } => 56, // KAFKA_STORAGE_ERROR

@@ -61,6 +61,12 @@ impl ProducerStateManager {
         last_seq: i32,
     ) -> Result<SequenceCheck, LogError> {
         let Some(entry) = self.producers.get(&producer_id) else {
+            // A producer this log knows nothing of must start at 0. Accepting a later sequence
+            // would let a retry of its first batch land behind its second (the simulator found
+            // that after a failover). The client starts over (KIP-360) on UNKNOWN_PRODUCER_ID.
+            if first_seq != 0 {
+                return Err(LogError::UnknownProducerId { producer_id: ProducerId(producer_id), received: first_seq });
+            }
             return Ok(SequenceCheck::Append);
         };
         if epoch < entry.epoch {
@@ -153,8 +159,9 @@ mod tests {
         assert!(matches!(state.check(1, 2, 5, 5), Err(LogError::InvalidProducerEpoch { .. })));
         assert!(matches!(state.check(1, 4, 5, 5), Err(LogError::OutOfOrderSequence { expected: 0, .. })));
         assert_eq!(state.check(1, 4, 0, 0).unwrap(), SequenceCheck::Append);
-        // An unknown producer may start anywhere (its state may have left the log).
-        assert_eq!(state.check(2, 0, 17, 17).unwrap(), SequenceCheck::Append);
+        // An unknown producer must start at 0: its first batch may still be on its way.
+        assert!(matches!(state.check(2, 0, 17, 17), Err(LogError::UnknownProducerId { received: 17, .. })));
+        assert_eq!(state.check(2, 0, 0, 0).unwrap(), SequenceCheck::Append);
     }
 
     #[test]

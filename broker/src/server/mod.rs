@@ -105,6 +105,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
             default_replication_factor: config.default_replication_factor,
             num_partitions: config.num_partitions,
             unclean_leader_election: config.unclean_leader_election,
+            min_insync_replicas: config.min_insync_replicas,
         };
         let shared =
             Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, state::now_ms())));

@@ -102,6 +102,14 @@ impl Partition {
         matches!(self.role, Role::Leader(_))
     }
 
+    /// Whether this replica still follows at `leader_epoch`. A fetcher checks it under the
+    /// partition lock after every await, before it changes the log: an answer from a leader it
+    /// no longer follows must not truncate or append (the simulator found exactly that: a
+    /// stale OffsetForLeaderEpoch answer cut a log below its high watermark).
+    pub fn follows_at(&self, leader_epoch: i32) -> bool {
+        !self.is_leader() && self.image.leader_epoch == leader_epoch
+    }
+
     /// Applies newer committed metadata. Leadership at a new epoch starts the epoch in the log
     /// (so OffsetForLeaderEpoch answers for it at once); a new leader epoch as follower needs a
     /// new fetcher (which truncates first).

@@ -87,7 +87,8 @@ pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<
                     }
                 }
                 Some(broker_epoch) => {
-                    let request = ControllerRequest::Heartbeat { node_id: broker.node_id, broker_epoch };
+                    let logs = broker.replica_logs();
+                    let request = ControllerRequest::Heartbeat { node_id: broker.node_id, broker_epoch, logs };
                     match broker.controller_call(request).await {
                         Ok(ControllerReply::Heartbeat { fenced }) => {
                             if fenced {
@@ -179,7 +180,7 @@ fn still_following(broker: &Broker, tp: &TopicPartition, leader_epoch: i32) -> O
     let shared = broker.partition(tp)?;
     let (current, leader) = {
         let p = lock(&shared);
-        (!p.is_leader() && p.image.leader_epoch == leader_epoch, p.image.leader)
+        (p.follows_at(leader_epoch), p.image.leader)
     };
     (current && broker.offline_reason().is_none()).then_some((shared, leader))
 }
@@ -275,6 +276,10 @@ async fn truncate_step(
         anyhow::bail!("OffsetForLeaderEpoch error {}", answer.error_code);
     }
     let mut p = lock(shared);
+    if !p.follows_at(leader_epoch) {
+        // Leadership moved while we waited: this answer is about a leader we no longer follow.
+        return Ok(());
+    }
     let log_end = p.log.log_end_offset();
     let target = if answer.leader_epoch < 0 {
         // The leader knows no epoch at or before ours: nothing of ours is known to be on it.
@@ -354,9 +359,10 @@ async fn fetch_step(
         6 | 74 | 79 => return Ok(FetchStep::Backoff),
         code => anyhow::bail!("fetch partition error {code}"),
     }
-    let Some(still) = still_following(broker, tp, leader_epoch) else { return Ok(FetchStep::Continue) };
-    drop(still);
     let mut p = lock(shared);
+    if !p.follows_at(leader_epoch) {
+        return Ok(FetchStep::Continue); // leadership moved while we waited: the loop ends
+    }
     if p.log.log_end_offset() != fetch_offset {
         return Ok(FetchStep::Continue); // the log moved while we waited (truncation): fetch again
     }

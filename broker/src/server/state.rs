@@ -335,6 +335,7 @@ impl Broker {
             self.disk.sync_dir(&self.config.log_dir)?;
         }
         let log = PartitionLog::open(self.disk.clone(), dir, log_config, now)?;
+        tracing::info!(%tp, log_start = log.log_start_offset().0, log_end = log.log_end_offset().0, created, "opened replica");
         Ok(Partition::new(tp.clone(), log, self.node_id, partition.clone(), min_insync_replicas))
     }
 
@@ -390,6 +391,23 @@ impl Broker {
             }
             partition.clamp_high_watermark();
         }
+    }
+
+    /// Where each replica's log ends, for the controller's recovery elections.
+    pub fn replica_logs(&self) -> Vec<crate::controller::ReplicaLog> {
+        let meta = self.meta();
+        meta.partitions
+            .values()
+            .map(|p| {
+                let p = p.lock().expect("partition lock poisoned");
+                crate::controller::ReplicaLog {
+                    topic_id: p.image.topic_id,
+                    partition: p.image.partition,
+                    latest_epoch: p.log.latest_epoch().map_or(-1, |e| e.0),
+                    log_end: p.log.log_end_offset().0,
+                }
+            })
+            .collect()
     }
 
     /// The observation hook: per replica, the offsets and roles the invariants bound.

@@ -205,7 +205,9 @@ pub fn nonmonotonic_send(history: &History) -> Vec<Violation> {
     let mut violations = Vec::new();
     for ((process, partition), mut sends) in acked_sends_by(history, |process, partition| (process, partition)) {
         // Send order: invocation time, then history position (a batch's records share a time).
-        sends.sort_by_key(|s| (s.invoked_ns, s.op));
+        // Send order: invocation time, then the value (a producer's values count up in the
+        // order it sends them; values queued at the same instant share an invocation time).
+        sends.sort_by_key(|s| (s.invoked_ns, s.value, s.op));
         for pair in sends.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             if b.offset <= a.offset {
