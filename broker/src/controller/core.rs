@@ -440,6 +440,7 @@ impl Controller {
         leader_epoch: i32,
         partition_epoch: i32,
         new_isr: Vec<i32>,
+        joining: &[(i32, i64)],
     ) -> Result<PartitionImage, ApiError> {
         self.check_broker(node_id, broker_epoch)?;
         let current = self.image.partitions.get(&(topic_id, partition)).cloned().ok_or_else(|| {
@@ -471,6 +472,16 @@ impl Controller {
         }
         if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !self.image.is_live(**r)) {
             return Err(ApiError::new(code::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
+        }
+        for r in new_isr.iter().filter(|r| !current.isr.contains(r)) {
+            let seen = joining.iter().find(|(j, _)| j == r).map(|&(_, e)| e);
+            let registered = self.image.brokers.get(r).map(|b| b.broker_epoch);
+            if seen.is_none() || seen != registered {
+                return Err(ApiError::new(
+                    code::INELIGIBLE_REPLICA,
+                    format!("replica {r} caught up as broker epoch {seen:?} but is registered as {registered:?}"),
+                ));
+            }
         }
         let elr = self.next_elr(&self.image, &current, &new_isr);
         if let Some(change) = change_record(&current, node_id, new_isr, elr) {
@@ -638,6 +649,11 @@ mod tests {
         c
     }
 
+    /// Every broker's current registration, as a leader that saw them all catch up would send.
+    fn joining(c: &Controller) -> Vec<(i32, i64)> {
+        c.image().brokers.values().map(|b| (b.node_id, b.broker_epoch)).collect()
+    }
+
     fn epoch(c: &Controller, node: i32) -> i64 {
         c.image().brokers[&node].broker_epoch
     }
@@ -687,7 +703,7 @@ mod tests {
         let p = create(&mut c, None);
         let mut isr = p.isr.clone();
         isr.retain(|&r| r == p.leader);
-        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr).unwrap();
+        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr, &joining(&c)).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let offline = c.image().partitions[&(7, 0)].clone();
         assert_eq!(offline.leader, NO_LEADER, "an out-of-sync replica must not be elected");
@@ -705,7 +721,7 @@ mod tests {
     fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
         let mut c = controller(false);
         let p = create(&mut c, Some(true));
-        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader]).unwrap();
+        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c)).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let after = &c.image().partitions[&(7, 0)];
         assert_eq!(after.leader, p.replicas[1]);
@@ -718,17 +734,28 @@ mod tests {
         let p = create(&mut c, None);
         let leader_epoch = epoch(&c, p.leader);
         let shrunk = vec![p.replicas[0], p.replicas[1]];
-        let changed = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk).unwrap();
+        let changed = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c)).unwrap();
         assert_eq!(changed.partition_epoch, 1);
         // The same proposal again: its partition epoch is stale.
-        let err = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone()).unwrap_err();
+        let err =
+            c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c)).unwrap_err();
         assert_eq!(err.code, code::INVALID_UPDATE_VERSION);
         let err = c
-            .handle_alter_partition(p.replicas[1], epoch(&c, p.replicas[1]), 7, 0, 0, 1, p.replicas.clone())
+            .handle_alter_partition(
+                p.replicas[1],
+                epoch(&c, p.replicas[1]),
+                7,
+                0,
+                0,
+                1,
+                p.replicas.clone(),
+                &joining(&c),
+            )
             .unwrap_err();
         assert_eq!(err.code, code::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
-        let err = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone()).unwrap_err();
+        let err =
+            c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c)).unwrap_err();
         assert_eq!(err.code, code::INELIGIBLE_REPLICA);
     }
 
@@ -744,7 +771,7 @@ mod tests {
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
         // becomes an eligible leader replica (it has every acks=all record).
-        c.handle_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b]).unwrap();
+        c.handle_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b], &joining(&c)).unwrap();
         heartbeat_all_but(&mut c, &[b], 2_000);
         let shrunk = c.image().partitions[&(7, 0)].clone();
         assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
@@ -762,6 +789,44 @@ mod tests {
         c.tick(2_300).unwrap();
         let elected = &c.image().partitions[&(7, 0)];
         assert_eq!((elected.leader, elected.isr.clone(), elected.elr.clone()), (b, vec![b], vec![]));
+    }
+
+    #[test]
+    fn a_follower_that_restarted_since_it_caught_up_may_not_join_the_isr() {
+        let mut c = controller(false);
+        let p = create(&mut c, None);
+        let (leader, follower) = (p.replicas[0], p.replicas[1]);
+        let shrunk: Vec<i32> = p.isr.iter().copied().filter(|&r| r != follower).collect();
+        c.handle_alter_partition(leader, epoch(&c, leader), 7, 0, 0, 0, shrunk, &[]).unwrap();
+        let seen_before_restart = joining(&c);
+        c.handle_register(follower, 4242, "h".to_string(), 1, 10).unwrap();
+        let e = epoch(&c, follower);
+        c.handle_heartbeat(follower, e, c.next_offset(), &[], 10).unwrap();
+        let current = c.image().partitions[&(7, 0)].clone();
+        let err = c
+            .handle_alter_partition(
+                leader,
+                epoch(&c, leader),
+                7,
+                0,
+                0,
+                current.partition_epoch,
+                p.isr.clone(),
+                &seen_before_restart,
+            )
+            .unwrap_err();
+        assert_eq!(err.code, code::INELIGIBLE_REPLICA);
+        let ok = c.handle_alter_partition(
+            leader,
+            epoch(&c, leader),
+            7,
+            0,
+            0,
+            current.partition_epoch,
+            p.isr.clone(),
+            &joining(&c),
+        );
+        assert_eq!(ok.unwrap().isr.len(), 3);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum ControllerRequest {
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<i32>,
+        /// The registration (broker epoch) of each member joining the ISR, as the leader saw
+        /// it caught up: a member that restarted since is refused (KIP-903).
+        joining: Vec<(i32, i64)>,
     },
     CreateTopics {
         topics: Vec<NewTopic>,
@@ -101,8 +104,18 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
             leader_epoch,
             partition_epoch,
             isr,
+            joining,
         } => controller
-            .handle_alter_partition(node_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, isr)
+            .handle_alter_partition(
+                node_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                isr,
+                &joining,
+            )
             .map(ControllerReply::Partition),
         ControllerRequest::CreateTopics { topics, validate_only } => {
             let results = topics

@@ -23,6 +23,10 @@ pub struct FollowerProgress {
     pub log_end_offset: Option<Offset>,
     /// The last time its fetch reached the leader's log end.
     pub last_caught_up_ms: i64,
+    /// The follower's registration (broker epoch) this progress belongs to. A restarted
+    /// follower may have lost data: its old progress must not let it into the ISR (KIP-903;
+    /// the simulator found a restarted follower re-admitted with a 6-record log).
+    pub broker_epoch: Option<i64>,
 }
 
 /// Leader-only state.
@@ -137,7 +141,7 @@ impl Partition {
                 .replicas
                 .iter()
                 .filter(|&&r| r != self.node_id)
-                .map(|&r| (r, FollowerProgress { log_end_offset: None, last_caught_up_ms: now_ms }))
+                .map(|&r| (r, FollowerProgress { log_end_offset: None, last_caught_up_ms: now_ms, broker_epoch: None }))
                 .collect();
             self.role = Role::Leader(LeaderState { epoch_start_offset, followers, pending_isr: None });
             self.high_watermark = self.high_watermark.min(epoch_start_offset);
@@ -197,6 +201,22 @@ impl Partition {
         match &self.role {
             Role::Leader(state) => self.high_watermark >= state.epoch_start_offset,
             Role::Follower => false,
+        }
+    }
+
+    /// Leader: forgets the progress of followers that registered anew (restarted) since it was
+    /// recorded. `broker_epochs`: each replica's current registration.
+    pub fn track_registrations(&mut self, broker_epochs: &BTreeMap<i32, i64>) {
+        let Role::Leader(state) = &mut self.role else { return };
+        for (replica, progress) in state.followers.iter_mut() {
+            let current = broker_epochs.get(replica).copied();
+            if progress.broker_epoch != current {
+                if progress.broker_epoch.is_some() {
+                    tracing::info!(tp = %self.tp, replica, "follower registered anew: its progress starts over");
+                }
+                progress.broker_epoch = current;
+                progress.log_end_offset = None;
+            }
         }
     }
 

@@ -131,15 +131,21 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 let mut p = lock(&shared);
                 match p.isr_change(now, broker.config.replica_lag_time_max_ms) {
                     Some(isr) => {
+                        let mut joining = Vec::new();
                         if let super::partition::Role::Leader(state) = &mut p.role {
                             state.pending_isr = Some(isr.clone());
+                            joining = state
+                                .followers
+                                .iter()
+                                .filter_map(|(&r, progress)| Some((r, progress.broker_epoch?)))
+                                .collect();
                         }
-                        Some((p.image.clone(), isr))
+                        Some((p.image.clone(), isr, joining))
                     }
                     None => None,
                 }
             };
-            let Some((image, isr)) = proposal else { continue };
+            let Some((image, isr, joining)) = proposal else { continue };
             tracing::info!(topic_id = image.topic_id, partition = image.partition, from = ?image.isr, to = ?isr, "proposing an ISR change");
             let request = ControllerRequest::AlterPartition {
                 node_id: broker.node_id,
@@ -149,6 +155,7 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 leader_epoch: image.leader_epoch,
                 partition_epoch: image.partition_epoch,
                 isr,
+                joining,
             };
             let result = broker.controller_call(request).await;
             let mut p = lock(&shared);

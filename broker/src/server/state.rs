@@ -255,6 +255,8 @@ impl Broker {
             }
         }
         if self.offline_reason().is_none() {
+            let broker_epochs: BTreeMap<i32, i64> =
+                meta.image.brokers.values().map(|b| (b.node_id, b.broker_epoch)).collect();
             let assigned: Vec<(TopicPartition, PartitionImage)> = meta
                 .image
                 .partitions
@@ -285,7 +287,9 @@ impl Broker {
                     },
                 };
                 let mut partition = partition.lock().expect("partition lock poisoned");
-                match partition.apply_image(image.clone(), now) {
+                let result = partition.apply_image(image.clone(), now);
+                partition.track_registrations(&broker_epochs);
+                match result {
                     Ok(Transition::None) => {}
                     Ok(Transition::BecameLeader) => changed = true,
                     Ok(Transition::BecameFollower) => {
