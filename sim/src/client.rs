@@ -438,6 +438,14 @@ impl Producer {
                             }
                             // A timeout, a failed fsync or a failure after the append: may be in the log.
                             7 | 20 | 56 => self.queue[i].maybe_written = true,
+                            // Leadership moved: before the append, or while an acks=all append
+                            // waited for its replicas (Kafka answers both the same way), so it
+                            // may be in the log (the simulator found a retry under a new producer
+                            // id stored twice).
+                            6 | 74 | 79 => {
+                                self.queue[i].maybe_written = true;
+                                self.router.stale = true;
+                            }
                             // The broker lost (or never had) our sequence history: not written.
                             45 | 47 | 59 => reset_identity = true,
                             code if retriable(code) => self.router.stale |= stale_metadata(code),
