@@ -18,7 +18,7 @@ pub enum Bug {
     HwBeforeIsr = 16,
     /// A new follower skips truncation (OffsetForLeaderEpoch) and fetches from its log end.
     SkipTruncation = 32,
-    /// acks=all appends even when the ISR is below `min.insync.replicas`.
+    /// acks=all appends and acknowledges even when the ISR is below `min.insync.replicas`.
     IgnoreMinIsr = 64,
 }
 

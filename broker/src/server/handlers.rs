@@ -347,7 +347,8 @@ fn replication_outcome(wait: &AwaitingReplication) -> Option<i16> {
         return Some(code::NOT_LEADER_OR_FOLLOWER);
     }
     if p.high_watermark > wait.last_offset {
-        if (p.image.isr.len() as i32) < p.min_insync_replicas {
+        let ignore_min_isr = crate::planted::active(crate::planted::Bug::IgnoreMinIsr);
+        if (p.image.isr.len() as i32) < p.min_insync_replicas && !ignore_min_isr {
             return Some(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
         }
         p.smallest_isr_acked = Some(p.smallest_isr_acked.map_or(wait.isr_size, |s| s.min(wait.isr_size)));

@@ -232,7 +232,7 @@ async fn run_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32)
         };
         match step {
             Ok(FetchStep::Continue) => {}
-            Ok(FetchStep::Retruncate) => truncated = false,
+            Ok(FetchStep::Retruncate) => truncated = crate::planted::active(crate::planted::Bug::SkipTruncation),
             Ok(FetchStep::Backoff) => tokio::time::sleep(RETRY_BACKOFF).await,
             Err(e) => {
                 tracing::debug!(%tp, error = %e, "replica fetch failed");
