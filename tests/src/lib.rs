@@ -85,6 +85,24 @@ impl ChildBroker {
         ChildBroker { child, addr }
     }
 
+    /// Any node (controller, broker or both) from explicit `--override` keys; waits until
+    /// something listens on `wait_for`.
+    pub fn start_node(
+        binary: &str,
+        wait_for: SocketAddr,
+        data_dir: &Path,
+        overrides: &[(&str, String)],
+    ) -> ChildBroker {
+        let mut command = Command::new(binary);
+        command.arg("--override").arg(format!("log.dirs={}", data_dir.display()));
+        for (key, value) in overrides {
+            command.arg("--override").arg(format!("{key}={value}"));
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("node binary starts");
+        wait_for_port(wait_for, Duration::from_secs(30));
+        ChildBroker { child, addr: wait_for }
+    }
+
     /// SIGKILL: no shutdown hook runs, nothing is flushed.
     pub fn kill_9(mut self) {
         self.child.kill().expect("kill -9");
