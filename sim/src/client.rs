@@ -141,6 +141,11 @@ pub struct Router {
     topic: String,
     /// Partition → leader's address.
     leaders: BTreeMap<Partition, String>,
+    /// Partition → the newest leader epoch seen in any Metadata answer. Like a KIP-320 client,
+    /// fetches and ListOffsets carry it (a deposed leader that does not know yet answers
+    /// UNKNOWN_LEADER_EPOCH instead of serving its stale high watermark), and an answer with an
+    /// older epoch never replaces a newer one.
+    epochs: BTreeMap<Partition, i32>,
     links: BTreeMap<String, Link>,
     /// Set when an answer or a failure says the leaders may have moved.
     pub stale: bool,
@@ -154,6 +159,7 @@ impl Router {
             client_id,
             topic,
             leaders: BTreeMap::new(),
+            epochs: BTreeMap::new(),
             links: BTreeMap::new(),
             stale: true,
         }
@@ -182,11 +188,27 @@ impl Router {
                 let brokers: BTreeMap<i32, String> =
                     response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
                 if let Some(topic) = response.topics.first().filter(|t| t.error_code == 0) {
-                    self.leaders = topic
-                        .partitions
-                        .iter()
-                        .filter_map(|p| Some((p.partition_index, brokers.get(&p.leader_id.0)?.clone())))
-                        .collect();
+                    let mut behind = false;
+                    for p in &topic.partitions {
+                        let known = self.epochs.get(&p.partition_index).copied().unwrap_or(-1);
+                        if p.leader_epoch < known {
+                            behind = true; // this broker's metadata is older than what we know
+                            continue;
+                        }
+                        self.epochs.insert(p.partition_index, p.leader_epoch);
+                        match brokers.get(&p.leader_id.0) {
+                            Some(addr) => {
+                                self.leaders.insert(p.partition_index, addr.clone());
+                            }
+                            None => {
+                                self.leaders.remove(&p.partition_index);
+                            }
+                        }
+                    }
+                    if behind {
+                        self.next_bootstrap += 1;
+                        continue;
+                    }
                     self.stale = false;
                     return true;
                 }
@@ -194,6 +216,11 @@ impl Router {
             self.next_bootstrap += 1;
         }
         false
+    }
+
+    /// The newest leader epoch known for `partition` (-1: none yet).
+    fn epoch(&self, partition: Partition) -> i32 {
+        self.epochs.get(&partition).copied().unwrap_or(-1)
     }
 
     /// The connection to `partition`'s leader, refreshing metadata first if needed.
@@ -532,6 +559,7 @@ async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i
         .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
             FetchPartition::default()
                 .with_partition(partition)
+                .with_current_leader_epoch(router.epoch(partition))
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(1 << 20),
         ])]);
@@ -568,7 +596,10 @@ async fn list_offset(router: &mut Router, topic: &str, partition: Partition, tim
     let request =
         ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_isolation_level(1).with_topics(vec![
             ListOffsetsTopic::default().with_name(topic_name(topic)).with_partitions(vec![
-                ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(timestamp),
+                ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_current_leader_epoch(router.epoch(partition))
+                    .with_timestamp(timestamp),
             ]),
         ]);
     let link = router.leader(partition).await?;

@@ -986,3 +986,107 @@ impl Nemesis<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each state check shown failing on hand-made observations (the planted bugs show
+    //! hw-bounded, replica-prefix and isr-enforced failing on a running broker).
+    use super::*;
+
+    fn replica(leader: bool, epoch: i32, isr: &[i32], hw: i64, leo: i64) -> PartitionObservation {
+        PartitionObservation {
+            topic: "t".to_string(),
+            partition: 0,
+            leader,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+            min_insync_replicas: 2,
+            smallest_isr_acked: None,
+            truncated_below_high_watermark: false,
+            log_start_offset: 0,
+            high_watermark: hw,
+            last_stable_offset: hw,
+            log_end_offset: leo,
+        }
+    }
+
+    fn invariants(violations: &[Violation]) -> Vec<&'static str> {
+        violations.iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_passes_every_state_check() {
+        let mut tracker = StateTracker::default();
+        let observed = vec![
+            ("broker-1".to_string(), vec![replica(true, 3, &[1, 2], 10, 12)]),
+            ("broker-2".to_string(), vec![replica(false, 3, &[1, 2], 10, 11)]),
+        ];
+        assert!(tracker.check(&observed).is_empty());
+    }
+
+    #[test]
+    fn two_leaders_at_one_epoch_break_single_leader() {
+        let mut tracker = StateTracker::default();
+        let observed = vec![
+            ("broker-1".to_string(), vec![replica(true, 3, &[1, 2], 5, 5)]),
+            ("broker-2".to_string(), vec![replica(true, 3, &[1, 2], 5, 5)]),
+        ];
+        assert_eq!(invariants(&tracker.check(&observed)), vec!["single-leader"]);
+    }
+
+    #[test]
+    fn a_leader_epoch_going_back_breaks_epoch_monotonic() {
+        let mut tracker = StateTracker::default();
+        assert!(tracker.check(&[("broker-1".to_string(), vec![replica(false, 4, &[1], 0, 0)])]).is_empty());
+        let found = tracker.check(&[("broker-1".to_string(), vec![replica(false, 3, &[1], 0, 0)])]);
+        assert_eq!(invariants(&found), vec!["epoch-monotonic"]);
+    }
+
+    #[test]
+    fn a_leader_hw_above_an_isr_members_log_breaks_hw_bounded() {
+        let mut tracker = StateTracker::default();
+        let observed = vec![
+            ("broker-1".to_string(), vec![replica(true, 3, &[1, 2], 10, 12)]),
+            ("broker-2".to_string(), vec![replica(false, 3, &[1, 2], 6, 8)]),
+        ];
+        assert_eq!(invariants(&tracker.check(&observed)), vec!["hw-bounded"]);
+    }
+
+    #[test]
+    fn truncation_below_the_hw_and_acks_below_min_isr_are_reported() {
+        let mut truncated = replica(false, 3, &[1, 2], 5, 5);
+        truncated.truncated_below_high_watermark = true;
+        let mut under_acked = replica(true, 3, &[1], 5, 5);
+        under_acked.smallest_isr_acked = Some(1);
+        let found = check_state("broker-2", &[truncated, under_acked]);
+        assert_eq!(invariants(&found), vec!["no-truncation-below-hw", "isr-enforced"]);
+    }
+
+    #[test]
+    fn electing_a_leader_outside_isr_and_elr_breaks_leader_from_isr() {
+        let topic =
+            MetadataRecord::Topic { name: "t".to_string(), topic_id: 7, partitions: 1, configs: Default::default() };
+        let partition = MetadataRecord::Partition {
+            topic_id: 7,
+            partition: 0,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let change = |leader: i32, isr: Vec<i32>| MetadataRecord::PartitionChange {
+            topic_id: 7,
+            partition: 0,
+            isr,
+            elr: vec![],
+            leader,
+            leader_epoch: 1,
+            partition_epoch: 1,
+        };
+        let clean = [topic.clone(), partition.clone(), change(2, vec![2])];
+        assert!(check_leader_from_isr(&clean).is_empty());
+        let unclean = [topic, partition, change(3, vec![3])];
+        assert_eq!(invariants(&check_leader_from_isr(&unclean)), vec!["leader-from-isr"]);
+    }
+}
