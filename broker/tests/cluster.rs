@@ -48,7 +48,7 @@ impl Cluster {
         let controller = start_node(dirs[0].path(), &controller_settings).await;
         let voter = format!("100@{}", controller.controller_addr.unwrap());
         let mut brokers = Vec::new();
-        for node in 1..=3 {
+        for (node, dir) in dirs.iter().enumerate().skip(1) {
             let id = node.to_string();
             let settings = [
                 ("node.id", id.as_str()),
@@ -56,7 +56,7 @@ impl Cluster {
                 ("listeners", "PLAINTEXT://127.0.0.1:0"),
                 ("controller.quorum.voters", voter.as_str()),
             ];
-            brokers.push(Some(start_node(dirs[node].path(), &settings).await));
+            brokers.push(Some(start_node(dir.path(), &settings).await));
         }
         Cluster { controller, brokers, _dirs: dirs }
     }

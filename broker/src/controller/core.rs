@@ -116,6 +116,9 @@ pub struct CreatedTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// A broker's replicas: (topic id, partition) → (latest leader epoch, log end offset).
+type LogSummaries = BTreeMap<(u128, i32), (i32, i64)>;
+
 /// The controller: the metadata log, the image replayed from it, and broker liveness.
 #[derive(Debug)]
 pub struct Controller {
@@ -129,7 +132,7 @@ pub struct Controller {
     /// gives every broker a full session timeout).
     last_heartbeat_ms: BTreeMap<i32, i64>,
     /// The latest log summary each broker sent (in memory; dropped when it re-registers).
-    replica_logs: BTreeMap<i32, BTreeMap<(u128, i32), (i32, i64)>>,
+    replica_logs: BTreeMap<i32, LogSummaries>,
     /// Set when a metadata append failed: nothing is decided any more (until restart).
     failed: Option<String>,
 }

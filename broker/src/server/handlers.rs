@@ -260,11 +260,14 @@ struct AwaitingReplication {
     isr_size: usize,
 }
 
+/// A partition's index, its result so far, and what it still waits for.
+type PartitionOutcome = (i32, PartitionProduceResult, Option<AwaitingReplication>);
+
 /// Handles Produce. Returns `None` for acks=0 (Kafka sends no response). acks=all waits (at
 /// most the request's timeout) until every ISR member has the batch: Kafka's delayed produce.
 pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
-    let mut results: Vec<(String, Vec<(i32, PartitionProduceResult, Option<AwaitingReplication>)>)> = Vec::new();
+    let mut results: Vec<(String, Vec<PartitionOutcome>)> = Vec::new();
     let mut appended = false;
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
