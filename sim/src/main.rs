@@ -3,7 +3,7 @@
 //! ```text
 //! sim                                   the default suite: every scenario in scenarios/, default seeds
 //! sim run SCENARIO --seed N             one run; a report in reports/ unless it passes
-//! sim sweep [SCENARIO...] [--seeds A..B] [--jobs N] [--shard K/N] [--check-determinism]
+//! sim sweep [SCENARIO...] [--seeds A..B[,N...]] [--jobs N] [--shard K/N] [--check-determinism]
 //! sim replay REPORT_DIR                 re-run a reported seed and compare trace hashes
 //! ```
 //! Exit codes: 0 pass, 1 safety violation, 2 liveness failure, 3 simulator panic, 4 bad usage or
@@ -41,7 +41,7 @@ mod cli {
     const USAGE: &str = "usage:
   sim                                  run every scenario in scenarios/ on the default seeds
   sim run SCENARIO --seed N            one run
-  sim sweep [SCENARIO...] [--seeds A..B] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
+  sim sweep [SCENARIO...] [--seeds A..B[,N...]] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
   sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
   sim planted [--seeds A..B]           each planted bug must be caught (a safety violation) within the seeds
   sim bench [SCENARIO] [--seeds A..B]  wall time per seed and seeds per hour (default: scenarios/bench/standard.toml)
@@ -81,12 +81,20 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         })
     }
 
+    /// `A..B`, `N`, or a comma-separated list of both (`0..20,54,122`).
     fn parse_seeds(spec: &str) -> Result<Vec<u64>, String> {
-        let bad = || format!("--seeds expects A..B or N, got `{spec}`");
-        match spec.split_once("..") {
-            Some((a, b)) => Ok((a.parse().map_err(|_| bad())?..b.parse().map_err(|_| bad())?).collect()),
-            None => Ok(vec![spec.parse().map_err(|_| bad())?]),
+        let bad = || format!("--seeds expects A..B, N or a comma-separated list of them, got `{spec}`");
+        let mut seeds = Vec::new();
+        for part in spec.split(',') {
+            match part.split_once("..") {
+                Some((a, b)) => {
+                    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                    seeds.extend(a..b);
+                }
+                None => seeds.push(part.parse::<u64>().map_err(|_| bad())?),
+            }
         }
+        Ok(seeds)
     }
 
     fn parse_options(args: &[String]) -> Result<Options, String> {

@@ -130,12 +130,14 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         local_addr = Some(bound);
         let advertised = config.advertised_address(bound);
         let shared = Arc::new(Broker::open(config, disk, advertised, controller_address)?);
-        tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone(), open_connections.clone())));
         tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown_rx.clone())));
-        tracing::info!(%bound, advertised = ?shared.advertised, node_id = shared.node_id, "Gregor broker listening");
+        // Clients are served once the broker is part of the cluster, as in Kafka: before that
+        // it knows no topics and leads nothing.
         wait_until_unfenced(&shared).await;
+        tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone(), open_connections.clone())));
+        tracing::info!(%bound, advertised = ?shared.advertised, node_id = shared.node_id, "Gregor broker listening");
         broker = Some(shared);
     }
     Ok(BrokerHandle {

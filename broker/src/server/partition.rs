@@ -225,7 +225,11 @@ impl Partition {
         let log_end = self.log.log_end_offset();
         let Role::Leader(state) = &mut self.role else { return false };
         let Some(progress) = state.followers.get_mut(&replica) else { return false };
-        progress.log_end_offset = Some(fetch_offset.min(log_end));
+        if fetch_offset > log_end {
+            // Past our end: its tail diverges (it must truncate first). It proves nothing.
+            return false;
+        }
+        progress.log_end_offset = Some(fetch_offset);
         if fetch_offset >= log_end {
             progress.last_caught_up_ms = now_ms;
         }
