@@ -436,7 +436,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
         (broker::planted::Bug::TruncateSyncedTail, "scenarios/single-node-crash-fsync.toml"),
-        (broker::planted::Bug::HwBeforeIsr, "scenarios/leader-crash.toml"),
+        (broker::planted::Bug::HwBeforeIsr, "scenarios/isr-shrink-expand.toml"),
         (broker::planted::Bug::SkipTruncation, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::IgnoreMinIsr, "scenarios/isr-below-min.toml"),
     ];
