@@ -470,7 +470,7 @@ fn produce_partition_response(index: i32, result: PartitionProduceResult, versio
 /// Fetch, for consumers (`replica_id` -1: up to the high watermark) and for followers
 /// (`replica_id` = their node id: up to the log end; the fetch offset is the follower's log end
 /// and may move the high watermark).
-pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16) -> FetchResponse {
+pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16, client_id: Option<&str>) -> FetchResponse {
     if version >= 7 && request.session_id != 0 {
         // Sessionless broker (KIP-227 allows declining sessions): an incremental fetch for a
         // session we never created is answered so the client falls back to a full fetch.
@@ -481,7 +481,7 @@ pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16) -> Fetc
     loop {
         // Register for wakeups before reading so an append in between is not missed.
         let appended = broker.data_appended.notified();
-        let (response, bytes, any_error) = fetch_once(broker, &request, version);
+        let (response, bytes, any_error) = fetch_once(broker, &request, version, client_id);
         let satisfied = bytes >= request.min_bytes.max(0) as usize || any_error;
         if satisfied || tokio::time::Instant::now() >= deadline {
             return response;
@@ -489,14 +489,22 @@ pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16) -> Fetc
         // `timeout_at` does not exist under madsim 0.2.34; `timeout` does.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(remaining, appended).await.is_err() {
-            return fetch_once(broker, &request, version).0;
+            return fetch_once(broker, &request, version, client_id).0;
         }
     }
 }
 
-fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+fn fetch_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+    client_id: Option<&str>,
+) -> (FetchResponse, usize, bool) {
     let read_committed = request.isolation_level == 1;
-    let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let replica = (request.replica_id.0 >= 0).then(|| Replica {
+        node_id: request.replica_id.0,
+        current: current_registration(broker, request.replica_id.0, client_id),
+    });
     let mut bytes_left = request.max_bytes.max(0) as usize;
     let mut total_bytes = 0;
     let mut any_error = false;
@@ -529,11 +537,34 @@ fn fetch_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRe
     (FetchResponse::default().with_responses(responses), total_bytes, any_error)
 }
 
+/// A follower's fetch: its node id, and whether it comes from the follower's current
+/// registration (a fetch still waiting from before a restart must not count as progress).
+#[derive(Clone, Copy)]
+struct Replica {
+    node_id: i32,
+    current: bool,
+}
+
+/// The client id of a follower's fetcher: `replica-<node id>-epoch-<broker epoch>`. (Fetch v15
+/// carries the broker epoch in the request, KIP-903; below v15 the client id does.)
+pub fn replica_client_id(node_id: i32, broker_epoch: i64) -> String {
+    format!("replica-{node_id}-epoch-{broker_epoch}")
+}
+
+/// Whether a follower's fetch comes from the registration the metadata knows for it.
+fn current_registration(broker: &Broker, node_id: i32, client_id: Option<&str>) -> bool {
+    let epoch = client_id
+        .and_then(|c| c.strip_prefix(&format!("replica-{node_id}-epoch-")))
+        .and_then(|e| e.parse::<i64>().ok());
+    let registered = broker.meta().image.brokers.get(&node_id).map(|b| b.broker_epoch);
+    epoch.is_some() && epoch == registered
+}
+
 fn fetch_partition(
     broker: &Broker,
     tp: &TopicPartition,
     request: &fetch_request::FetchPartition,
-    replica: Option<i32>,
+    replica: Option<Replica>,
     bytes_left: usize,
     min_one_batch: bool,
     version: i16,
@@ -550,7 +581,9 @@ fn fetch_partition(
     let mut hw_moved = false;
     let upper_bound = match replica {
         Some(replica) => {
-            hw_moved = p.record_follower_fetch(replica, fetch_offset, now_ms());
+            if replica.current {
+                hw_moved = p.record_follower_fetch(replica.node_id, fetch_offset, now_ms());
+            }
             p.log.log_end_offset()
         }
         None => {

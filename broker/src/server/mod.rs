@@ -296,7 +296,10 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<
             Some(response) => ResponseKind::Produce(response),
             None => return Ok(None),
         },
-        RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch(broker, r, version).await),
+        RequestKind::Fetch(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string());
+            ResponseKind::Fetch(handlers::fetch(broker, r, version, client_id.as_deref()).await)
+        }
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(broker, r, version)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(broker, r, version).await),
         RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(broker, r, version).await),

@@ -194,6 +194,7 @@ fn still_following(broker: &Broker, tp: &TopicPartition, leader_epoch: i32) -> O
 
 async fn run_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32) {
     let mut connection: Option<Connection<TcpStream>> = None;
+    let mut connection_epoch: Option<i64> = None;
     let mut truncated = crate::planted::active(crate::planted::Bug::SkipTruncation);
     let request_timeout =
         Duration::from_millis(broker.config.replica_fetch_wait_max_ms as u64) + Duration::from_secs(5);
@@ -203,17 +204,26 @@ async fn run_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32)
             tokio::time::sleep(RETRY_BACKOFF).await;
             continue;
         }
+        // A new registration (the controller forgot the old one) needs a new client id.
+        if connection_epoch != broker.meta().broker_epoch {
+            connection = None;
+        }
         if connection.is_none() {
             let address = broker.meta().image.brokers.get(&leader).map(|b| format!("{}:{}", b.host, b.port));
             let Some(address) = address else {
                 tokio::time::sleep(RETRY_BACKOFF).await;
                 continue;
             };
-            let client_id = format!("replica-{}", broker.node_id);
+            let Some(broker_epoch) = broker.meta().broker_epoch else {
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            };
+            let client_id = super::handlers::replica_client_id(broker.node_id, broker_epoch);
             match tokio::time::timeout(request_timeout, Connection::connect(&address, &client_id)).await {
                 Ok(Ok(mut c)) => {
                     c.request_timeout = request_timeout;
                     connection = Some(c);
+                    connection_epoch = Some(broker_epoch);
                 }
                 _ => {
                     tokio::time::sleep(RETRY_BACKOFF).await;
