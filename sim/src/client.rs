@@ -176,46 +176,44 @@ impl Router {
         self.link(&addr)
     }
 
-    /// Asks brokers (in turn) for the topic's leaders. `false` if none answered usefully.
+    /// Asks every broker for the topic's leaders and keeps, per partition, the answer with the
+    /// newest leader epoch: a deposed leader that does not know it yet describes itself as
+    /// leader, and a client that asked only it would follow a zombie (the simulator's final
+    /// reader once read to a stale end that way). `false` if no broker answered usefully.
     pub async fn refresh(&mut self) -> bool {
+        let mut answered = false;
         for _ in 0..self.bootstrap.len() {
             let topic = self.topic.clone();
             let request = MetadataRequest::default()
                 .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(topic_name(&topic)))]))
                 .with_allow_auto_topic_creation(false);
             let answer = self.any().send(ApiKey::Metadata, 12, RequestKind::Metadata(request)).await;
-            if let Ok(ResponseKind::Metadata(response)) = answer {
-                let brokers: BTreeMap<i32, String> =
-                    response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
-                if let Some(topic) = response.topics.first().filter(|t| t.error_code == 0) {
-                    let mut behind = false;
-                    for p in &topic.partitions {
-                        let known = self.epochs.get(&p.partition_index).copied().unwrap_or(-1);
-                        if p.leader_epoch < known {
-                            behind = true; // this broker's metadata is older than what we know
-                            continue;
-                        }
-                        self.epochs.insert(p.partition_index, p.leader_epoch);
-                        match brokers.get(&p.leader_id.0) {
-                            Some(addr) => {
-                                self.leaders.insert(p.partition_index, addr.clone());
-                            }
-                            None => {
-                                self.leaders.remove(&p.partition_index);
-                            }
-                        }
+            self.next_bootstrap += 1;
+            let Ok(ResponseKind::Metadata(response)) = answer else { continue };
+            let brokers: BTreeMap<i32, String> =
+                response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
+            let Some(topic) = response.topics.first().filter(|t| t.error_code == 0) else { continue };
+            answered = true;
+            for p in &topic.partitions {
+                let known = self.epochs.get(&p.partition_index).copied().unwrap_or(-1);
+                if p.leader_epoch < known {
+                    continue; // this broker's metadata is older than what we know
+                }
+                self.epochs.insert(p.partition_index, p.leader_epoch);
+                match brokers.get(&p.leader_id.0) {
+                    Some(addr) => {
+                        self.leaders.insert(p.partition_index, addr.clone());
                     }
-                    if behind {
-                        self.next_bootstrap += 1;
-                        continue;
+                    None => {
+                        self.leaders.remove(&p.partition_index);
                     }
-                    self.stale = false;
-                    return true;
                 }
             }
-            self.next_bootstrap += 1;
         }
-        false
+        if answered {
+            self.stale = false;
+        }
+        answered
     }
 
     /// The newest leader epoch known for `partition` (-1: none yet).
