@@ -104,6 +104,16 @@ impl AppendOutcome {
     }
 }
 
+/// The producer-state entry of a stored batch (its offsets and sequences).
+fn batch_metadata(header: &batch::BatchHeader) -> BatchMetadata {
+    BatchMetadata {
+        first_seq: header.base_sequence,
+        last_seq: header.last_sequence(),
+        first_offset: header.base_offset,
+        last_offset: header.last_offset(),
+    }
+}
+
 /// Why a log operation failed. Each maps to one Kafka error code.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -368,13 +378,8 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         self.segments.last_mut().expect("never empty").append(&bytes, &stored, interval, now_ms)?;
         if header.producer_id >= 0 {
-            let metadata = BatchMetadata {
-                first_seq: header.base_sequence,
-                last_seq: header.last_sequence(),
-                first_offset: base_offset,
-                last_offset: stored.last_offset(),
-            };
-            self.producers.update(header.producer_id, header.producer_epoch, metadata);
+            // `stored` is the batch as written: the client's sequences at its assigned offsets.
+            self.producers.update(header.producer_id, header.producer_epoch, batch_metadata(&stored));
         }
         self.unflushed_messages += header.record_count as u64;
         self.first_unflushed_ms.get_or_insert(now_ms);
@@ -421,13 +426,7 @@ impl PartitionLog {
                 let interval = log.config.index_interval_bytes;
                 log.segments.last_mut().expect("never empty").append(bytes, &header, interval, now_ms)?;
                 if header.producer_id >= 0 {
-                    let metadata = BatchMetadata {
-                        first_seq: header.base_sequence,
-                        last_seq: header.last_sequence(),
-                        first_offset: header.base_offset,
-                        last_offset: header.last_offset(),
-                    };
-                    log.producers.update(header.producer_id, header.producer_epoch, metadata);
+                    log.producers.update(header.producer_id, header.producer_epoch, batch_metadata(&header));
                 }
                 log.unflushed_messages += header.record_count as u64;
                 log.first_unflushed_ms.get_or_insert(now_ms);
@@ -815,13 +814,7 @@ impl PartitionLog {
             // Checked batches only: replay never trusts a bad read.
             while let Some((header, _)) = segment.batch_at(position, expected)? {
                 if header.producer_id >= 0 && header.base_offset >= from {
-                    let metadata = BatchMetadata {
-                        first_seq: header.base_sequence,
-                        last_seq: header.last_sequence(),
-                        first_offset: header.base_offset,
-                        last_offset: header.last_offset(),
-                    };
-                    self.producers.update(header.producer_id, header.producer_epoch, metadata);
+                    self.producers.update(header.producer_id, header.producer_epoch, batch_metadata(&header));
                 }
                 if header.base_offset >= from {
                     self.epochs.assign(header.partition_leader_epoch, header.base_offset);
