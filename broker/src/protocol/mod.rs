@@ -8,6 +8,7 @@
 //! and version listed is implemented by `server::handlers` and decodable by `kafka-protocol`.
 
 pub mod client;
+pub mod hostile;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
