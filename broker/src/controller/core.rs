@@ -32,6 +32,7 @@ pub mod code {
     pub const INVALID_UPDATE_VERSION: i16 = 108;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
+    pub const POLICY_VIOLATION: i16 = 44;
 }
 
 /// A refused request: a Kafka error code and a message for the client.
@@ -55,6 +56,10 @@ impl std::fmt::Display for ApiError {
 
 /// Producer ids handed to a broker per request.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// Records one user operation may write at most (Kafka's `QuorumController.MAX_RECORDS_PER_USER_OP`):
+/// a CreateTopics request asking for more is refused with POLICY_VIOLATION before anything is
+/// allocated or written.
+pub const MAX_RECORDS_PER_USER_OP: usize = 10_000;
 
 /// What the controller reads from its node's configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,18 +143,24 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Builds the controller from the records of its (already opened) metadata log.
+    /// Builds the controller from the records of its (already opened) metadata log. A record
+    /// that passed its checksum but does not fit the image is an error naming the file and the
+    /// record's offset: the controller does not start on a log it cannot replay.
     pub fn new(
         log: MetadataLog,
         records: Vec<MetadataRecord>,
         cluster_id: String,
         config: ControllerConfig,
         now_ms: i64,
-    ) -> Controller {
+    ) -> anyhow::Result<Controller> {
         let mut image = MetadataImage::default();
-        records.iter().for_each(|r| image.replay(r));
+        for (offset, record) in records.iter().enumerate() {
+            image.try_replay(record).map_err(|e| {
+                anyhow::anyhow!("{}: metadata record at offset {offset} cannot be replayed: {e}", log.path().display())
+            })?;
+        }
         let last_heartbeat_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
-        Controller {
+        Ok(Controller {
             log,
             records,
             image,
@@ -158,7 +169,7 @@ impl Controller {
             last_heartbeat_ms,
             replica_logs: BTreeMap::new(),
             failed: None,
-        }
+        })
     }
 
     pub fn image(&self) -> &MetadataImage {
@@ -184,7 +195,14 @@ impl Controller {
         if records.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.log.append(&records) {
+        if records.len() > MAX_RECORDS_PER_USER_OP {
+            return Err(ApiError::new(
+                code::POLICY_VIOLATION,
+                format!("{} records exceed the {MAX_RECORDS_PER_USER_OP} one operation may write", records.len()),
+            ));
+        }
+        let frame = MetadataLog::encode_frame(&records).map_err(|e| ApiError::new(code::POLICY_VIOLATION, e))?;
+        if let Err(e) = self.log.append_frame(&frame) {
             tracing::error!(error = %e, "metadata append failed: the controller stops deciding until restart");
             self.failed = Some(e.to_string());
             return Err(ApiError::new(code::KAFKA_STORAGE_ERROR, format!("metadata append failed: {e}")));
@@ -495,11 +513,14 @@ impl Controller {
 
     // ------------------------------------------------------------ topics
 
+    /// Creates one topic. `records_budget` is what is left of the request's
+    /// [`MAX_RECORDS_PER_USER_OP`]; the topic's records are taken from it.
     pub fn handle_create_topic(
         &mut self,
         topic: NewTopic,
         validate_only: bool,
         topic_id: u128,
+        records_budget: &mut usize,
     ) -> Result<CreatedTopic, ApiError> {
         crate::server::state::validate_topic_name(&topic.name)?;
         if self.image.topics.contains_key(&topic.name) {
@@ -516,6 +537,7 @@ impl Controller {
                     format!("number of partitions must be positive, got {partitions}"),
                 ));
             }
+            take_records(records_budget, 1 + partitions as usize)?;
             let factor = if topic.replication_factor == -1 {
                 self.config.default_replication_factor
             } else {
@@ -539,6 +561,7 @@ impl Controller {
                     "give either assignments or num_partitions/replication_factor, not both",
                 ));
             }
+            take_records(records_budget, 1 + topic.assignments.len())?;
             let factor = topic.assignments[0].len();
             for replicas in &topic.assignments {
                 let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
@@ -617,6 +640,21 @@ impl Controller {
     }
 }
 
+/// Takes `needed` records from a request's budget, or refuses the operation.
+fn take_records(budget: &mut usize, needed: usize) -> Result<(), ApiError> {
+    if needed > *budget {
+        return Err(ApiError::new(
+            code::POLICY_VIOLATION,
+            format!(
+                "{needed} metadata records would exceed what one request may write ({MAX_RECORDS_PER_USER_OP}; {} left)",
+                *budget
+            ),
+        ));
+    }
+    *budget -= needed;
+    Ok(())
+}
+
 /// The record that moves `partition` to `leader`, `isr` and `elr`, if anything changes.
 fn change_record(partition: &PartitionImage, leader: i32, isr: Vec<i32>, elr: Vec<i32>) -> Option<MetadataRecord> {
     if leader == partition.leader && isr == partition.isr && elr == partition.elr {
@@ -644,7 +682,7 @@ mod tests {
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
         let config =
             ControllerConfig { unclean_leader_election: unclean, session_timeout_ms: 1_000, ..Default::default() };
-        let mut c = Controller::new(log, records, "cluster".to_string(), config, 0);
+        let mut c = Controller::new(log, records, "cluster".to_string(), config, 0).unwrap();
         for node in 1..=3 {
             let epoch = c.handle_register(node, node as u128, "h".to_string(), 9000 + node, 0).unwrap();
             c.handle_heartbeat(node, epoch, c.next_offset(), &[], 0).unwrap();
@@ -668,8 +706,57 @@ mod tests {
         }
         let topic =
             NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        let created = c.handle_create_topic(topic, false, 7).unwrap();
+        let created = c.handle_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
         c.image().partitions[&(created.topic_id, 0)].clone()
+    }
+
+    #[test]
+    fn a_topic_with_more_partitions_than_one_operation_may_write_is_refused_and_the_controller_goes_on() {
+        let mut c = controller(false);
+        let end = c.next_offset();
+        let huge = NewTopic {
+            name: "huge".to_string(),
+            partitions: i32::MAX,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        let mut budget = MAX_RECORDS_PER_USER_OP;
+        let error = c.handle_create_topic(huge, false, 9, &mut budget).unwrap_err();
+        assert_eq!(error.code, code::POLICY_VIOLATION, "{error}");
+        assert_eq!(c.next_offset(), end, "nothing was written");
+        // Two topics that fit alone but not together in one request.
+        let half = |name: &str| NewTopic {
+            name: name.to_string(),
+            partitions: 6_000,
+            replication_factor: 1,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        c.handle_create_topic(half("a"), false, 10, &mut budget).unwrap();
+        assert_eq!(c.handle_create_topic(half("b"), false, 11, &mut budget).unwrap_err().code, code::POLICY_VIOLATION);
+        // Not a dead disk: the next request is served.
+        c.handle_create_topic(half("b"), false, 11, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
+    }
+
+    #[test]
+    fn records_too_large_for_one_metadata_frame_are_a_request_error_not_a_failed_disk() {
+        let mut c = controller(false);
+        let end = c.next_offset();
+        let wide = |partition| MetadataRecord::Partition {
+            topic_id: 1,
+            partition,
+            replicas: vec![1_000_000; 1_000],
+            isr: vec![1_000_000; 1_000],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
+        let error = c.commit((0..2_000).map(wide).collect()).unwrap_err();
+        assert_eq!(error.code, code::POLICY_VIOLATION, "{error}");
+        assert!(error.message.contains("more than one metadata frame holds"), "{error}");
+        assert_eq!(c.next_offset(), end);
+        create(&mut c, None);
     }
 
     /// Heartbeats from every broker but `silent` until `until_ms`.
@@ -769,7 +856,7 @@ mod tests {
         configs.insert("min.insync.replicas".to_string(), "2".to_string());
         let topic =
             NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        c.handle_create_topic(topic, false, 7).unwrap();
+        c.handle_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
         let p = c.image().partitions[&(7, 0)].clone();
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
@@ -848,7 +935,7 @@ mod tests {
     fn the_image_replays_to_the_same_state_after_reopen() {
         let disk = MemDisk::new();
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
-        let mut c = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0);
+        let mut c = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0).unwrap();
         let e = c.handle_register(1, 1, "h".to_string(), 1, 0).unwrap();
         c.handle_heartbeat(1, e, c.next_offset(), &[], 0).unwrap();
         let topic = NewTopic {
@@ -858,11 +945,49 @@ mod tests {
             assignments: vec![],
             configs: BTreeMap::new(),
         };
-        c.handle_create_topic(topic, false, 5).unwrap();
+        c.handle_create_topic(topic, false, 5, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
         c.handle_allocate_producer_ids(1, e).unwrap();
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
-        let reopened = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0);
+        let reopened = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0).unwrap();
         assert_eq!(reopened.image(), c.image());
         assert_eq!(reopened.image().next_producer_id, PRODUCER_ID_BLOCK_SIZE);
+    }
+
+    #[test]
+    fn a_metadata_log_whose_record_passes_its_crc_but_does_not_replay_is_an_error_naming_file_and_offset() {
+        let disk = MemDisk::new();
+        let (mut log, _) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
+        log.append(&[MetadataRecord::ProducerIds { node_id: 1, first: 0, size: 10 }]).unwrap();
+        log.append(&[MetadataRecord::RemoveTopic { name: "never-created".to_string(), topic_id: 3 }]).unwrap();
+        let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
+        let error = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("/meta/metadata.log") && message.contains("offset 1"), "{message}");
+        assert!(message.contains("removing unknown topic never-created"), "{message}");
+    }
+
+    #[test]
+    fn a_record_that_does_not_fit_changes_nothing_in_the_image() {
+        let mut image = MetadataImage::default();
+        image.try_replay(&MetadataRecord::ProducerIds { node_id: 1, first: 0, size: 10 }).unwrap();
+        let before = image.clone();
+        let bad = [
+            MetadataRecord::ProducerIds { node_id: 1, first: 10, size: i64::MAX },
+            MetadataRecord::FenceBroker { node_id: 4, broker_epoch: 1 },
+            MetadataRecord::PartitionChange {
+                topic_id: 1,
+                partition: 0,
+                isr: vec![],
+                elr: vec![],
+                leader: 1,
+                leader_epoch: i32::MAX,
+                partition_epoch: i32::MAX,
+            },
+            MetadataRecord::Topic { name: "t".to_string(), topic_id: 1, partitions: -5, configs: BTreeMap::new() },
+        ];
+        for record in &bad {
+            assert!(image.try_replay(record).is_err(), "{record:?}");
+            assert_eq!(image, before, "{record:?}");
+        }
     }
 }

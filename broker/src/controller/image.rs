@@ -117,11 +117,23 @@ pub struct MetadataImage {
 impl MetadataImage {
     /// Applies one record. Records were validated before they were written, so a record that
     /// does not fit the image is a bug or corruption and panics.
+    /// Replays a record this node's own controller committed: one that does not fit the image
+    /// is a bug in the controller, and the process stops (fail-stop).
     pub fn replay(&mut self, record: &MetadataRecord) {
+        if let Err(e) = self.try_replay(record) {
+            panic!("metadata record {} does not fit the image: {e}: {record:?}", self.next_offset);
+        }
+    }
+
+    /// Replays a record if it fits the image; otherwise changes nothing and says why. Records
+    /// from a peer or a file go through here: a bad one is an error for that exchange or that
+    /// file, never a panic.
+    pub fn try_replay(&mut self, record: &MetadataRecord) -> Result<(), String> {
         match record {
             MetadataRecord::Topic { name, topic_id, partitions, configs } => {
-                assert!(*partitions > 0, "topic {name} with {partitions} partitions");
-                let previous = self.topics.insert(
+                ensure(*partitions > 0, || format!("topic {name} with {partitions} partitions"))?;
+                ensure(!self.topics.contains_key(name), || format!("topic {name} created twice"))?;
+                self.topics.insert(
                     name.clone(),
                     TopicImage {
                         name: name.clone(),
@@ -130,17 +142,17 @@ impl MetadataImage {
                         configs: configs.clone(),
                     },
                 );
-                assert!(previous.is_none(), "topic {name} created twice");
             }
             MetadataRecord::RemoveTopic { name, topic_id } => {
-                let removed = self.topics.remove(name).expect("removing an unknown topic");
-                assert_eq!(removed.topic_id, *topic_id, "topic {name} removed with the wrong id");
+                let known = self.topics.get(name).ok_or_else(|| format!("removing unknown topic {name}"))?;
+                ensure(known.topic_id == *topic_id, || format!("topic {name} removed with the wrong id"))?;
+                self.topics.remove(name);
                 self.partitions.retain(|(id, _), _| id != topic_id);
                 self.removed_topic_ids.insert(*topic_id);
             }
             MetadataRecord::RegisterBroker { node_id, broker_epoch, incarnation, host, port } => {
                 if let Some(old) = self.brokers.get(node_id) {
-                    assert!(old.broker_epoch < *broker_epoch, "broker {node_id} epoch went back");
+                    ensure(old.broker_epoch < *broker_epoch, || format!("broker {node_id} epoch went back"))?;
                 }
                 self.brokers.insert(
                     *node_id,
@@ -156,12 +168,19 @@ impl MetadataImage {
             }
             MetadataRecord::FenceBroker { node_id, broker_epoch }
             | MetadataRecord::UnfenceBroker { node_id, broker_epoch } => {
-                let broker = self.brokers.get_mut(node_id).expect("fencing an unknown broker");
-                assert_eq!(broker.broker_epoch, *broker_epoch, "fencing a stale registration of {node_id}");
+                let broker =
+                    self.brokers.get_mut(node_id).ok_or_else(|| format!("fencing unknown broker {node_id}"))?;
+                ensure(broker.broker_epoch == *broker_epoch, || format!("fencing a stale registration of {node_id}"))?;
                 broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
             }
             MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
-                assert!(self.topic_by_id(*topic_id).is_some(), "partition of an unknown topic");
+                let topic = self.topic_by_id(*topic_id).ok_or_else(|| "partition of an unknown topic".to_string())?;
+                ensure((0..topic.partitions).contains(partition), || {
+                    format!("partition {partition} outside its topic")
+                })?;
+                ensure(!self.partitions.contains_key(&(*topic_id, *partition)), || {
+                    "partition created twice".to_string()
+                })?;
                 let image = PartitionImage {
                     topic_id: *topic_id,
                     partition: *partition,
@@ -172,8 +191,8 @@ impl MetadataImage {
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
                 };
-                image.check();
-                assert!(self.partitions.insert((*topic_id, *partition), image).is_none(), "partition created twice");
+                image.check()?;
+                self.partitions.insert((*topic_id, *partition), image);
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -184,28 +203,34 @@ impl MetadataImage {
                 leader_epoch,
                 partition_epoch,
             } => {
-                let image = self.partitions.get_mut(&(*topic_id, *partition)).expect("change of an unknown partition");
-                assert_eq!(*partition_epoch, image.partition_epoch + 1, "partition epoch must grow by one");
+                let image = self
+                    .partitions
+                    .get(&(*topic_id, *partition))
+                    .ok_or_else(|| "change of an unknown partition".to_string())?;
+                ensure(image.partition_epoch.checked_add(1) == Some(*partition_epoch), || {
+                    "partition epoch must grow by one".to_string()
+                })?;
                 let leader_changed = *leader != image.leader;
-                assert_eq!(
-                    *leader_epoch,
-                    image.leader_epoch + i32::from(leader_changed),
-                    "leader epoch vs leader change"
-                );
-                image.isr = isr.clone();
-                image.elr = elr.clone();
-                image.leader = *leader;
-                image.leader_epoch = *leader_epoch;
-                image.partition_epoch = *partition_epoch;
-                image.check();
+                ensure(image.leader_epoch.checked_add(i32::from(leader_changed)) == Some(*leader_epoch), || {
+                    "leader epoch vs leader change".to_string()
+                })?;
+                let mut changed = image.clone();
+                changed.isr = isr.clone();
+                changed.elr = elr.clone();
+                changed.leader = *leader;
+                changed.leader_epoch = *leader_epoch;
+                changed.partition_epoch = *partition_epoch;
+                changed.check()?;
+                self.partitions.insert((*topic_id, *partition), changed);
             }
             MetadataRecord::ProducerIds { first, size, .. } => {
-                assert_eq!(*first, self.next_producer_id, "producer id blocks must be contiguous");
-                assert!(*size > 0);
-                self.next_producer_id = first + size;
+                ensure(*first == self.next_producer_id, || "producer id blocks must be contiguous".to_string())?;
+                let next = first.checked_add(*size).filter(|_| *size > 0);
+                self.next_producer_id = next.ok_or_else(|| format!("producer id block of size {size}"))?;
             }
         }
         self.next_offset += 1;
+        Ok(())
     }
 
     pub fn topic_by_id(&self, topic_id: u128) -> Option<&TopicImage> {
@@ -228,13 +253,28 @@ impl MetadataImage {
 }
 
 impl PartitionImage {
-    /// The invariants of the doc comments, asserted after every replay.
-    fn check(&self) {
-        assert!(!self.isr.is_empty(), "empty ISR for {}-{}", self.topic_id, self.partition);
-        assert!(self.isr.iter().all(|r| self.replicas.contains(r)), "ISR member outside the replicas");
-        assert!(self.leader == NO_LEADER || self.isr.contains(&self.leader), "leader outside the ISR");
-        assert!(self.elr.iter().all(|r| self.replicas.contains(r) && !self.isr.contains(r)), "ELR member in the ISR");
+    /// The invariants of the doc comments, checked on every replay.
+    fn check(&self) -> Result<(), String> {
+        let at = || format!("{}-{}", self.topic_id, self.partition);
+        ensure(!self.isr.is_empty(), || format!("empty ISR for {}", at()))?;
+        ensure(self.isr.iter().all(|r| self.replicas.contains(r)), || {
+            format!("ISR member outside the replicas of {}", at())
+        })?;
+        ensure(self.leader == NO_LEADER || self.isr.contains(&self.leader), || {
+            format!("leader outside the ISR of {}", at())
+        })?;
+        ensure(self.elr.iter().all(|r| self.replicas.contains(r) && !self.isr.contains(r)), || {
+            format!("ELR member in the ISR of {}", at())
+        })?;
         let distinct: BTreeSet<_> = self.replicas.iter().collect();
-        assert_eq!(distinct.len(), self.replicas.len(), "a replica listed twice");
+        ensure(distinct.len() == self.replicas.len(), || format!("a replica listed twice in {}", at()))
+    }
+}
+
+fn ensure(condition: bool, why: impl FnOnce() -> String) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(why())
     }
 }

@@ -96,18 +96,33 @@ impl MetadataLog {
         Ok((MetadataLog { path, file, end: position }, records))
     }
 
-    /// Appends records as one frame and fsyncs: when this returns Ok they survive a crash.
-    pub fn append(&mut self, records: &[MetadataRecord]) -> io::Result<()> {
-        let payload = serde_json::to_vec(records).map_err(io::Error::other)?;
-        let size = u32::try_from(payload.len())
-            .ok()
-            .filter(|&s| s <= FRAME_BYTES_MAX)
-            .ok_or_else(|| io::Error::other("metadata append too large"))?;
+    /// Encodes records as one frame, or says why they cannot be one (too large): a request
+    /// error for the operation that asked, never a disk failure.
+    pub fn encode_frame(records: &[MetadataRecord]) -> Result<Vec<u8>, String> {
+        let payload = serde_json::to_vec(records).map_err(|e| format!("metadata records do not encode: {e}"))?;
+        let size = u32::try_from(payload.len()).ok().filter(|&s| s <= FRAME_BYTES_MAX).ok_or_else(|| {
+            format!(
+                "{} records take {} bytes, more than one metadata frame holds ({FRAME_BYTES_MAX})",
+                records.len(),
+                payload.len()
+            )
+        })?;
         let mut buf = Vec::with_capacity(payload.len() + FRAME_HEADER_BYTES as usize);
         buf.extend_from_slice(&size.to_be_bytes());
         buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
         buf.extend_from_slice(&payload);
-        self.file.write_all_at(&buf, self.end)?;
+        Ok(buf)
+    }
+
+    /// Appends records as one frame and fsyncs: when this returns Ok they survive a crash.
+    pub fn append(&mut self, records: &[MetadataRecord]) -> io::Result<()> {
+        let frame = Self::encode_frame(records).map_err(io::Error::other)?;
+        self.append_frame(&frame)
+    }
+
+    /// Appends a frame from [`MetadataLog::encode_frame`] and fsyncs.
+    pub fn append_frame(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, self.end)?;
         self.file.sync()?;
         self.end += buf.len() as u64;
         Ok(())

@@ -118,6 +118,7 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
             )
             .map(ControllerReply::Partition),
         ControllerRequest::CreateTopics { topics, validate_only } => {
+            let mut records_budget = super::core::MAX_RECORDS_PER_USER_OP;
             let results = topics
                 .into_iter()
                 .map(|topic| {
@@ -128,7 +129,7 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
                     {
                         topic_id = crate::server::state::random_u128();
                     }
-                    controller.handle_create_topic(topic, validate_only, topic_id)
+                    controller.handle_create_topic(topic, validate_only, topic_id, &mut records_budget)
                 })
                 .collect();
             Ok(ControllerReply::CreatedTopics(results))

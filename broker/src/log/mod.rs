@@ -400,7 +400,15 @@ impl PartitionLog {
     /// log end; producer state and the leader-epoch cache follow the batches (no sequence
     /// checks: the leader made them). Returns the number of batches appended. A batch that
     /// fails validation stops the append before it (nothing of it is stored).
-    pub fn append_replicated(&mut self, batches: &[u8], now_ms: i64) -> Result<usize, LogError> {
+    /// `leader_epoch` is the epoch of the leader the batches came from: a batch stamped with a
+    /// newer (or negative) epoch is refused, so a bad peer cannot plant a future epoch in our
+    /// epoch cache.
+    pub fn append_replicated(
+        &mut self,
+        batches: &[u8],
+        now_ms: i64,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<usize, LogError> {
         self.guard(|log| {
             let mut position = 0;
             let mut appended = 0;
@@ -417,6 +425,12 @@ impl PartitionLog {
                     return Err(LogError::InvalidRecord(format!(
                         "replicated batch at offset {} but the log ends at {log_end}",
                         header.base_offset
+                    )));
+                }
+                if !(0..=leader_epoch.0).contains(&header.partition_leader_epoch) {
+                    return Err(LogError::InvalidRecord(format!(
+                        "replicated batch stamped with leader epoch {} from a leader at epoch {}",
+                        header.partition_leader_epoch, leader_epoch.0
                     )));
                 }
                 log.maybe_roll(header.size, now_ms)?;

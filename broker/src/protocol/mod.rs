@@ -46,8 +46,24 @@ pub enum DecodeError {
     Truncated(usize),
     #[error("unknown api key {0}")]
     UnknownApiKey(i16),
+    #[error("malformed {api:?} v{version} request header: {reason}")]
+    MalformedHeader { api: ApiKey, version: i16, reason: String },
+    /// The header decoded, so the client can be answered (where the API has an error code).
     #[error("malformed {api:?} v{version} request: {reason}")]
-    Malformed { api: ApiKey, version: i16, reason: String },
+    MalformedBody { api: ApiKey, version: i16, correlation_id: i32, reason: String },
+}
+
+impl DecodeError {
+    /// The API a bad frame claimed to be, for the log.
+    pub fn api(&self) -> String {
+        match self {
+            DecodeError::Truncated(_) => "-".to_string(),
+            DecodeError::UnknownApiKey(key) => format!("api key {key}"),
+            DecodeError::MalformedHeader { api, version, .. } | DecodeError::MalformedBody { api, version, .. } => {
+                format!("{api:?} v{version}")
+            }
+        }
+    }
 }
 
 /// A decoded request, or an ApiVersions request of a version we do not know (KIP-511: answer
@@ -73,15 +89,17 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     if !served {
         return Ok(Request::UnsupportedVersion { api_key, api_version, correlation_id });
     }
-    let malformed = |reason: anyhow::Error| DecodeError::Malformed {
+    let mut buf = frame;
+    let header_version = api_key.request_header_version(api_version);
+    let header = RequestHeader::decode(&mut buf, header_version).map_err(|reason| DecodeError::MalformedHeader {
         api: api_key,
         version: api_version,
         reason: format!("{reason:#}"),
-    };
-    let mut buf = frame;
-    let header_version = api_key.request_header_version(api_version);
-    let header = RequestHeader::decode(&mut buf, header_version).map_err(malformed)?;
-    let body = RequestKind::decode(api_key, &mut buf, api_version).map_err(malformed)?;
+    })?;
+    let malformed =
+        |reason: String| DecodeError::MalformedBody { api: api_key, version: api_version, correlation_id, reason };
+    let body =
+        RequestKind::decode(api_key, &mut buf, api_version).map_err(|reason| malformed(format!("{reason:#}")))?;
     Ok(Request::Known { header, body: Box::new(body) })
 }
 
@@ -130,9 +148,27 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_bytes: usize) 
     if size > max_bytes {
         return Err(FrameError::TooLarge { size, max: max_bytes });
     }
-    let mut frame = vec![0u8; size];
-    reader.read_exact(&mut frame).await?;
-    Ok(Bytes::from(frame))
+    Ok(read_body(reader, size).await?)
+}
+
+/// A frame body is read in pieces of at least this many bytes; the buffer grows only as bytes
+/// arrive, so a length prefix alone never allocates the length it claims.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads exactly `size` bytes, growing the buffer only as they arrive (never past `size`).
+pub async fn read_body<R: AsyncRead + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
+    let mut body = BytesMut::with_capacity(size.min(READ_CHUNK_BYTES));
+    while body.len() < size {
+        let missing = size - body.len();
+        if body.capacity() == body.len() {
+            body.reserve(body.len().max(READ_CHUNK_BYTES).min(missing));
+        }
+        let n = (&mut *reader).take(missing as u64).read_buf(&mut body).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// Writes an already length-prefixed frame and flushes it (the simulator sends only on flush).
@@ -199,7 +235,18 @@ mod tests {
         // Metadata v9 header then a truncated body.
         let frame = request_frame(ApiKey::Metadata, 9, &RequestKind::Metadata(MetadataRequest::default()));
         let cut = frame.slice(..frame.len() - 2);
-        assert!(matches!(decode_request(cut), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(decode_request(cut), Err(DecodeError::MalformedBody { correlation_id: 42, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_in_pieces_and_a_short_one_is_an_error() {
+        let data = vec![7u8; 200_000];
+        let mut reader = &data[..];
+        let body = read_body(&mut reader, 150_000).await.unwrap();
+        assert_eq!(body.len(), 150_000);
+        assert_eq!(reader.len(), 50_000, "reads no further than the frame");
+        let mut short = &data[..10];
+        assert!(read_body(&mut short, 11).await.is_err());
     }
 
     #[test]

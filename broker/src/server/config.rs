@@ -97,6 +97,22 @@ pub struct BrokerConfig {
     pub min_insync_replicas: i32,
     /// `socket.request.max.bytes`: larger frames close the connection.
     pub socket_request_max_bytes: usize,
+    /// `queued.max.request.bytes`: bytes of requests read but not yet answered, across all
+    /// connections; a connection whose next frame does not fit waits (Kafka mutes it). Kafka's
+    /// default is unbounded (-1); Gregor's is 512 MiB. At least `socket.request.max.bytes`.
+    pub queued_max_request_bytes: usize,
+    /// `max.connections`: client connections open at once; more are closed as accepted.
+    /// Kafka's default is unbounded; Gregor's is 10,000.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`: client connections from one address. Kafka's default is
+    /// unbounded; Gregor's is 1,000.
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `socket.io.timeout.ms` (Gregor's own; Kafka has no such key): once a frame's length
+    /// prefix arrives its body must complete within this, and a response must be taken by the
+    /// peer within this, or the connection is closed (a half-sent frame never holds its buffer).
+    pub socket_io_timeout_ms: u64,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: i64,
     /// Log defaults (`log.segment.bytes`, `log.flush.*`, `log.retention.*`, `message.max.bytes`).
@@ -125,6 +141,11 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             min_insync_replicas: 1,
             socket_request_max_bytes: 100 * 1024 * 1024,
+            queued_max_request_bytes: 512 * 1024 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            connections_max_idle_ms: 600_000,
+            socket_io_timeout_ms: 30_000,
             retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
             ignored: Vec::new(),
@@ -204,6 +225,11 @@ impl BrokerConfig {
             "default.replication.factor" => self.default_replication_factor = parse_positive(value).map_err(err)?,
             "min.insync.replicas" => self.min_insync_replicas = parse_positive(value).map_err(err)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse_positive(value).map_err(err)?,
+            "queued.max.request.bytes" => self.queued_max_request_bytes = parse_positive(value).map_err(err)?,
+            "max.connections" => self.max_connections = parse_positive(value).map_err(err)?,
+            "max.connections.per.ip" => self.max_connections_per_ip = parse_positive(value).map_err(err)?,
+            "connections.max.idle.ms" => self.connections_max_idle_ms = parse_positive(value).map_err(err)?,
+            "socket.io.timeout.ms" => self.socket_io_timeout_ms = parse_positive(value).map_err(err)?,
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse_positive(value).map_err(err)?
             }
@@ -247,6 +273,18 @@ impl BrokerConfig {
                 ))
             }
             _ => {}
+        }
+        if self.queued_max_request_bytes < self.socket_request_max_bytes {
+            return Err(err(
+                "queued.max.request.bytes",
+                format!(
+                    "must be at least socket.request.max.bytes ({}), or a largest request could never be read",
+                    self.socket_request_max_bytes
+                ),
+            ));
+        }
+        if self.socket_request_max_bytes > u32::MAX as usize {
+            return Err(err("socket.request.max.bytes", format!("must be at most {}", u32::MAX)));
         }
         if self.heartbeat_interval_ms >= self.session_timeout_ms {
             return Err(err(

@@ -11,23 +11,22 @@
 //! then reads the next: responses go out in request order, as Kafka guarantees per connection.
 
 pub mod config;
+pub mod connection;
 pub mod handlers;
 pub mod partition;
 pub mod replication;
 pub mod state;
 
 pub use config::BrokerConfig;
+pub use connection::handle_frame;
 pub use state::Broker;
 
 use crate::controller::{rpc, Controller, ControllerConfig, MetadataLog};
-use crate::protocol::{self, Request};
-use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use connection::Connections;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::storage::Disk;
@@ -48,7 +47,8 @@ pub struct BrokerHandle {
     pub broker: Option<Arc<Broker>>,
     pub controller: Option<Arc<Mutex<Controller>>>,
     shutdown: watch::Sender<bool>,
-    open_connections: Arc<AtomicUsize>,
+    /// Client connections and their limits (broker role only).
+    pub connections: Option<Arc<Connections>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -62,7 +62,8 @@ impl BrokerHandle {
             let _ = task.await;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_DRAIN_MS_MAX);
-        while self.open_connections.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        let open = || self.connections.as_ref().map_or(0, |c| c.limits.open());
+        while open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Some(broker) = &self.broker {
@@ -108,12 +109,12 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
             min_insync_replicas: config.min_insync_replicas,
         };
         let shared =
-            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, state::now_ms())));
+            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, state::now_ms())?));
         tasks.push(tokio::spawn(rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
         tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
         controller = Some(shared);
     }
-    let open_connections = Arc::new(AtomicUsize::new(0));
+    let mut connections = None;
     let mut broker = None;
     let mut local_addr = controller_addr;
     if config.roles.broker {
@@ -136,7 +137,9 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         // Clients are served once the broker is part of the cluster, as in Kafka: before that
         // it knows no topics and leads nothing.
         wait_until_unfenced(&shared).await;
-        tasks.push(tokio::spawn(accept_loop(listener, shared.clone(), shutdown_rx.clone(), open_connections.clone())));
+        let shared_connections = Connections::new(shared.clone());
+        tasks.push(tokio::spawn(connection::accept_loop(listener, shared_connections.clone(), shutdown_rx.clone())));
+        connections = Some(shared_connections);
         tracing::info!(%bound, advertised = ?shared.advertised, node_id = shared.node_id, "Gregor broker listening");
         broker = Some(shared);
     }
@@ -146,7 +149,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         broker,
         controller,
         shutdown,
-        open_connections,
+        connections,
         tasks,
     })
 }
@@ -175,37 +178,6 @@ async fn wait_until_unfenced(broker: &Broker) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    mut shutdown: watch::Receiver<bool>,
-    open_connections: Arc<AtomicUsize>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                open_connections.fetch_add(1, Ordering::SeqCst);
-                let broker = broker.clone();
-                let shutdown = shutdown.clone();
-                let open_connections = open_connections.clone();
-                tokio::spawn(async move {
-                    serve_connection(broker, stream, peer, shutdown).await;
-                    open_connections.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
 async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_interval = broker.config.retention_check_interval_ms;
     let mut next_retention = state::now_ms() + retention_interval;
@@ -226,90 +198,6 @@ async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bo
         }
         broker.housekeeping(now, retention_due);
     }
-}
-
-async fn serve_connection(
-    broker: Arc<Broker>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut reader = tokio::io::BufReader::new(reader);
-    let max_bytes = broker.config.socket_request_max_bytes;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = shutdown.changed() => return,
-            frame = protocol::read_frame(&mut reader, max_bytes) => frame,
-        };
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(protocol::FrameError::Closed) => return,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                return;
-            }
-        };
-        let response = match handle_frame(&broker, frame).await {
-            Ok(response) => response,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection after a bad request");
-                return;
-            }
-        };
-        // A slow disk (simulated) delays the answer by the time its operations took.
-        let disk_delay = broker.disk.take_delay();
-        if !disk_delay.is_zero() {
-            tokio::time::sleep(disk_delay).await;
-        }
-        if let Some(response) = response {
-            if let Err(e) = protocol::write_frame(&mut writer, &response).await {
-                tracing::debug!(%peer, error = %e, "write failed; closing connection");
-                return;
-            }
-        }
-    }
-}
-
-/// Decodes, handles and encodes one request. `Ok(None)`: no response (acks=0).
-/// `Err`: the connection must be closed (malformed request, unsupported API).
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> anyhow::Result<Option<Bytes>> {
-    let (header, body) = match protocol::decode_request(frame)? {
-        Request::Known { header, body } => (header, body),
-        Request::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, api_version } => {
-            tracing::debug!(api_version, "ApiVersions of an unknown version: answering v0 with UNSUPPORTED_VERSION");
-            let body = ResponseKind::ApiVersions(handlers::api_versions(handlers::code::UNSUPPORTED_VERSION));
-            return Ok(Some(protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)?));
-        }
-        Request::UnsupportedVersion { api_key, api_version, .. } => {
-            anyhow::bail!("{api_key:?} v{api_version} is not supported (see ApiVersions)");
-        }
-    };
-    let version = header.request_api_version;
-    let api_key = ApiKey::try_from(header.request_api_key).expect("checked by decode_request");
-    let response = match *body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(handlers::code::NONE)),
-        RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(broker, r, version).await),
-        RequestKind::Produce(r) => match handlers::produce(broker, r, version).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Ok(None),
-        },
-        RequestKind::Fetch(r) => {
-            let client_id = header.client_id.as_ref().map(|c| c.to_string());
-            ResponseKind::Fetch(handlers::fetch(broker, r, version, client_id.as_deref()).await)
-        }
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(broker, r, version)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(broker, r, version).await),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(handlers::delete_topics(broker, r, version).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(handlers::init_producer_id(broker, r).await),
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch(broker, r))
-        }
-        other => anyhow::bail!("no handler for {other:?}"),
-    };
-    Ok(Some(protocol::encode_response(api_key, version, header.correlation_id, &response)?))
 }
 
 /// The `broker` binary: `broker [--config FILE | FILE] [--override key=value]...`.

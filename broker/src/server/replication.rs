@@ -292,12 +292,30 @@ async fn truncate_step(
     if answer.error_code != 0 {
         anyhow::bail!("OffsetForLeaderEpoch error {}", answer.error_code);
     }
+    check_epoch_answer(
+        tp,
+        &response.topics[0].topic.0,
+        answer.partition,
+        answer.leader_epoch,
+        answer.end_offset,
+        latest.0,
+    )?;
     let mut p = lock(shared);
     if !p.follows_at(leader_epoch) {
         // Leadership moved while we waited: this answer is about a leader we no longer follow.
         return Ok(());
     }
     let log_end = p.log.log_end_offset();
+    if answer.leader_epoch >= 0 && answer.end_offset < p.log.log_start_offset().0 {
+        // Our whole log would go; a leader that means it keeps answering so, and we are a
+        // replica that cannot follow. Never truncate below the log start on one peer's word.
+        anyhow::bail!(
+            "leader says epoch {} ends at {}, below our log start {}",
+            answer.leader_epoch,
+            answer.end_offset,
+            p.log.log_start_offset().0
+        );
+    }
     let target = if answer.leader_epoch < 0 {
         // The leader knows no epoch at or before ours: nothing of ours is known to be on it.
         p.log.log_start_offset()
@@ -352,11 +370,16 @@ async fn fetch_step(
     if response.error_code != 0 {
         anyhow::bail!("fetch error {}", response.error_code);
     }
-    let data = response
-        .responses
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
+    let topic = response.responses.first().ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
+    let data = topic.partitions.first().ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
+    check_fetch_answer(
+        tp,
+        &topic.topic.0,
+        data.partition_index,
+        data.error_code,
+        data.high_watermark,
+        data.log_start_offset,
+    )?;
     match data.error_code {
         0 => {}
         1 => {
@@ -385,7 +408,7 @@ async fn fetch_step(
     }
     if let Some(records) = &data.records {
         if !records.is_empty() {
-            if let Err(e) = p.log.append_replicated(records, now_ms()) {
+            if let Err(e) = p.log.append_replicated(records, now_ms(), LeaderEpoch(leader_epoch)) {
                 broker.note_log_error(&e);
                 tracing::warn!(%tp, error = %e, "could not append replicated batches");
                 return Ok(FetchStep::Retruncate);
@@ -394,4 +417,79 @@ async fn fetch_step(
     }
     p.update_follower_high_watermark(Offset(data.high_watermark));
     Ok(FetchStep::Continue)
+}
+
+/// A leader's OffsetForLeaderEpoch answer, checked before it can move our log: it must be about
+/// our partition, and name an epoch no newer than the one we asked about with a non-negative
+/// end offset (or say it knows no such epoch: -1 and -1).
+fn check_epoch_answer(
+    tp: &TopicPartition,
+    topic: &str,
+    partition: i32,
+    epoch: i32,
+    end_offset: i64,
+    asked: i32,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        topic == tp.topic && partition == tp.partition,
+        "OffsetForLeaderEpoch answer about {topic}-{partition}"
+    );
+    if epoch < 0 {
+        anyhow::ensure!(epoch == -1 && end_offset == -1, "OffsetForLeaderEpoch answer epoch {epoch} end {end_offset}");
+        return Ok(());
+    }
+    anyhow::ensure!(epoch <= asked, "OffsetForLeaderEpoch answered epoch {epoch}, newer than the {asked} asked about");
+    anyhow::ensure!(end_offset >= 0, "OffsetForLeaderEpoch answered a negative end offset {end_offset}");
+    Ok(())
+}
+
+/// A leader's fetch answer, checked before it can move our log or HW: about our partition, and
+/// (when it carries data or says we are out of range) with `0 <= log start <= HW`.
+fn check_fetch_answer(
+    tp: &TopicPartition,
+    topic: &str,
+    partition: i32,
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(topic == tp.topic && partition == tp.partition, "fetch answer about {topic}-{partition}");
+    if error_code == 0 || error_code == 1 {
+        anyhow::ensure!(
+            0 <= log_start_offset && log_start_offset <= high_watermark,
+            "fetch answer with log start {log_start_offset} and high watermark {high_watermark}"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp() -> TopicPartition {
+        TopicPartition { topic: "t".to_string(), partition: 0 }
+    }
+
+    #[test]
+    fn epoch_answers_that_could_truncate_to_a_bad_offset_are_refused() {
+        assert!(check_epoch_answer(&tp(), "t", 0, 3, 100, 3).is_ok());
+        assert!(check_epoch_answer(&tp(), "t", 0, -1, -1, 3).is_ok());
+        assert!(check_epoch_answer(&tp(), "t", 0, 3, -5, 3).is_err(), "negative end offset");
+        assert!(check_epoch_answer(&tp(), "t", 0, 4, 100, 3).is_err(), "an epoch newer than asked");
+        assert!(check_epoch_answer(&tp(), "t", 0, -7, 100, 3).is_err());
+        assert!(check_epoch_answer(&tp(), "t", 1, 3, 100, 3).is_err(), "another partition");
+        assert!(check_epoch_answer(&tp(), "u", 0, 3, 100, 3).is_err(), "another topic");
+    }
+
+    #[test]
+    fn fetch_answers_with_impossible_offsets_are_refused() {
+        assert!(check_fetch_answer(&tp(), "t", 0, 0, 10, 0).is_ok());
+        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, 4).is_ok());
+        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, i64::MAX).is_err(), "log start past the HW");
+        assert!(check_fetch_answer(&tp(), "t", 0, 0, -3, 0).is_err(), "negative HW");
+        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, -2).is_err(), "negative log start");
+        assert!(check_fetch_answer(&tp(), "t", 2, 0, 10, 0).is_err());
+        assert!(check_fetch_answer(&tp(), "t", 0, 6, -1, -1).is_ok(), "an error answer carries no offsets");
+    }
 }

@@ -226,8 +226,13 @@ impl Broker {
         if skip >= records.len() && meta.scanned_dirs {
             return;
         }
-        for record in records.iter().skip(skip) {
-            meta.image.replay(record);
+        for (i, record) in records.iter().enumerate().skip(skip) {
+            // The controller is a peer: a record that does not fit is an error for this
+            // exchange (the next call asks again from the same offset), never a panic.
+            if let Err(e) = meta.image.try_replay(record) {
+                tracing::error!(offset = from + i as i64, error = %e, ?record, "refusing a metadata record from the controller");
+                break;
+            }
         }
         let now = now_ms();
         let mut fetchers = Vec::new();
