@@ -20,10 +20,13 @@ pub enum Bug {
     SkipTruncation = 32,
     /// acks=all appends and acknowledges even when the ISR is below `min.insync.replicas`.
     IgnoreMinIsr = 64,
+    /// Loading the leader-epoch checkpoint keeps only its newest entry (the history before it is
+    /// lost, and OffsetForLeaderEpoch answers for older epochs go wrong).
+    LoseEpochHistory = 128,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -31,6 +34,7 @@ impl Bug {
         Bug::HwBeforeIsr,
         Bug::SkipTruncation,
         Bug::IgnoreMinIsr,
+        Bug::LoseEpochHistory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Bug {
             Bug::HwBeforeIsr => "hw-before-isr",
             Bug::SkipTruncation => "skip-truncation",
             Bug::IgnoreMinIsr => "ignore-min-isr",
+            Bug::LoseEpochHistory => "lose-epoch-history",
         }
     }
 

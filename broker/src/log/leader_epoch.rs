@@ -21,19 +21,26 @@ pub struct LeaderEpochCache {
     entries: Vec<(i32, i64)>,
 }
 
+/// Reads of the checkpoint that must agree before it is believed (it has no checksum, so a
+/// read that returns different bytes twice in a row is not trusted).
+const READ_ATTEMPTS: usize = 5;
+
 impl LeaderEpochCache {
-    /// Reads the checkpoint; a missing or unreadable one gives an empty cache (it is derived
-    /// data: the epochs are also stamped in every batch).
-    pub fn load(disk: &dyn Disk, dir: &Path) -> LeaderEpochCache {
+    /// Reads the checkpoint. `Ok(None)`: there is none. `Err`: it exists but cannot be used
+    /// (names the file, line and reason); the caller rebuilds the history from the epochs
+    /// stamped in the log's batches instead of losing it.
+    pub fn load(disk: &dyn Disk, dir: &Path) -> Result<Option<LeaderEpochCache>, String> {
         let path = dir.join(CHECKPOINT_FILE);
-        let Ok(bytes) = storage::read_all(disk, &path) else { return LeaderEpochCache::default() };
-        match parse(&String::from_utf8_lossy(&bytes)) {
-            Some(cache) => cache,
-            None => {
-                tracing::warn!(path = %path.display(), "ignoring an unreadable leader epoch checkpoint");
-                LeaderEpochCache::default()
-            }
+        if !disk.exists(&path) {
+            return Ok(None);
         }
+        let bytes = read_stable(disk, &path)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| format!("{}: not text: {e}", path.display()))?;
+        let mut cache = parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if crate::planted::active(crate::planted::Bug::LoseEpochHistory) {
+            cache.entries.drain(..cache.entries.len().saturating_sub(1));
+        }
+        Ok(Some(cache))
     }
 
     pub fn write(&self, disk: &dyn Disk, dir: &Path) -> Result<(), LogError> {
@@ -54,24 +61,17 @@ impl LeaderEpochCache {
     }
 
     /// Records that `epoch` starts at `start_offset`. Returns whether the cache changed. An
-    /// epoch older than the latest is ignored (a stale batch never rewrites history).
+    /// epoch older than the latest is ignored (a stale batch never rewrites history). A newer
+    /// epoch replaces every entry starting at or after its start, as Kafka's
+    /// LeaderEpochFileCache does: two elections with no append between them leave one entry,
+    /// the newer, at that offset.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> bool {
-        if epoch < 0 {
+        if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {
             return false;
         }
-        match self.entries.last() {
-            Some(&(latest, _)) if epoch <= latest => false,
-            Some(&(_, latest_start)) if start_offset < latest_start => {
-                // A newer epoch cannot start before an older one: drop what it overlaps.
-                self.entries.retain(|&(_, s)| s < start_offset);
-                self.entries.push((epoch, start_offset));
-                true
-            }
-            _ => {
-                self.entries.push((epoch, start_offset));
-                true
-            }
-        }
+        self.entries.retain(|&(_, s)| s < start_offset);
+        self.entries.push((epoch, start_offset));
+        true
     }
 
     /// OffsetForLeaderEpoch: the largest epoch `<= requested` and the offset where it ends (the
@@ -114,21 +114,55 @@ impl LeaderEpochCache {
     }
 }
 
-fn parse(text: &str) -> Option<LeaderEpochCache> {
-    let mut lines = text.lines();
-    (lines.next()?.trim() == "0").then_some(())?;
-    let count: usize = lines.next()?.trim().parse().ok()?;
-    let mut cache = LeaderEpochCache::default();
-    for _ in 0..count {
-        let mut parts = lines.next()?.split_whitespace();
-        let (epoch, offset): (i32, i64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-        let increasing = cache.entries.last().is_none_or(|&(e, s)| epoch > e && offset > s);
-        if !increasing {
-            return None;
+/// Reads `path` until two reads in a row return the same bytes.
+fn read_stable(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, String> {
+    let read = || storage::read_all(disk, path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut previous = read()?;
+    for _ in 1..READ_ATTEMPTS {
+        let next = read()?;
+        if next == previous {
+            return Ok(next);
         }
-        cache.entries.push((epoch, offset));
+        previous = next;
     }
-    Some(cache)
+    Err(format!("{}: {READ_ATTEMPTS} reads returned different bytes", path.display()))
+}
+
+/// Kafka's checkpoint format: `0`, the entry count, then `epoch start_offset` per line, both
+/// strictly increasing except that a later entry may replace an earlier one at the same start
+/// offset (files written before that rule was enforced hold such pairs; the later epoch is the
+/// one in force, exactly what [`LeaderEpochCache::assign`] keeps). Anything else is an error
+/// naming the line.
+fn parse(text: &str) -> Result<LeaderEpochCache, String> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim()));
+    let mut next = |what: &str| lines.next().ok_or_else(|| format!("ends before {what}"));
+    let (line, version) = next("the version line")?;
+    if version != "0" {
+        return Err(format!("line {line}: unknown version `{version}`"));
+    }
+    let (line, count) = next("the count line")?;
+    let count: usize = count.parse().map_err(|_| format!("line {line}: bad entry count `{count}`"))?;
+    let mut cache = LeaderEpochCache::default();
+    for n in 0..count {
+        let (line, entry) = next(&format!("entry {} of {count}", n + 1))?;
+        let mut fields = entry.split_whitespace();
+        let parsed = match (fields.next(), fields.next(), fields.next()) {
+            (Some(e), Some(o), None) => e.parse::<i32>().ok().zip(o.parse::<i64>().ok()),
+            _ => None,
+        };
+        let (epoch, offset) = parsed.ok_or_else(|| format!("line {line}: expected `epoch start_offset`, got `{entry}`"))?;
+        let fits = epoch >= 0
+            && offset >= 0
+            && cache.entries.last().is_none_or(|&(e, s)| epoch > e && offset >= s);
+        if !fits {
+            return Err(format!("line {line}: entry `{entry}` does not follow the one before it"));
+        }
+        cache.assign(epoch, offset);
+    }
+    if let Some((line, extra)) = lines.find(|(_, l)| !l.is_empty()) {
+        return Err(format!("line {line}: unexpected `{extra}` after {count} entries"));
+    }
+    Ok(cache)
 }
 
 #[cfg(test)]
@@ -163,13 +197,38 @@ mod tests {
     }
 
     #[test]
-    fn the_checkpoint_round_trips_and_a_bad_one_is_ignored() {
+    fn the_checkpoint_round_trips_and_a_bad_one_is_an_error_naming_file_and_line() {
         let disk = MemDisk::new();
         disk.create_dir_all(Path::new("/p")).unwrap();
+        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), Ok(None));
         let c = cache(&[(0, 0), (2, 7)]);
         c.write(&disk, Path::new("/p")).unwrap();
-        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), c);
-        storage::write_atomic(&disk, &Path::new("/p").join(CHECKPOINT_FILE), b"0\n2\n5 9\n3 12\n").unwrap();
-        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), LeaderEpochCache::default());
+        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), Ok(Some(c)));
+        for (content, line) in [
+            (&b"0\n2\n5 9\n3 12\n"[..], "line 4"),
+            (b"0\n2\n5 9\n", "ends before entry 2 of 2"),
+            (b"1\n0\n", "line 1"),
+            (b"0\n1\n5 x\n", "line 3"),
+            (b"0\n1\n5 9\n6 10\n", "line 4: unexpected"),
+        ] {
+            storage::write_atomic(&disk, &Path::new("/p").join(CHECKPOINT_FILE), content).unwrap();
+            let error = LeaderEpochCache::load(&disk, Path::new("/p")).unwrap_err();
+            assert!(error.contains("/p/leader-epoch-checkpoint") && error.contains(line), "{error}");
+        }
+    }
+
+    #[test]
+    fn two_elections_with_no_append_between_leave_one_entry_and_the_file_survives_a_reload() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/p")).unwrap();
+        let mut c = cache(&[(0, 0), (2, 7)]);
+        assert!(c.assign(3, 12));
+        assert!(c.assign(4, 12), "a newer epoch at the same start replaces the older");
+        assert_eq!(c.entries(), &[(0, 0), (2, 7), (4, 12)]);
+        c.write(&disk, Path::new("/p")).unwrap();
+        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), Ok(Some(c.clone())));
+        // A file written by the old writer (two epochs at offset 12) reads as the newer one.
+        storage::write_atomic(&disk, &Path::new("/p").join(CHECKPOINT_FILE), b"0\n4\n0 0\n2 7\n3 12\n4 12\n").unwrap();
+        assert_eq!(LeaderEpochCache::load(&disk, Path::new("/p")), Ok(Some(c)));
     }
 }

@@ -267,8 +267,22 @@ impl PartitionLog {
             failed: None,
             epochs: LeaderEpochCache::default(),
         };
-        log.epochs = LeaderEpochCache::load(&*log.disk, &log.dir);
+        let rebuild_epochs = match LeaderEpochCache::load(&*log.disk, &log.dir) {
+            Ok(Some(epochs)) => {
+                log.epochs = epochs;
+                false
+            }
+            // A log that never had a leader has no checkpoint; rebuilding finds nothing.
+            Ok(None) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "leader epoch checkpoint cannot be used: rebuilding the epoch history from the log's batches");
+                true
+            }
+        };
         log.epochs.truncate_from_end(log_end);
+        if rebuild_epochs {
+            log.rebuild_epochs()?;
+        }
         log.recover_producer_state()?;
         // Every checkpoint write is atomic; rewrite it once to hold exactly the recovered state.
         log.epochs.write(&*log.disk, &log.dir)?;
@@ -816,6 +830,22 @@ impl PartitionLog {
         }
         self.producers.remove_before(self.log_start_offset().0);
         self.replay_producer_batches(from)
+    }
+
+    /// The epoch history from the epoch stamped in every batch, from the log start: the first
+    /// offset of each epoch (what the checkpoint would hold, less epochs begun with no append).
+    fn rebuild_epochs(&mut self) -> Result<(), LogError> {
+        self.epochs = LeaderEpochCache::default();
+        for segment in &self.segments {
+            let Some((mut position, first)) = segment.find(segment.base_offset)? else { continue };
+            let mut expected = first.base_offset;
+            while let Some((header, _)) = segment.batch_at(position, expected)? {
+                self.epochs.assign(header.partition_leader_epoch, header.base_offset);
+                position += header.size as u64;
+                expected = header.last_offset() + 1;
+            }
+        }
+        Ok(())
     }
 
     fn replay_producer_batches(&mut self, from: i64) -> Result<(), LogError> {

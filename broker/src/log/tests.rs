@@ -662,3 +662,31 @@ fn batches_are_stored_as_sent_unless_their_max_timestamp_lies() {
     assert_eq!(batch::parse_header(&stored).unwrap().max_timestamp, 9_001);
     assert!(batch::crc_matches(&stored));
 }
+
+#[test]
+fn an_unusable_or_missing_epoch_checkpoint_is_rebuilt_from_the_batches_not_lost() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    log.assign_epoch_start(LeaderEpoch(1)).unwrap();
+    log.append(batch(&[1, 2], 1000, None), LeaderEpoch(1), 1000).unwrap();
+    log.assign_epoch_start(LeaderEpoch(2)).unwrap();
+    log.assign_epoch_start(LeaderEpoch(3)).unwrap(); // two elections, no append between
+    log.append(batch(&[3], 1000, None), LeaderEpoch(3), 1000).unwrap();
+    log.append(batch(&[4], 1000, None), LeaderEpoch(5), 1000).unwrap();
+    let answers = |log: &PartitionLog| (1..=5).map(|e| log.end_offset_for_epoch(LeaderEpoch(e))).collect::<Vec<_>>();
+    let expected = answers(&log);
+    assert_eq!(expected[1], (LeaderEpoch(1), Offset(2)), "epoch 2 left no entry");
+    drop(log);
+    let checkpoint = Path::new(DIR).join(super::leader_epoch::CHECKPOINT_FILE);
+    // The checkpoint as written reloads as it was (the same-offset pair did not make it unreadable).
+    assert_eq!(answers(&open(&disk, cfg.clone())), expected);
+    for damage in [Some(&b"0\n3\n1 0\n3 banana\n"[..]), None] {
+        match damage {
+            Some(bytes) => crate::storage::write_atomic(&disk, &checkpoint, bytes).unwrap(),
+            None => disk.remove_file(&checkpoint).unwrap(),
+        }
+        let log = open(&disk, cfg.clone());
+        assert_eq!(answers(&log), expected, "rebuilt from the batches after {damage:?}");
+    }
+}

@@ -98,6 +98,7 @@ fn leader_partition(broker: &Broker, tp: &TopicPartition, current_leader_epoch: 
         Lookup::UnknownTopic | Lookup::UnknownPartition => return Err(code::UNKNOWN_TOPIC_OR_PARTITION),
         Lookup::NotReplica => return Err(code::NOT_LEADER_OR_FOLLOWER),
         Lookup::Replica(p) => p,
+        Lookup::Failed(_) => return Err(code::KAFKA_STORAGE_ERROR),
     };
     {
         let p = lock(&partition);

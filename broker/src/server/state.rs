@@ -51,6 +51,10 @@ pub struct MetaState {
     pub cluster_id: String,
     /// The replicas this broker holds, opened as the metadata assigns them.
     pub partitions: BTreeMap<TopicPartition, SharedPartition>,
+    /// Replicas whose stored state could not be used (a bad stored topic config, say): each is
+    /// that partition's problem alone, answered KAFKA_STORAGE_ERROR until restart, while the
+    /// log directory and every other partition stay online.
+    pub failed_partitions: BTreeMap<TopicPartition, String>,
     /// Whether leftover directories of deleted topics were looked for since start.
     scanned_dirs: bool,
 }
@@ -63,6 +67,8 @@ pub enum Lookup {
     NotReplica,
     UnknownPartition,
     Replica(SharedPartition),
+    /// This broker holds a replica it could not open.
+    Failed(String),
 }
 
 /// Producer ids `[next, end)` this broker may hand out.
@@ -110,6 +116,15 @@ pub struct PartitionObservation {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// Whether a partition failed to open because the disk failed (the log directory goes offline)
+/// rather than because of what one partition stores (that partition alone stays closed).
+fn is_disk_error(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some()
+            || matches!(cause.downcast_ref::<LogError>(), Some(LogError::Storage { .. } | LogError::Corruption { .. }))
+    })
 }
 
 /// Why a topic operation failed, as Kafka error codes with a message.
@@ -171,9 +186,10 @@ impl Broker {
         if tp.partition < 0 || tp.partition >= topic.partitions {
             return Lookup::UnknownPartition;
         }
-        match meta.partitions.get(tp) {
-            Some(p) => Lookup::Replica(p.clone()),
-            None => Lookup::NotReplica,
+        match (meta.partitions.get(tp), meta.failed_partitions.get(tp)) {
+            (Some(p), _) => Lookup::Replica(p.clone()),
+            (None, Some(reason)) => Lookup::Failed(reason.clone()),
+            (None, None) => Lookup::NotReplica,
         }
     }
 
@@ -273,6 +289,9 @@ impl Broker {
                 })
                 .collect();
             for (tp, image) in assigned {
+                if meta.failed_partitions.contains_key(&tp) {
+                    continue;
+                }
                 let partition = match meta.partitions.get(&tp) {
                     Some(p) => p.clone(),
                     None => match self.open_partition(&meta.image, &tp, &image, now) {
@@ -281,13 +300,18 @@ impl Broker {
                             meta.partitions.insert(tp.clone(), p.clone());
                             p
                         }
-                        Err(e) => {
+                        Err(e) if is_disk_error(&e) => {
                             tracing::error!(%tp, error = %e, "cannot open a partition replica");
                             self.note_log_error(&LogError::Storage {
                                 path: self.config.log_dir.clone(),
                                 source: std::io::Error::other(format!("{e:#}")),
                             });
                             break;
+                        }
+                        Err(e) => {
+                            tracing::error!(%tp, error = %e, "cannot open a partition replica: it stays offline until restart; other partitions are served");
+                            meta.failed_partitions.insert(tp, format!("{e:#}"));
+                            continue;
                         }
                     },
                 };
@@ -622,6 +646,17 @@ fn remove_deleted_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &Metada
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_disk_failures_take_the_directory_offline_when_a_partition_will_not_open() {
+        let io = anyhow::Error::new(std::io::Error::other("EIO")).context("opening t-0");
+        assert!(is_disk_error(&io));
+        let storage = anyhow::Error::new(LogError::Storage { path: "/d".into(), source: std::io::Error::other("x") });
+        assert!(is_disk_error(&storage));
+        let parse = anyhow::Error::new("x".parse::<i32>().unwrap_err()).context("min.insync.replicas");
+        assert!(!is_disk_error(&parse), "a bad stored value is that partition's problem");
+        assert!(!is_disk_error(&anyhow::anyhow!("topic `t` has a bad stored config `retention.ms`")));
+    }
 
     #[test]
     fn cluster_id_is_22_url_safe_characters() {
