@@ -4,6 +4,7 @@
 //! (simulated network and time, a simulated disk). See `ARCHITECTURE.md` for the code map.
 
 pub mod controller;
+pub mod fail_stop;
 pub mod log;
 pub mod planted;
 pub mod protocol;

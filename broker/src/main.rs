@@ -2,6 +2,7 @@
 
 #[cfg(not(madsim))]
 fn main() {
+    broker::fail_stop::install();
     if let Err(e) = broker::server::cli_main() {
         eprintln!("broker: {e:#}");
         std::process::exit(1);

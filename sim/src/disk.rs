@@ -10,11 +10,13 @@
 //! Every decision comes from the disk's own random stream, so turning disk faults on or off does
 //! not reshuffle the workload or the network faults.
 
+use crate::check::epochs::{EpochWatch, CHECKPOINT_FILE};
 use broker::storage::mem::{DiskOp, FaultHook, MemDisk};
+use broker::storage::Disk;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Bytes of a disk sector: the unit a torn write is made of.
@@ -58,9 +60,15 @@ struct HookState {
     rng: ChaCha8Rng,
     faults: DiskFaults,
     counts: DiskFaultCounts,
+    /// The epoch-history check's view of this node's restarts.
+    epochs: EpochWatch,
 }
 
 impl FaultHook for Hook {
+    fn renamed(&self, to: &Path, content: &[u8]) {
+        self.state.lock().expect("disk hook lock").epochs.renamed(to, content);
+    }
+
     fn check(&self, op: DiskOp, path: &Path) -> io::Result<()> {
         let mut state = self.state.lock().expect("disk hook lock");
         let faults = state.faults;
@@ -115,6 +123,7 @@ impl SimDisk {
                 rng: ChaCha8Rng::seed_from_u64(seed),
                 faults: DiskFaults::default(),
                 counts: DiskFaultCounts::default(),
+                epochs: EpochWatch::default(),
             }),
         });
         let disk = MemDisk::new();
@@ -128,6 +137,31 @@ impl SimDisk {
 
     pub fn counts(&self) -> DiskFaultCounts {
         self.hook.state.lock().expect("disk hook lock").counts.clone()
+    }
+
+    /// The node is about to restart: the epoch-history check takes the leader-epoch checkpoints
+    /// under `data_dir` as they are now (read with faults suspended: this is the checker's
+    /// read, not the node's).
+    pub fn before_restart(&self, data_dir: &Path) {
+        let faults = std::mem::take(&mut self.hook.state.lock().expect("disk hook lock").faults);
+        let mut checkpoints = Vec::new();
+        for name in self.disk.list_dir(data_dir).unwrap_or_default() {
+            let dir: PathBuf = data_dir.join(name);
+            let path = dir.join(CHECKPOINT_FILE);
+            if self.disk.exists(&path) {
+                if let Ok(bytes) = broker::storage::read_all(&self.disk, &path) {
+                    checkpoints.push((dir, String::from_utf8_lossy(&bytes).into_owned()));
+                }
+            }
+        }
+        let mut state = self.hook.state.lock().expect("disk hook lock");
+        state.faults = faults;
+        state.epochs.restarting(checkpoints);
+    }
+
+    /// What the epoch-history check found on this disk.
+    pub fn epoch_history_violations(&self) -> Vec<String> {
+        self.hook.state.lock().expect("disk hook lock").epochs.violations.clone()
     }
 
     /// The disk is swapped for an empty one (the node must be down).

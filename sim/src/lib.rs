@@ -12,6 +12,8 @@ pub mod scenario;
 #[cfg(madsim)]
 pub mod client;
 #[cfg(madsim)]
+pub mod hostile;
+#[cfg(madsim)]
 pub mod report;
 #[cfg(madsim)]
 pub mod run;

@@ -431,7 +431,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     /// The planted-bug catalog and the scenario that should catch each bug.
-    const PLANTED: [(broker::planted::Bug, &str); 7] = [
+    const PLANTED: [(broker::planted::Bug, &str); 8] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -439,6 +439,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::HwBeforeIsr, "scenarios/isr-shrink-expand.toml"),
         (broker::planted::Bug::SkipTruncation, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::IgnoreMinIsr, "scenarios/isr-below-min.toml"),
+        (broker::planted::Bug::LoseEpochHistory, "scenarios/rolling-restart.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

@@ -10,6 +10,7 @@ use crate::check::{check_history, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
 use crate::disk::{DiskFaultCounts, DiskFaults, SimDisk};
 use crate::history::{History, Process};
+use crate::hostile::run_hostile_client;
 use crate::nemesis::{loses_data, plan, start_times, stream_seed, FaultEvent, PlannedFault, Target, RECOVERY_WINDOW};
 use crate::scenario::{Acks, FaultKind, Scenario};
 use broker::controller::{Controller, MetadataImage, MetadataRecord, NO_LEADER};
@@ -24,12 +25,15 @@ use madsim::runtime::{Handle, NodeHandle};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How often the state checks observe every live broker.
+/// Where every simulated node keeps its data (`log.dirs`).
+const DATA_DIR: &str = "/data";
 const STATE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Probability per disk operation while a disk fault is on.
 const DISK_FAULT_PROBABILITY: f64 = 0.02;
@@ -180,7 +184,7 @@ const SIM_TIMINGS: &[(&str, &str)] = &[
 fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -> BrokerConfig {
     let mut config = BrokerConfig::default();
     config.set("node.id", &node_id.to_string()).expect("valid");
-    config.set("log.dirs", "/data").expect("valid");
+    config.set("log.dirs", DATA_DIR).expect("valid");
     config.set("auto.create.topics.enable", "false").expect("valid");
     config.set("log.segment.bytes", "65536").expect("valid");
     config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
@@ -395,6 +399,21 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         workers.push(node.spawn(task));
     }
 
+    let mut hostile = Vec::new();
+    for h in 0..scenario.workload.hostile_clients {
+        let node = handle
+            .create_node()
+            .name(format!("hostile-{}", h + 1))
+            .ip(format!("10.0.5.{}", h + 1).parse().expect("ip"))
+            .build();
+        let task = run_hostile_client(
+            stream_seed(seed, &format!("hostile-{}", h + 1)),
+            bootstrap.clone(),
+            workload_stop.clone(),
+        );
+        hostile.push((format!("hostile-{}", h + 1), node.spawn(task)));
+    }
+
     // The fault phase.
     let fault_phase = Duration::from_secs(scenario.workload.duration_s);
     let link_peer = producer_nodes.first().copied();
@@ -422,6 +441,10 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             liveness_failure
                 .get_or_insert_with(|| "a client did not finish its last operation within the heal phase".to_string());
         }
+    }
+    for (name, task) in hostile {
+        let counts = task.await.expect("hostile client task");
+        note(&faults, &recorder, &name, format!("{counts:?}"));
     }
     let reader = handle.create_node().name("final-reader").ip("10.0.4.1".parse().expect("ip")).build();
     for partition in 0..scenario.topic.partitions {
@@ -456,6 +479,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let history = recorder.history();
     let mut violations = state_violations.lock().expect("violations").clone();
     violations.extend(check_replica_prefix(&world, &scenario));
+    violations.extend(check_epoch_history(&world));
     if let Some(controller) = world.controller_node().controller() {
         let records = controller.lock().expect("controller lock").records_from(0, usize::MAX).to_vec();
         violations.extend(check_leader_from_isr(&records));
@@ -494,6 +518,20 @@ fn trace_hash(value: &impl Serialize) -> u64 {
 /// Every live broker's observations, by node name.
 fn observe_all(world: &World) -> Vec<(String, Vec<PartitionObservation>)> {
     world.brokers.iter().filter_map(|b| Some((b.name.clone(), b.broker()?.observe()))).collect()
+}
+
+/// Each node's epoch history across its restarts (see `check::epochs`), as its disk saw it.
+fn check_epoch_history(world: &World) -> Vec<Violation> {
+    let nodes = world.brokers.iter().chain(world.controller.iter());
+    nodes
+        .flat_map(|node| {
+            let name = node.name.clone();
+            node.disk
+                .epoch_history_violations()
+                .into_iter()
+                .map(move |detail| violation("epoch-history", -1, vec![], format!("{name}: {detail}")))
+        })
+        .collect()
 }
 
 fn violation(invariant: &'static str, partition: i32, offsets: Vec<i64>, detail: String) -> Violation {
@@ -870,6 +908,7 @@ impl Nemesis<'_> {
                 }
                 tokio::time::sleep(duration).await;
                 for node in &targets {
+                    node.disk.before_restart(Path::new(DATA_DIR));
                     self.handle.restart(node.node.id());
                     self.note(&node.name, "restart");
                 }
@@ -980,6 +1019,7 @@ impl Nemesis<'_> {
             if !healthy {
                 self.handle.kill(id);
                 node.set_dead();
+                node.disk.before_restart(Path::new(DATA_DIR));
                 self.handle.restart(id);
                 self.note(&node.name, "heal: restart");
             }

@@ -124,6 +124,9 @@ pub struct WorkloadSpec {
     /// Sends per second per producer.
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
+    /// Clients mixing malformed and oversized requests into the run (`sim::hostile`); 0: none.
+    #[serde(default)]
+    pub hostile_clients: u32,
     /// Length of the fault phase.
     pub duration_s: u64,
     /// Bound on the heal phase: everything must converge within it.

@@ -4,6 +4,7 @@
 //! - `cargo bench-sim`     the simulator benchmark (release build)
 //! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default)
 //! - `cargo bench-broker`  the broker benchmark (release build)
+//! - `cargo fuzz-broker`   the request-path fuzzer (`broker/examples/fuzz.rs`, release build)
 //!
 //! Everything a fresh machine lacks (the Python venv with kafka-python; librdkafka is built
 //! from source by the `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
@@ -16,7 +17,9 @@ const USAGE: &str = "usage:
   cargo sim [ARGS...]      build the simulator (--cfg madsim, target/sim) and run it
   cargo xtest [TIER...]    run test tiers; TIER is fast | lint | real | sim (default: all, in that order)
   cargo bench-broker       run the broker benchmark (release build)
-  cargo bench-sim          run the simulator benchmark (release build)";
+  cargo bench-sim          run the simulator benchmark (release build)
+  cargo fuzz-broker [--frames N | --seconds S] [--seed S]
+                           fuzz the broker's request path (release build; exits 1 on any panic)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("bench-sim") => bench_sim(&root, &args[1..]),
+        Some("fuzz") => fuzz(&root, &args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -75,10 +79,12 @@ fn build_sim(root: &Path, release: bool) -> Result<PathBuf, String> {
     let mut cmd = sim_cargo(root);
     cmd.args(["build", "--package", "sim", "--bin", "sim"]);
     if release {
-        cmd.arg("--release");
+        // The release profile aborts on panic (fail-stop); the simulator must unwind to report
+        // a seed's panic and go on, so it has its own profile.
+        cmd.args(["--profile", "release-unwind"]);
     }
     run("build the simulator", &mut cmd)?;
-    Ok(root.join("target/sim").join(if release { "release" } else { "debug" }).join("sim"))
+    Ok(root.join("target/sim").join(if release { "release-unwind" } else { "debug" }).join("sim"))
 }
 
 /// `cargo sim [--release] [ARGS]`: the simulator's command line, from the repository root.
@@ -209,6 +215,17 @@ fn read_to_string(path: &Path) -> Result<String, String> {
 fn bench_sim(root: &Path, args: &[String]) -> Result<(), String> {
     let binary = build_sim(root, true)?;
     run("simulator benchmark", Command::new(binary).current_dir(root).arg("bench").args(args))
+}
+
+/// The request-path fuzzer: a release build that unwinds, so it can count panics.
+fn fuzz(root: &Path, args: &[String]) -> Result<(), String> {
+    run(
+        "request-path fuzzer",
+        Command::new(cargo())
+            .current_dir(root)
+            .args(["run", "--profile", "release-unwind", "--package", "broker", "--example", "fuzz", "--"])
+            .args(args),
+    )
 }
 
 fn bench(root: &Path, args: &[String]) -> Result<(), String> {

@@ -91,7 +91,7 @@ fn sample_body(api_key: ApiKey, version: i16, topic: &str) -> RequestKind {
         }
         ApiKey::Fetch => {
             let request = FetchRequest::default()
-                .with_max_wait_ms(10)
+                .with_max_wait_ms(0)
                 .with_min_bytes(1)
                 .with_max_bytes(1 << 20)
                 .with_topics(vec![FetchTopic::default().with_topic(name(topic)).with_partitions(vec![

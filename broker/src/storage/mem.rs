@@ -34,6 +34,9 @@ pub enum DiskOp {
 pub trait FaultHook: Send + Sync + std::fmt::Debug {
     fn check(&self, op: DiskOp, path: &Path) -> io::Result<()>;
     fn corrupt_read(&self, _path: &Path, _offset: u64, _buf: &mut [u8]) {}
+    /// A file was renamed into place at `to` with `content` (observers record what a node
+    /// persisted, e.g. the simulator's epoch-history check; called outside the disk's lock).
+    fn renamed(&self, _to: &Path, _content: &[u8]) {}
     /// Latency this operation adds (reported through [`Disk::take_delay`]).
     fn latency(&self, _op: DiskOp) -> std::time::Duration {
         std::time::Duration::ZERO
@@ -311,6 +314,14 @@ impl Disk for MemDisk {
             let suffix = path.strip_prefix(from).expect("filtered by prefix");
             let target = if suffix.as_os_str().is_empty() { to.to_path_buf() } else { to.join(suffix) };
             state.volatile.insert(target, entry);
+        }
+        let observed = state.fault_hook.clone().and_then(|hook| match state.volatile.get(to) {
+            Some(Entry::File(id)) => Some((hook, state.files[id].volatile.clone())),
+            _ => None,
+        });
+        drop(state);
+        if let Some((hook, content)) = observed {
+            hook.renamed(to, &content);
         }
         Ok(())
     }

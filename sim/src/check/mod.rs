@@ -14,6 +14,8 @@
 //! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 
+pub mod epochs;
+
 use crate::history::{History, Op, Outcome, Partition, Process, Value};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
