@@ -58,12 +58,15 @@ mod real {
     }
 
     fn parse_args() -> Result<Options, String> {
-        let mut options = Options { frames: 1_000_000, seconds: None, seed: 1, corpus: "tests/corpus".to_string(), real_disk: false };
+        let mut options =
+            Options { frames: 1_000_000, seconds: None, seed: 1, corpus: "tests/corpus".to_string(), real_disk: false };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"));
             match arg.as_str() {
-                "--frames" => options.frames = value()?.replace('_', "").parse().map_err(|e| format!("--frames: {e}"))?,
+                "--frames" => {
+                    options.frames = value()?.replace('_', "").parse().map_err(|e| format!("--frames: {e}"))?
+                }
                 "--seconds" => options.seconds = Some(value()?.parse().map_err(|e| format!("--seconds: {e}"))?),
                 "--seed" => options.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
                 "--corpus" => options.corpus = value()?,
@@ -85,7 +88,9 @@ mod real {
             .filter(|p| p.extension().is_some_and(|e| e == "bin"))
             .filter_map(|p| {
                 let frame = Bytes::from(std::fs::read(&p).ok()?);
-                let api_key = kafka_protocol::messages::ApiKey::try_from(i16::from_be_bytes([*frame.first()?, *frame.get(1)?])).ok()?;
+                let api_key =
+                    kafka_protocol::messages::ApiKey::try_from(i16::from_be_bytes([*frame.first()?, *frame.get(1)?]))
+                        .ok()?;
                 let version = i16::from_be_bytes([*frame.get(2)?, *frame.get(3)?]);
                 // The body starts after the header; 8 bytes is a safe lower bound for mutations.
                 Some(SampleFrame { api_key, version, frame, body_start: 8 })
@@ -177,7 +182,10 @@ mod real {
             *time_by_api.entry(api).or_insert(Duration::ZERO) += api_started.elapsed();
             if frames % 1_000_000 == 0 {
                 let rate = frames as f64 / started.elapsed().as_secs_f64();
-                println!("{frames} frames, {panics} panics, {rate:.0} frames/s, peak RSS {} MiB", peak_rss_kb().unwrap_or(0) / 1024);
+                println!(
+                    "{frames} frames, {panics} panics, {rate:.0} frames/s, peak RSS {} MiB",
+                    peak_rss_kb().unwrap_or(0) / 1024
+                );
             }
         }
         let elapsed = started.elapsed();
@@ -188,10 +196,15 @@ mod real {
         println!("time by api key:   {}", slowest.join(", "));
         println!("frames run:        {frames}");
         println!("panics:            {panics}");
-        println!("answered:          {answered}   refused (error or close): {refused}   dropped while waiting: {waiting}");
+        println!(
+            "answered:          {answered}   refused (error or close): {refused}   dropped while waiting: {waiting}"
+        );
         println!("frames/s:          {:.0}", frames as f64 / elapsed.as_secs_f64());
         println!("peak memory:       {} MiB (VmHWM)", peak_rss_kb().unwrap_or(0) / 1024);
-        println!("topics created:    {} (by mutated CreateTopics and auto-creating Metadata)", broker.meta().image.topics.len());
+        println!(
+            "topics created:    {} (by mutated CreateTopics and auto-creating Metadata)",
+            broker.meta().image.topics.len()
+        );
         println!("broker afterwards: {}", if serving { "serving" } else { "NOT SERVING" });
         handle.shutdown().await.expect("clean shutdown");
         if serving {

@@ -103,6 +103,11 @@ impl ChildBroker {
         ChildBroker { child, addr: wait_for }
     }
 
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// SIGKILL: no shutdown hook runs, nothing is flushed.
     pub fn kill_9(mut self) {
         self.child.kill().expect("kill -9");

@@ -16,6 +16,12 @@ use tokio::sync::watch;
 const RECORDS_PER_RESPONSE_MAX: usize = 2_000;
 /// Frames larger than this close the connection.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Connections to the controller listener at once; more are closed as accepted (brokers use
+/// one connection per call, so only a flood reaches this).
+const CONNECTIONS_MAX: usize = 1_000;
+/// A controller connection that sends no whole request for this long is closed (a broker's
+/// call sends its request at once).
+const REQUEST_WAIT_MS: u64 = 30_000;
 /// How often the controller checks broker sessions.
 const TICK_INTERVAL_MS: u64 = 100;
 
@@ -181,6 +187,7 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mu
             }
         })
     };
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let accepted = tokio::select! {
             biased;
@@ -191,32 +198,41 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mu
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        if open.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= CONNECTIONS_MAX {
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(%peer, "controller listener: {CONNECTIONS_MAX} connections open, refusing another");
+            continue;
+        }
         let controller = controller.clone();
         let mut shutdown = shutdown.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            let request_wait = Duration::from_millis(REQUEST_WAIT_MS);
             loop {
                 let request = tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return,
-                    request = read_json::<RequestEnvelope>(&mut stream) => request,
+                    _ = shutdown.changed() => break,
+                    request = tokio::time::timeout(request_wait, read_json::<RequestEnvelope>(&mut stream)) => request,
                 };
                 let envelope = match request {
-                    Ok(Some(envelope)) => envelope,
-                    Ok(None) => return,
-                    Err(e) => {
+                    Ok(Ok(Some(envelope))) => envelope,
+                    Ok(Ok(None)) | Err(_) => break,
+                    Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "closing controller connection");
-                        return;
+                        break;
                     }
                 };
                 let response = {
                     let mut controller = controller.lock().expect("controller lock poisoned");
                     handle(&mut controller, envelope, crate::server::state::now_ms())
                 };
-                if write_json(&mut stream, &response).await.is_err() {
-                    return;
+                match tokio::time::timeout(request_wait, write_json(&mut stream, &response)).await {
+                    Ok(Ok(())) => {}
+                    _ => break,
                 }
             }
+            open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         });
     }
     let _ = ticker.await;

@@ -150,10 +150,9 @@ fn parse(text: &str) -> Result<LeaderEpochCache, String> {
             (Some(e), Some(o), None) => e.parse::<i32>().ok().zip(o.parse::<i64>().ok()),
             _ => None,
         };
-        let (epoch, offset) = parsed.ok_or_else(|| format!("line {line}: expected `epoch start_offset`, got `{entry}`"))?;
-        let fits = epoch >= 0
-            && offset >= 0
-            && cache.entries.last().is_none_or(|&(e, s)| epoch > e && offset >= s);
+        let (epoch, offset) =
+            parsed.ok_or_else(|| format!("line {line}: expected `epoch start_offset`, got `{entry}`"))?;
+        let fits = epoch >= 0 && offset >= 0 && cache.entries.last().is_none_or(|&(e, s)| epoch > e && offset >= s);
         if !fits {
             return Err(format!("line {line}: entry `{entry}` does not follow the one before it"));
         }

@@ -819,13 +819,16 @@ impl PartitionLog {
                 continue;
             }
             match read_snapshot(&*self.disk, &path) {
-                Some(state) if offset >= from => {
+                Ok(state) if offset >= from => {
                     self.producers = state;
                     from = offset;
                     break;
                 }
-                Some(_) => break, // older than the log start: replaying the log is complete
-                None => tracing::warn!(path = %path.display(), "ignoring an unreadable producer-state snapshot"),
+                Ok(_) => break, // older than the log start: replaying the log is complete
+                // What the snapshot would have said is rebuilt from the batches before it.
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), reason, "ignoring an unusable producer-state snapshot: replaying the log instead")
+                }
             }
         }
         self.producers.remove_before(self.log_start_offset().0);
@@ -871,24 +874,34 @@ impl PartitionLog {
     }
 }
 
-fn read_snapshot(disk: &dyn Disk, path: &Path) -> Option<ProducerStateManager> {
-    let content = storage::read_all(disk, path).ok()?;
-    let (crc, json) = content.split_at_checked(4)?;
+/// A producer-state snapshot, or why it cannot be used (the caller replays the log instead).
+fn read_snapshot(disk: &dyn Disk, path: &Path) -> Result<ProducerStateManager, String> {
+    let content = storage::read_all(disk, path).map_err(|e| format!("read failed: {e}"))?;
+    let (crc, json) = content.split_at_checked(4).ok_or("shorter than its checksum")?;
     if crc32c::crc32c(json).to_be_bytes() != crc {
-        return None;
+        return Err("checksum mismatch".to_string());
     }
-    serde_json::from_slice(json).ok()
+    // Passes its checksum but does not parse: serde names the line and column.
+    serde_json::from_slice(json).map_err(|e| format!("passes its checksum but does not parse: {e}"))
 }
 
+/// Offsets below the recovery point were fsynced. A missing checkpoint is 0; one that cannot
+/// be read or parsed is 0 too (the whole log is scanned: slower, never wrong), said in the log.
 fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
     let path = dir.join(RECOVERY_CHECKPOINT_FILE);
+    if !disk.exists(&path) {
+        return 0;
+    }
     let parsed = storage::read_all(disk, &path).ok().and_then(|bytes| {
         let text = String::from_utf8(bytes).ok()?;
         let mut lines = text.lines();
         (lines.next()? == "1").then_some(())?;
-        lines.next()?.trim().parse().ok()
+        lines.next()?.trim().parse::<i64>().ok().filter(|&offset| offset >= 0)
     });
-    parsed.unwrap_or(0)
+    parsed.unwrap_or_else(|| {
+        tracing::warn!(path = %path.display(), "unusable recovery-point checkpoint: recovering the whole log");
+        0
+    })
 }
 
 fn write_recovery_point(disk: &dyn Disk, dir: &Path, offset: i64) -> Result<(), LogError> {

@@ -371,4 +371,32 @@ mod tests {
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));
     }
+
+    mod slice {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// The fast tier's slice of the fuzzer: mutations of every advertised request, and
+            /// arbitrary bodies behind every advertised header, decode or are errors.
+            #[test]
+            fn any_mutation_of_any_advertised_request_decodes_or_is_an_error(
+                seed in any::<u64>(),
+                pick in any::<(usize, usize)>(),
+                body in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                let samples = sample_frames("t");
+                let (sample, other) = (&samples[pick.0 % samples.len()], &samples[pick.1 % samples.len()]);
+                let mut mutator = Mutator::new(seed);
+                for _ in 0..16 {
+                    let _ = decode_request(mutator.mutate(sample, other));
+                }
+                let mut frame = BytesMut::from(&sample.frame[..sample.body_start]);
+                frame.extend_from_slice(&body);
+                let _ = decode_request(frame.freeze());
+            }
+        }
+    }
 }

@@ -580,16 +580,28 @@ fn topic_id_text(topic_id: u128) -> String {
     format!("{topic_id:032x}")
 }
 
-/// The topic id recorded in a partition directory, if the file is there and readable.
-fn read_partition_topic_id(disk: &dyn Disk, dir: &Path) -> Option<u128> {
-    let text = String::from_utf8(storage::read_all(disk, &dir.join(PARTITION_METADATA_FILE)).ok()?).ok()?;
-    let id = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
-    u128::from_str_radix(id.trim(), 16).ok()
+/// The topic id recorded in a partition directory: `None` if there is no file. A file that is
+/// there but does not parse is an error naming it (never overwritten: the directory may hold
+/// another topic incarnation's data); a read that fails is a disk error.
+fn read_partition_topic_id(disk: &dyn Disk, dir: &Path) -> anyhow::Result<Option<u128>> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    if !disk.exists(&path) {
+        return Ok(None);
+    }
+    let bytes = storage::read_all(disk, &path)?;
+    let parsed = std::str::from_utf8(&bytes).ok().and_then(|text| {
+        let id = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
+        u128::from_str_radix(id.trim(), 16).ok()
+    });
+    match parsed {
+        Some(id) => Ok(Some(id)),
+        None => anyhow::bail!("{}: no `topic_id: <32 hex digits>` line", path.display()),
+    }
 }
 
 /// Records the topic id in a partition directory (durably) if it is not there yet.
 fn write_partition_metadata(disk: &dyn Disk, dir: &Path, topic_id: u128) -> anyhow::Result<()> {
-    match read_partition_topic_id(disk, dir) {
+    match read_partition_topic_id(disk, dir)? {
         Some(id) if id == topic_id => Ok(()),
         Some(id) => anyhow::bail!(
             "{} holds topic id {} but the metadata log says {}",
@@ -618,7 +630,14 @@ fn remove_deleted_partition_dirs(disk: &dyn Disk, log_dir: &Path, image: &Metada
         if topic == "__cluster_metadata" {
             continue;
         }
-        let recorded_id = read_partition_topic_id(disk, &path);
+        let recorded_id = match read_partition_topic_id(disk, &path) {
+            Ok(id) => id,
+            Err(e) => {
+                // Unreadable: never delete what cannot be identified; opening it reports it.
+                tracing::error!(dir = %path.display(), error = %format!("{e:#}"), "a partition directory whose topic id cannot be read: left alone");
+                continue;
+            }
+        };
         let live = image.topics.get(topic).filter(|t| partition < t.partitions);
         let deleted = recorded_id.is_some_and(|id| image.removed_topic_ids.contains(&id));
         match (live, recorded_id) {
