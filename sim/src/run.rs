@@ -584,8 +584,9 @@ pub fn check_state(node: &str, observations: &[PartitionObservation]) -> Vec<Vio
 /// What the state checks remember between observations.
 #[derive(Default)]
 pub struct StateTracker {
-    /// (node, topic, partition) → the largest leader epoch that node has reported.
-    epochs: BTreeMap<(String, String, i32), i32>,
+    /// (node, topic id, partition) → the largest leader epoch that node has reported (a topic
+    /// deleted and created again under its name is a new incarnation, starting at epoch 0).
+    epochs: BTreeMap<(String, u128, i32), i32>,
     /// Violations already reported (each is reported once).
     reported: std::collections::BTreeSet<String>,
 }
@@ -600,13 +601,13 @@ impl StateTracker {
         for (node, observations) in observed {
             found.extend(check_state(node, observations));
         }
-        let mut leaders: BTreeMap<(String, i32, i32), Vec<&str>> = BTreeMap::new();
+        let mut leaders: BTreeMap<(String, u128, i32, i32), Vec<&str>> = BTreeMap::new();
         for (node, observations) in observed {
             for o in observations {
                 if o.leader {
-                    leaders.entry((o.topic.clone(), o.partition, o.leader_epoch)).or_default().push(node);
+                    leaders.entry((o.topic.clone(), o.topic_id, o.partition, o.leader_epoch)).or_default().push(node);
                 }
-                let key = (node.clone(), o.topic.clone(), o.partition);
+                let key = (node.clone(), o.topic_id, o.partition);
                 let previous = self.epochs.entry(key).or_insert(o.leader_epoch);
                 if o.leader_epoch < *previous {
                     found.push(violation(
@@ -622,7 +623,7 @@ impl StateTracker {
                 *previous = (*previous).max(o.leader_epoch);
             }
         }
-        for ((topic, partition, epoch), nodes) in &leaders {
+        for ((topic, _, partition, epoch), nodes) in &leaders {
             if nodes.len() > 1 {
                 found.push(violation(
                     "single-leader",
@@ -636,7 +637,7 @@ impl StateTracker {
             for leader in observations.iter().filter(|o| o.leader) {
                 for (node, others) in observed {
                     let Some(member) = others.iter().find(|o| {
-                        o.topic == leader.topic
+                        o.topic_id == leader.topic_id
                             && o.partition == leader.partition
                             && !o.leader
                             && o.leader_epoch == leader.leader_epoch
@@ -1036,6 +1037,7 @@ mod tests {
     fn replica(leader: bool, epoch: i32, isr: &[i32], hw: i64, leo: i64) -> PartitionObservation {
         PartitionObservation {
             topic: "t".to_string(),
+            topic_id: 7,
             partition: 0,
             leader,
             leader_epoch: epoch,
@@ -1080,6 +1082,16 @@ mod tests {
         assert!(tracker.check(&[("broker-1".to_string(), vec![replica(false, 4, &[1], 0, 0)])]).is_empty());
         let found = tracker.check(&[("broker-1".to_string(), vec![replica(false, 3, &[1], 0, 0)])]);
         assert_eq!(invariants(&found), vec!["epoch-monotonic"]);
+    }
+
+    #[test]
+    fn a_topic_deleted_and_created_again_starts_its_epochs_over() {
+        // Found by the hostile client (swarm-replicated seeds 608 and 868): it deleted and
+        // re-created its topic, and the new incarnation's epoch 0 was taken for a regression.
+        let mut tracker = StateTracker::default();
+        assert!(tracker.check(&[("broker-1".to_string(), vec![replica(true, 2, &[1], 0, 0)])]).is_empty());
+        let recreated = PartitionObservation { topic_id: 8, ..replica(true, 0, &[1], 0, 0) };
+        assert!(tracker.check(&[("broker-1".to_string(), vec![recreated])]).is_empty());
     }
 
     #[test]

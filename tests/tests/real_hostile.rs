@@ -64,7 +64,7 @@ fn send_all(addr: SocketAddr, frames: impl Iterator<Item = Vec<u8>>) -> (usize, 
     let (mut answered, mut closed, mut silent) = (0, 0, 0);
     let mut stream = TcpStream::connect(addr).unwrap();
     for frame in frames {
-        match exchange(&mut stream, &frame, Duration::from_secs(2)) {
+        match exchange(&mut stream, &frame, Duration::from_millis(500)) {
             Answer::Frame => answered += 1,
             answer => {
                 if answer == Answer::Closed {

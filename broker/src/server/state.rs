@@ -105,6 +105,8 @@ pub struct Broker {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionObservation {
     pub topic: String,
+    /// Which incarnation of the topic (a deleted and re-created topic starts over at epoch 0).
+    pub topic_id: u128,
     pub partition: i32,
     pub leader: bool,
     pub leader_epoch: i32,
@@ -452,6 +454,7 @@ impl Broker {
             let hw = partition.high_watermark.0;
             observed.push(PartitionObservation {
                 topic: tp.topic.clone(),
+                topic_id: partition.image.topic_id,
                 partition: tp.partition,
                 leader: partition.is_leader(),
                 leader_epoch: partition.image.leader_epoch,
