@@ -4,6 +4,8 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real files in a temp dir: these tests never run simulated
 
+mod common;
+
 use broker::protocol::client::Connection;
 use broker::protocol::hostile::{encode_request, extreme_count_variants, sample_frames, Mutator};
 use broker::server::{self, BrokerConfig, BrokerHandle};
@@ -17,15 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn start(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHandle {
-    let mut config = BrokerConfig::default();
-    config.set("listeners", "PLAINTEXT://127.0.0.1:0").unwrap();
-    config.set("log.dirs", dir.to_str().unwrap()).unwrap();
-    for (key, value) in overrides {
-        config.set(key, value).unwrap();
-    }
-    server::start(config, Arc::new(RealDisk)).await.unwrap()
-}
 
 /// Sends one frame (length prefix added) on a raw socket.
 async fn send_frame(stream: &mut TcpStream, frame: &[u8]) {
@@ -73,7 +66,7 @@ const WAIT: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn the_eighteen_byte_metadata_frame_closes_only_its_own_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]).await;
+    let broker = common::start_in(dir.path(), &[]).await;
     let addr = broker.local_addr.to_string();
     let mut bystander = Connection::connect(&addr, "bystander").await.unwrap();
     let mut attacker = TcpStream::connect(&addr).await.unwrap();
@@ -95,7 +88,7 @@ fn hex(text: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_malformed_body_gets_invalid_request_where_the_api_has_an_error_code_and_a_close_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]).await;
+    let broker = common::start_in(dir.path(), &[]).await;
     let addr = broker.local_addr.to_string();
     for (api_key, version, expect_answer) in [
         (ApiKey::InitProducerId, 4, true),
@@ -131,7 +124,7 @@ async fn a_malformed_body_gets_invalid_request_where_the_api_has_an_error_code_a
 #[tokio::test]
 async fn a_version_the_broker_does_not_serve_gets_unsupported_version_or_a_close() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]).await;
+    let broker = common::start_in(dir.path(), &[]).await;
     let addr = broker.local_addr.to_string();
     let fetch_v13 = encode_request(ApiKey::Fetch, 13, 9, &RequestKind::Fetch(FetchRequest::default())).0;
     let mut stream = TcpStream::connect(&addr).await.unwrap();
@@ -151,7 +144,7 @@ async fn a_version_the_broker_does_not_serve_gets_unsupported_version_or_a_close
 #[tokio::test]
 async fn half_sent_frames_idle_connections_and_oversized_frames_are_closed_within_their_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(
+    let broker = common::start_in(
         dir.path(),
         &[("socket.io.timeout.ms", "300"), ("connections.max.idle.ms", "600"), ("socket.request.max.bytes", "4096")],
     )
@@ -182,7 +175,7 @@ async fn half_sent_frames_idle_connections_and_oversized_frames_are_closed_withi
 async fn connections_past_max_connections_and_per_ip_are_refused_until_one_closes() {
     for key in ["max.connections", "max.connections.per.ip"] {
         let dir = tempfile::tempdir().unwrap();
-        let broker = start(dir.path(), &[(key, "3")]).await;
+        let broker = common::start_in(dir.path(), &[(key, "3")]).await;
         let addr = broker.local_addr.to_string();
         let mut open = Vec::new();
         for _ in 0..3 {
@@ -223,7 +216,7 @@ async fn connections_past_max_connections_and_per_ip_are_refused_until_one_close
 #[tokio::test]
 async fn a_request_waits_while_queued_request_bytes_are_held_by_a_half_sent_frame() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(
+    let broker = common::start_in(
         dir.path(),
         &[("socket.request.max.bytes", "1000"), ("queued.max.request.bytes", "1000"), ("socket.io.timeout.ms", "800")],
     )
@@ -248,7 +241,7 @@ async fn a_request_waits_while_queued_request_bytes_are_held_by_a_half_sent_fram
 #[tokio::test]
 async fn create_topics_asking_for_more_than_one_operation_may_write_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]).await;
+    let broker = common::start_in(dir.path(), &[]).await;
     let addr = broker.local_addr.to_string();
     let mut conn = Connection::connect(&addr, "admin").await.unwrap();
     conn.request_timeout = WAIT;
@@ -277,7 +270,7 @@ async fn create_topics_asking_for_more_than_one_operation_may_write_is_refused_b
 #[tokio::test]
 async fn every_extreme_count_and_thousands_of_mutations_through_the_request_path_leave_the_broker_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = start(dir.path(), &[]).await;
+    let broker = common::start_in(dir.path(), &[]).await;
     let shared = broker.broker.clone().unwrap();
     let samples = sample_frames("hostile-topic");
     let mut frames = 0usize;

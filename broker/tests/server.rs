@@ -3,6 +3,8 @@
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real files in a temp dir: these tests never run simulated
 
+mod common;
+
 use broker::protocol::client::{encode_batch, BatchProducer, BatchRecord, Connection};
 use broker::server::{self, BrokerConfig, BrokerHandle};
 use broker::storage::real::RealDisk;
@@ -26,7 +28,7 @@ struct TestBroker {
 impl TestBroker {
     async fn start(overrides: &[(&str, &str)]) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
-        let handle = start_in(dir.path(), overrides).await;
+        let handle = common::start_in(dir.path(), overrides).await;
         TestBroker { handle: Some(handle), dir }
     }
 
@@ -43,19 +45,10 @@ impl TestBroker {
     /// Clean shutdown, then a new broker on the same directory.
     async fn restart(&mut self, overrides: &[(&str, &str)]) {
         self.handle.take().unwrap().shutdown().await.unwrap();
-        self.handle = Some(start_in(self.dir.path(), overrides).await);
+        self.handle = Some(common::start_in(self.dir.path(), overrides).await);
     }
 }
 
-async fn start_in(dir: &std::path::Path, overrides: &[(&str, &str)]) -> BrokerHandle {
-    let mut config = BrokerConfig::default();
-    config.set("listeners", "PLAINTEXT://127.0.0.1:0").unwrap();
-    config.set("log.dirs", dir.to_str().unwrap()).unwrap();
-    for (key, value) in overrides {
-        config.set(key, value).unwrap();
-    }
-    server::start(config, Arc::new(RealDisk)).await.unwrap()
-}
 
 fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, compression: Compression) -> Bytes {
     let records: Vec<BatchRecord> = values
@@ -419,10 +412,10 @@ async fn an_unknown_partition_directory_is_never_deleted() {
     let ghost = dir.path().join("ghost-0");
     std::fs::create_dir_all(&ghost).unwrap();
     std::fs::write(ghost.join("00000000000000000000.log"), b"precious").unwrap();
-    let handle = start_in(dir.path(), &[]).await;
+    let handle = common::start_in(dir.path(), &[]).await;
     // Metadata has been replayed (the broker is unfenced) and the leftover scan has run.
     handle.shutdown().await.unwrap();
-    let handle = start_in(dir.path(), &[]).await;
+    let handle = common::start_in(dir.path(), &[]).await;
     handle.shutdown().await.unwrap();
     assert_eq!(std::fs::read(ghost.join("00000000000000000000.log")).unwrap(), b"precious");
 }

@@ -207,6 +207,8 @@ pub async fn accept_loop(listener: TcpListener, connections: Arc<Connections>, m
 enum Closed {
     /// The peer closed it (or shutdown began): nothing to report.
     Quietly,
+    /// Ordinary housekeeping (an idle connection, a peer that went away mid-write): DEBUG.
+    Routinely(String),
     /// A limit or a bad frame: reported once (rate-limited) with the API it concerned.
     Because { api: String, reason: String },
 }
@@ -254,15 +256,17 @@ async fn serve_connection(
         if let Some(response) = response {
             match tokio::time::timeout(io_timeout, protocol::write_frame(&mut writer, &response)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => break closed("-", format!("write failed: {e}")),
+                Ok(Err(e)) => break Closed::Routinely(format!("write failed: {e}")),
                 Err(_) => {
                     break closed("-", format!("response not taken within socket.io.timeout.ms ({io_timeout:?})"))
                 }
             }
         }
     };
-    if let Closed::Because { api, reason } = outcome {
-        connections.warn(peer, &api, &format!("closing connection: {reason}"));
+    match outcome {
+        Closed::Because { api, reason } => connections.warn(peer, &api, &format!("closing connection: {reason}")),
+        Closed::Routinely(reason) => tracing::debug!(%peer, reason, "closing connection"),
+        Closed::Quietly => {}
     }
 }
 
@@ -276,9 +280,9 @@ async fn read_request<'a, R: AsyncRead + Unpin>(
     let idle = Duration::from_millis(config.connections_max_idle_ms);
     let mut len_buf = [0u8; 4];
     match tokio::time::timeout(idle, reader.read_exact(&mut len_buf)).await {
-        Err(_) => return Err(closed("-", format!("idle for connections.max.idle.ms ({idle:?})"))),
+        Err(_) => return Err(Closed::Routinely(format!("idle for connections.max.idle.ms ({idle:?})"))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Closed::Quietly),
-        Ok(Err(e)) => return Err(closed("-", format!("read failed: {e}"))),
+        Ok(Err(e)) => return Err(Closed::Routinely(format!("read failed: {e}"))),
         Ok(Ok(_)) => {}
     }
     let len = i32::from_be_bytes(len_buf);
