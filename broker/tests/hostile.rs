@@ -8,8 +8,7 @@ mod common;
 
 use broker::protocol::client::Connection;
 use broker::protocol::hostile::{encode_request, extreme_count_variants, sample_frames, Mutator};
-use broker::server::{self, BrokerConfig, BrokerHandle};
-use broker::storage::real::RealDisk;
+use broker::server;
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::*;

@@ -6,8 +6,7 @@
 mod common;
 
 use broker::protocol::client::{encode_batch, BatchProducer, BatchRecord, Connection};
-use broker::server::{self, BrokerConfig, BrokerHandle};
-use broker::storage::real::RealDisk;
+use broker::server::BrokerHandle;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -16,7 +15,6 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
