@@ -42,6 +42,10 @@ mod real {
     /// The topic the generated corpus names; created before the run so produces and fetches reach a
     /// real log.
     const FUZZ_TOPIC: &str = "fuzz-topic";
+    /// Every this many frames the topics the frames created (mutated CreateTopics, Metadata
+    /// auto-creating random names) are deleted, so the run measures the request path and not an
+    /// ever-growing cluster.
+    const CLEANUP_EVERY_FRAMES: u64 = 100_000;
     /// A frame still being handled after this is dropped (long polls, delayed produces).
     const FRAME_DEADLINE: Duration = Duration::from_millis(50);
     const USAGE: &str = "usage: fuzz [--frames N] [--seconds S] [--seed S] [--corpus DIR] [--real-disk]
@@ -143,6 +147,7 @@ mod real {
         let started = Instant::now();
         let (mut frames, mut panics, mut answered, mut refused, mut waiting) = (0u64, 0u64, 0u64, 0u64, 0u64);
         let mut next_extreme = 0usize;
+        let mut created = 0usize;
         let mut time_by_api: std::collections::BTreeMap<i16, Duration> = Default::default();
         while frames < options.frames && deadline.is_none_or(|d| Instant::now() < d) {
             let frame = match mutator.below(10) {
@@ -180,6 +185,9 @@ mod real {
                 }
             }
             *time_by_api.entry(api).or_insert(Duration::ZERO) += api_started.elapsed();
+            if frames % CLEANUP_EVERY_FRAMES == 0 {
+                created += delete_created_topics(&broker).await;
+            }
             if frames % 1_000_000 == 0 {
                 let rate = frames as f64 / started.elapsed().as_secs_f64();
                 println!(
@@ -201,9 +209,9 @@ mod real {
         );
         println!("frames/s:          {:.0}", frames as f64 / elapsed.as_secs_f64());
         println!("peak memory:       {} MiB (VmHWM)", peak_rss_kb().unwrap_or(0) / 1024);
+        created += delete_created_topics(&broker).await;
         println!(
-            "topics created:    {} (by mutated CreateTopics and auto-creating Metadata)",
-            broker.meta().image.topics.len()
+            "topics created:    {created} (by mutated CreateTopics and auto-creating Metadata; deleted every {CLEANUP_EVERY_FRAMES} frames)"
         );
         println!("broker afterwards: {}", if serving { "serving" } else { "NOT SERVING" });
         handle.shutdown().await.expect("clean shutdown");
@@ -212,6 +220,24 @@ mod real {
         } else {
             panics + 1
         }
+    }
+
+    /// Deletes every topic but the fuzz topic through the request path; returns how many.
+    async fn delete_created_topics(broker: &Arc<broker::server::Broker>) -> usize {
+        use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+        use kafka_protocol::messages::*;
+        use kafka_protocol::protocol::StrBytes;
+        let names: Vec<String> = broker.meta().image.topics.keys().filter(|n| *n != FUZZ_TOPIC).cloned().collect();
+        for chunk in names.chunks(1_000) {
+            let topics = chunk
+                .iter()
+                .map(|n| DeleteTopicState::default().with_name(Some(TopicName(StrBytes::from_string(n.clone())))))
+                .collect();
+            let request = RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_timeout_ms(5_000).with_topics(topics));
+            let (frame, _) = broker::protocol::hostile::encode_request(ApiKey::DeleteTopics, 6, 1, &request);
+            let _ = tokio::time::timeout(Duration::from_secs(10), server::handle_frame(broker, frame)).await;
+        }
+        names.len()
     }
 
     async fn create_fuzz_topic(addr: &str) {

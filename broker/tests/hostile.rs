@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-
 /// Sends one frame (length prefix added) on a raw socket.
 async fn send_frame(stream: &mut TcpStream, frame: &[u8]) {
     let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();

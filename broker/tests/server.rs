@@ -47,7 +47,6 @@ impl TestBroker {
     }
 }
 
-
 fn batch(values: &[&str], producer: Option<(i64, i16, i32)>, compression: Compression) -> Bytes {
     let records: Vec<BatchRecord> = values
         .iter()

@@ -98,8 +98,8 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     })?;
     let malformed =
         |reason: String| DecodeError::MalformedBody { api: api_key, version: api_version, correlation_id, reason };
-    let body =
-        RequestKind::decode(api_key, &mut buf, api_version).map_err(|reason| malformed(format!("{reason:#}")))?;
+    let body = RequestKind::decode(api_key, &mut buf, api_version)
+        .map_err(|reason| malformed(format!("{reason:#}").trim_end().to_string()))?;
     Ok(Request::Known { header, body: Box::new(body) })
 }
 
