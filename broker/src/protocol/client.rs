@@ -167,8 +167,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     header.correlation_id
                 )));
             }
-            ResponseKind::decode(api_key, &mut response, version)
-                .map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
+            // A peer's answer (a leader's fetch response, say) is held to the same element
+            // budget as a request.
+            kafka_protocol::protocol::types::decode_with_element_budget(super::REQUEST_ELEMENTS_MAX, || {
+                ResponseKind::decode(api_key, &mut response, version)
+            })
+            .map_err(|e| ClientError::Protocol(format!("decoding {api_key:?} v{version}: {e:#}")))
         };
         tokio::time::timeout(timeout, read).await.map_err(|_| ClientError::Timeout(timeout))?
     }

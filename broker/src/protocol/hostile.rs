@@ -344,6 +344,23 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_of_millions_of_tiny_elements_is_refused_before_it_becomes_gigabytes() {
+        // Metadata v1 with 2M null topic names: 4 MB on the wire, ~160 MB decoded.
+        let count = 2_000_000i32;
+        let mut frame = BytesMut::from(&[0, 3, 0, 1, 0, 0, 0, 7, 0xff, 0xff][..]);
+        frame.extend_from_slice(&count.to_be_bytes());
+        frame.extend_from_slice(&vec![0xff; 2 * count as usize]);
+        let error = decode_request(frame.freeze()).unwrap_err();
+        assert!(error.to_string().contains("exceed what one request may hold"), "{error}");
+        // Below the budget the same shape decodes.
+        let count = 1_000i32;
+        let mut frame = BytesMut::from(&[0, 3, 0, 1, 0, 0, 0, 7, 0xff, 0xff][..]);
+        frame.extend_from_slice(&count.to_be_bytes());
+        frame.extend_from_slice(&vec![0xff; 2 * count as usize]);
+        assert!(decode_request(frame.freeze()).is_ok());
+    }
+
+    #[test]
     fn overlong_varints_are_refused() {
         // ApiVersions v3 is flexible: its body starts with a compact string length (a varint).
         let sample =

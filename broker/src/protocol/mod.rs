@@ -12,6 +12,7 @@ pub mod hostile;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::types::decode_with_element_budget;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,6 +34,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
 ];
 
 const _: () = assert!(SUPPORTED_APIS.len() == 9);
+
+/// Array elements one request may hold in all (nested arrays included), whatever its size: a
+/// decoded element takes up to ~40 times its bytes on the wire, so without this one
+/// `socket.request.max.bytes` frame could become gigabytes. Far above what clients send (a
+/// produce or fetch for thousands of partitions, a CreateTopics of 10,000 partitions with their
+/// replica lists).
+pub const REQUEST_ELEMENTS_MAX: usize = 1_000_000;
 
 /// The version range the broker serves for `api_key`, if any.
 pub fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -98,7 +106,7 @@ pub fn decode_request(frame: Bytes) -> Result<Request, DecodeError> {
     })?;
     let malformed =
         |reason: String| DecodeError::MalformedBody { api: api_key, version: api_version, correlation_id, reason };
-    let body = RequestKind::decode(api_key, &mut buf, api_version)
+    let body = decode_with_element_budget(REQUEST_ELEMENTS_MAX, || RequestKind::decode(api_key, &mut buf, api_version))
         .map_err(|reason| malformed(format!("{reason:#}").trim_end().to_string()))?;
     Ok(Request::Known { header, body: Box::new(body) })
 }

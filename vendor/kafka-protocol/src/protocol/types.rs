@@ -39,6 +39,35 @@ fn ensure_remaining<B: ByteBuf>(buf: &B, claimed: usize, what: &str) -> Result<(
 /// GREGOR PATCH: the initial capacity of a decoded collection; it grows only as elements decode.
 const PREALLOCATE_MAX: usize = 64;
 
+std::thread_local! {
+    /// GREGOR PATCH: array elements the current decode may still produce (see
+    /// [`decode_with_element_budget`]); unlimited outside it.
+    static ELEMENTS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// GREGOR PATCH: runs `decode` with at most `budget` array elements in all (nested arrays
+/// included). A decoded element can take far more memory than its bytes on the wire (a null
+/// topic name is 2 bytes in a Metadata v1 request and ~80 in memory), so the byte checks alone
+/// still let one 100 MiB frame become gigabytes; the element budget bounds that. Decoding is
+/// synchronous, so the thread-local budget belongs to exactly one decode.
+pub fn decode_with_element_budget<T>(budget: usize, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    let previous = ELEMENTS_LEFT.with(|left| left.replace(budget));
+    let result = decode();
+    ELEMENTS_LEFT.with(|left| left.set(previous));
+    result
+}
+
+/// GREGOR PATCH: takes `n` elements from the current decode's budget.
+fn take_elements(n: usize) -> Result<()> {
+    ELEMENTS_LEFT.with(|left| match left.get().checked_sub(n) {
+        Some(rest) => {
+            left.set(rest);
+            Ok(())
+        }
+        None => bail!("{n} more array elements exceed what one request may hold"),
+    })
+}
+
 /// A boolean value.
 #[derive(Debug, Copy, Clone, Default)]
 pub struct Boolean;
@@ -1012,6 +1041,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
             -1 => Ok(None),
             n if n >= 0 => {
                 ensure_remaining(buf, n as usize, "Array count")?;
+                take_elements(n as usize)?;
                 let mut result = Vec::with_capacity((n as usize).min(PREALLOCATE_MAX));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
@@ -1121,6 +1151,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
             0 => Ok(None),
             n => {
                 ensure_remaining(buf, (n - 1) as usize, "CompactArray count")?;
+                take_elements((n - 1) as usize)?;
                 let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATE_MAX));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
