@@ -442,3 +442,38 @@ async fn offset_for_leader_epoch_answers_where_the_leaders_epoch_ends() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_partition_that_cannot_open_is_its_own_problem_and_opens_once_its_file_is_readable() {
+    let mut broker = TestBroker::start(&[]).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(create_topic(&mut conn, "two", 2, &[]).await, 0);
+    assert_eq!(produce(&mut conn, "two", 1, 1, batch(&["kept"], None, Compression::None)).await.0, 0);
+    drop(conn);
+    let metadata = broker.dir.path().join("two-1").join("partition.metadata");
+    let original = std::fs::read(&metadata).unwrap();
+    std::fs::write(&metadata, b"version: 0\ntopic_id: not-hex\n").unwrap();
+    broker.restart(&[]).await;
+    let mut conn = broker.connect().await;
+    // Partition 1 answers KAFKA_STORAGE_ERROR; partition 0 (same directory, same disk) serves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (failed, served) = (
+            produce(&mut conn, "two", 1, 1, batch(&["x"], None, Compression::None)).await.0,
+            produce(&mut conn, "two", 0, 1, batch(&["y"], None, Compression::None)).await.0,
+        );
+        if (failed, served) == (56, 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "got {failed} and {served}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The file is readable again: the replica opens on its next try, with its data.
+    std::fs::write(&metadata, original).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fetch(&mut conn, "two", 1, 0, 0, 0).await.error_code != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the replica never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(values_of(&fetch(&mut conn, "two", 1, 0, 0, 0).await.records), vec![(0, "kept".to_string())]);
+}

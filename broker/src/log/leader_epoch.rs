@@ -21,10 +21,6 @@ pub struct LeaderEpochCache {
     entries: Vec<(i32, i64)>,
 }
 
-/// Reads of the checkpoint that must agree before it is believed (it has no checksum, so a
-/// read that returns different bytes twice in a row is not trusted).
-const READ_ATTEMPTS: usize = 5;
-
 impl LeaderEpochCache {
     /// Reads the checkpoint. `Ok(None)`: there is none. `Err`: it exists but cannot be used
     /// (names the file, line and reason); the caller rebuilds the history from the epochs
@@ -34,7 +30,7 @@ impl LeaderEpochCache {
         if !disk.exists(&path) {
             return Ok(None);
         }
-        let bytes = read_stable(disk, &path)?;
+        let bytes = storage::read_all_stable(disk, &path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text = std::str::from_utf8(&bytes).map_err(|e| format!("{}: not text: {e}", path.display()))?;
         let mut cache = parse(text).map_err(|e| format!("{}: {e}", path.display()))?;
         if crate::planted::active(crate::planted::Bug::LoseEpochHistory) {
@@ -112,20 +108,6 @@ impl LeaderEpochCache {
             _ => false,
         }
     }
-}
-
-/// Reads `path` until two reads in a row return the same bytes.
-fn read_stable(disk: &dyn Disk, path: &Path) -> Result<Vec<u8>, String> {
-    let read = || storage::read_all(disk, path).map_err(|e| format!("{}: {e}", path.display()));
-    let mut previous = read()?;
-    for _ in 1..READ_ATTEMPTS {
-        let next = read()?;
-        if next == previous {
-            return Ok(next);
-        }
-        previous = next;
-    }
-    Err(format!("{}: {READ_ATTEMPTS} reads returned different bytes", path.display()))
 }
 
 /// Kafka's checkpoint format: `0`, the entry count, then `epoch start_offset` per line, both

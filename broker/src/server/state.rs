@@ -52,11 +52,28 @@ pub struct MetaState {
     /// The replicas this broker holds, opened as the metadata assigns them.
     pub partitions: BTreeMap<TopicPartition, SharedPartition>,
     /// Replicas whose stored state could not be used (a bad stored topic config, say): each is
-    /// that partition's problem alone, answered KAFKA_STORAGE_ERROR until restart, while the
-    /// log directory and every other partition stay online.
-    pub failed_partitions: BTreeMap<TopicPartition, String>,
+    /// that partition's problem alone, answered KAFKA_STORAGE_ERROR, while the log directory and
+    /// every other partition stay online. Opening is tried again every
+    /// [`FAILED_OPEN_RETRY_MS`] (a read that a flaky disk corrupted once opens the next time).
+    pub failed_partitions: BTreeMap<TopicPartition, FailedOpen>,
     /// Whether leftover directories of deleted topics were looked for since start.
     scanned_dirs: bool,
+}
+
+/// How long a replica that failed to open waits before it is tried again.
+pub const FAILED_OPEN_RETRY_MS: i64 = 5_000;
+
+/// A replica that could not be opened: why, and when to try again.
+#[derive(Clone, Debug)]
+pub struct FailedOpen {
+    pub reason: String,
+    pub retry_at_ms: i64,
+}
+
+impl MetaState {
+    fn failed_open_due(&self, now_ms: i64) -> bool {
+        self.failed_partitions.values().any(|f| now_ms >= f.retry_at_ms)
+    }
 }
 
 /// Where a partition stands on this broker.
@@ -190,7 +207,7 @@ impl Broker {
         }
         match (meta.partitions.get(tp), meta.failed_partitions.get(tp)) {
             (Some(p), _) => Lookup::Replica(p.clone()),
-            (None, Some(reason)) => Lookup::Failed(reason.clone()),
+            (None, Some(failed)) => Lookup::Failed(failed.reason.clone()),
             (None, None) => Lookup::NotReplica,
         }
     }
@@ -241,7 +258,7 @@ impl Broker {
             return;
         }
         let skip = usize::try_from(next - from).unwrap_or(usize::MAX);
-        if skip >= records.len() && meta.scanned_dirs {
+        if skip >= records.len() && meta.scanned_dirs && !meta.failed_open_due(now_ms()) {
             return;
         }
         for (i, record) in records.iter().enumerate().skip(skip) {
@@ -291,13 +308,16 @@ impl Broker {
                 })
                 .collect();
             for (tp, image) in assigned {
-                if meta.failed_partitions.contains_key(&tp) {
+                if meta.failed_partitions.get(&tp).is_some_and(|f| now < f.retry_at_ms) {
                     continue;
                 }
                 let partition = match meta.partitions.get(&tp) {
                     Some(p) => p.clone(),
                     None => match self.open_partition(&meta.image, &tp, &image, now) {
                         Ok(p) => {
+                            if meta.failed_partitions.remove(&tp).is_some() {
+                                tracing::info!(%tp, "a partition replica that failed to open has opened");
+                            }
                             let p = Arc::new(Mutex::new(p));
                             meta.partitions.insert(tp.clone(), p.clone());
                             p
@@ -311,8 +331,12 @@ impl Broker {
                             break;
                         }
                         Err(e) => {
-                            tracing::error!(%tp, error = %e, "cannot open a partition replica: it stays offline until restart; other partitions are served");
-                            meta.failed_partitions.insert(tp, format!("{e:#}"));
+                            let reason = format!("{e:#}");
+                            if meta.failed_partitions.get(&tp).is_none_or(|f| f.reason != reason) {
+                                tracing::error!(%tp, error = reason, "cannot open a partition replica: it is tried again every {FAILED_OPEN_RETRY_MS} ms; other partitions are served");
+                            }
+                            let retry_at_ms = now + FAILED_OPEN_RETRY_MS;
+                            meta.failed_partitions.insert(tp, FailedOpen { reason, retry_at_ms });
                             continue;
                         }
                     },
@@ -591,7 +615,7 @@ fn read_partition_topic_id(disk: &dyn Disk, dir: &Path) -> anyhow::Result<Option
     if !disk.exists(&path) {
         return Ok(None);
     }
-    let bytes = storage::read_all(disk, &path)?;
+    let bytes = storage::read_all_stable(disk, &path)?;
     let parsed = std::str::from_utf8(&bytes).ok().and_then(|text| {
         let id = text.lines().find_map(|l| l.strip_prefix("topic_id: "))?;
         u128::from_str_radix(id.trim(), 16).ok()

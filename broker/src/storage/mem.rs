@@ -306,9 +306,18 @@ impl Disk for MemDisk {
         if !state.volatile.contains_key(from) {
             return Err(not_found(from));
         }
-        let moved: Vec<(PathBuf, Entry)> =
-            state.volatile.iter().filter(|(p, _)| p.starts_with(from)).map(|(p, e)| (p.clone(), e.clone())).collect();
-        state.volatile.retain(|p, _| !p.starts_with(to));
+        // Paths order component by component, so `from` and everything below it are one range.
+        let moved: Vec<(PathBuf, Entry)> = state
+            .volatile
+            .range(from.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(from))
+            .map(|(p, e)| (p.clone(), e.clone()))
+            .collect();
+        let replaced: Vec<PathBuf> =
+            state.volatile.range(to.to_path_buf()..).take_while(|(p, _)| p.starts_with(to)).map(|(p, _)| p.clone()).collect();
+        for path in replaced {
+            state.volatile.remove(&path);
+        }
         for (path, entry) in moved {
             state.volatile.remove(&path);
             let suffix = path.strip_prefix(from).expect("filtered by prefix");

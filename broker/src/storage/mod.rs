@@ -69,6 +69,23 @@ pub fn read_all(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Reads of a small file without a checksum that must agree before it is believed.
+const STABLE_READ_ATTEMPTS: usize = 5;
+
+/// Reads a small file until two reads in a row return the same bytes (for files with no
+/// checksum: a read that returns different bytes twice in a row is not trusted).
+pub fn read_all_stable(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
+    let mut previous = read_all(disk, path)?;
+    for _ in 1..STABLE_READ_ATTEMPTS {
+        let next = read_all(disk, path)?;
+        if next == previous {
+            return Ok(next);
+        }
+        previous = next;
+    }
+    Err(io::Error::other(format!("{}: {STABLE_READ_ATTEMPTS} reads returned different bytes", path.display())))
+}
+
 /// Replaces a small file atomically and durably: write a temp file, fsync it, rename it over
 /// the target, fsync the directory. Readers see either the old or the new content, never a mix.
 pub fn write_atomic(disk: &dyn Disk, path: &Path, content: &[u8]) -> io::Result<()> {
