@@ -233,7 +233,8 @@ mod real {
                 .iter()
                 .map(|n| DeleteTopicState::default().with_name(Some(TopicName(StrBytes::from_string(n.clone())))))
                 .collect();
-            let request = RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_timeout_ms(5_000).with_topics(topics));
+            let request =
+                RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_timeout_ms(5_000).with_topics(topics));
             let (frame, _) = broker::protocol::hostile::encode_request(ApiKey::DeleteTopics, 6, 1, &request);
             let _ = tokio::time::timeout(Duration::from_secs(10), server::handle_frame(broker, frame)).await;
         }

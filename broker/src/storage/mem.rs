@@ -313,8 +313,12 @@ impl Disk for MemDisk {
             .take_while(|(p, _)| p.starts_with(from))
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
-        let replaced: Vec<PathBuf> =
-            state.volatile.range(to.to_path_buf()..).take_while(|(p, _)| p.starts_with(to)).map(|(p, _)| p.clone()).collect();
+        let replaced: Vec<PathBuf> = state
+            .volatile
+            .range(to.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(to))
+            .map(|(p, _)| p.clone())
+            .collect();
         for path in replaced {
             state.volatile.remove(&path);
         }
