@@ -107,10 +107,6 @@ impl RequestBytes {
         let size = u32::try_from(size.max(1)).expect("socket.request.max.bytes fits in u32");
         self.permits.acquire_many(size).await.expect("the request-bytes semaphore is never closed")
     }
-
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
 }
 
 /// Rate-limited warnings: a flood of bad frames cannot fill the disk with log lines.
