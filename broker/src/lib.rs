@@ -4,10 +4,12 @@
 //! (simulated network and time, a simulated disk). See `ARCHITECTURE.md` for the code map.
 
 pub mod controller;
+pub mod env;
 pub mod fail_stop;
 pub mod log;
 pub mod planted;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod types;

@@ -11,48 +11,11 @@
 
 use super::image::{MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 use super::log::MetadataLog;
+use crate::log::topic_config::topic_log_config;
 use crate::log::LogConfig;
+pub use crate::types::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Kafka error codes the controller answers with.
-pub mod code {
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const INELIGIBLE_REPLICA: i16 = 107;
-    pub const INVALID_UPDATE_VERSION: i16 = 108;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const INCONSISTENT_CLUSTER_ID: i16 = 104;
-    pub const POLICY_VIOLATION: i16 = 44;
-}
-
-/// A refused request: a Kafka error code and a message for the client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiError {
-    pub code: i16,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: i16, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into() }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "error {}: {}", self.code, self.message)
-    }
-}
 
 /// Producer ids handed to a broker per request.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -190,22 +153,22 @@ impl Controller {
     /// Appends durably, then replays. A failed append stops the controller deciding anything.
     fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
         if let Some(reason) = &self.failed {
-            return Err(ApiError::new(code::KAFKA_STORAGE_ERROR, format!("controller metadata log failed: {reason}")));
+            return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("controller metadata log failed: {reason}")));
         }
         if records.is_empty() {
             return Ok(());
         }
         if records.len() > MAX_RECORDS_PER_USER_OP {
             return Err(ApiError::new(
-                code::POLICY_VIOLATION,
+                ErrorCode::POLICY_VIOLATION,
                 format!("{} records exceed the {MAX_RECORDS_PER_USER_OP} one operation may write", records.len()),
             ));
         }
-        let frame = MetadataLog::encode_frame(&records).map_err(|e| ApiError::new(code::POLICY_VIOLATION, e))?;
+        let frame = MetadataLog::encode_frame(&records).map_err(|e| ApiError::new(ErrorCode::POLICY_VIOLATION, e))?;
         if let Err(e) = self.log.append_frame(&frame) {
             tracing::error!(error = %e, "metadata append failed: the controller stops deciding until restart");
             self.failed = Some(e.to_string());
-            return Err(ApiError::new(code::KAFKA_STORAGE_ERROR, format!("metadata append failed: {e}")));
+            return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("metadata append failed: {e}")));
         }
         for record in records {
             tracing::debug!(?record, "committed");
@@ -283,7 +246,7 @@ impl Controller {
         match self.image.brokers.get(&node_id) {
             Some(b) if b.broker_epoch == broker_epoch => Ok(b),
             _ => Err(ApiError::new(
-                code::STALE_BROKER_EPOCH,
+                ErrorCode::STALE_BROKER_EPOCH,
                 format!("broker {node_id} epoch {broker_epoch} is not its current registration"),
             )),
         }
@@ -465,20 +428,20 @@ impl Controller {
     ) -> Result<PartitionImage, ApiError> {
         self.check_broker(node_id, broker_epoch)?;
         let current = self.image.partitions.get(&(topic_id, partition)).cloned().ok_or_else(|| {
-            ApiError::new(code::UNKNOWN_TOPIC_OR_PARTITION, format!("partition {partition} of topic {topic_id:x}"))
+            ApiError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("partition {partition} of topic {topic_id:x}"))
         })?;
         if current.leader != node_id {
-            return Err(ApiError::new(code::NOT_LEADER_OR_FOLLOWER, format!("broker {node_id} does not lead it")));
+            return Err(ApiError::new(ErrorCode::NOT_LEADER_OR_FOLLOWER, format!("broker {node_id} does not lead it")));
         }
         if leader_epoch != current.leader_epoch {
             return Err(ApiError::new(
-                code::FENCED_LEADER_EPOCH,
+                ErrorCode::FENCED_LEADER_EPOCH,
                 format!("leader epoch {leader_epoch}, current {}", current.leader_epoch),
             ));
         }
         if partition_epoch != current.partition_epoch {
             return Err(ApiError::new(
-                code::INVALID_UPDATE_VERSION,
+                ErrorCode::INVALID_UPDATE_VERSION,
                 format!("partition epoch {partition_epoch}, current {}", current.partition_epoch),
             ));
         }
@@ -487,19 +450,19 @@ impl Controller {
             && new_isr.iter().collect::<std::collections::BTreeSet<_>>().len() == new_isr.len();
         if !valid {
             return Err(ApiError::new(
-                code::INVALID_REQUEST,
+                ErrorCode::INVALID_REQUEST,
                 format!("ISR {new_isr:?} for replicas {:?}", current.replicas),
             ));
         }
         if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !self.image.is_live(**r)) {
-            return Err(ApiError::new(code::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
+            return Err(ApiError::new(ErrorCode::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
         }
         for r in new_isr.iter().filter(|r| !current.isr.contains(r)) {
             let seen = joining.iter().find(|(j, _)| j == r).map(|&(_, e)| e);
             let registered = self.image.brokers.get(r).map(|b| b.broker_epoch);
             if seen.is_none() || seen != registered {
                 return Err(ApiError::new(
-                    code::INELIGIBLE_REPLICA,
+                    ErrorCode::INELIGIBLE_REPLICA,
                     format!("replica {r} caught up as broker epoch {seen:?} but is registered as {registered:?}"),
                 ));
             }
@@ -522,18 +485,18 @@ impl Controller {
         topic_id: u128,
         records_budget: &mut usize,
     ) -> Result<CreatedTopic, ApiError> {
-        crate::server::state::validate_topic_name(&topic.name)?;
+        validate_topic_name(&topic.name)?;
         if self.image.topics.contains_key(&topic.name) {
-            return Err(ApiError::new(code::TOPIC_ALREADY_EXISTS, format!("topic `{}` already exists", topic.name)));
+            return Err(ApiError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic `{}` already exists", topic.name)));
         }
-        crate::server::config::topic_log_config(&LogConfig::default(), &topic.configs)
-            .map_err(|(key, message)| ApiError::new(code::INVALID_CONFIG, format!("config `{key}`: {message}")))?;
+        topic_log_config(&LogConfig::default(), &topic.configs)
+            .map_err(|(key, message)| ApiError::new(ErrorCode::INVALID_CONFIG, format!("config `{key}`: {message}")))?;
         let live: Vec<i32> = self.image.live_brokers().map(|b| b.node_id).collect();
         let assignments = if topic.assignments.is_empty() {
             let partitions = if topic.partitions == -1 { self.config.num_partitions } else { topic.partitions };
             if partitions <= 0 {
                 return Err(ApiError::new(
-                    code::INVALID_PARTITIONS,
+                    ErrorCode::INVALID_PARTITIONS,
                     format!("number of partitions must be positive, got {partitions}"),
                 ));
             }
@@ -545,7 +508,7 @@ impl Controller {
             };
             if factor <= 0 || factor as usize > live.len() {
                 return Err(ApiError::new(
-                    code::INVALID_REPLICATION_FACTOR,
+                    ErrorCode::INVALID_REPLICATION_FACTOR,
                     format!("replication factor {factor} needs that many live brokers; {} are live", live.len()),
                 ));
             }
@@ -557,7 +520,7 @@ impl Controller {
         } else {
             if topic.partitions != -1 || topic.replication_factor != -1 {
                 return Err(ApiError::new(
-                    code::INVALID_REQUEST,
+                    ErrorCode::INVALID_REQUEST,
                     "give either assignments or num_partitions/replication_factor, not both",
                 ));
             }
@@ -567,13 +530,13 @@ impl Controller {
                 let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
                 if replicas.is_empty() || replicas.len() != factor || distinct.len() != factor {
                     return Err(ApiError::new(
-                        code::INVALID_REPLICA_ASSIGNMENT,
+                        ErrorCode::INVALID_REPLICA_ASSIGNMENT,
                         "every partition needs the same number of distinct replicas",
                     ));
                 }
                 if let Some(r) = replicas.iter().find(|r| !self.image.brokers.contains_key(r)) {
                     return Err(ApiError::new(
-                        code::INVALID_REPLICA_ASSIGNMENT,
+                        ErrorCode::INVALID_REPLICA_ASSIGNMENT,
                         format!("broker {r} is not registered"),
                     ));
                 }
@@ -624,7 +587,7 @@ impl Controller {
 
     pub fn handle_delete_topic(&mut self, name: &str) -> Result<TopicImage, ApiError> {
         let Some(image) = self.image.topics.get(name).cloned() else {
-            return Err(ApiError::new(code::UNKNOWN_TOPIC_OR_PARTITION, format!("topic `{name}` does not exist")));
+            return Err(ApiError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic `{name}` does not exist")));
         };
         self.commit(vec![MetadataRecord::RemoveTopic { name: name.to_string(), topic_id: image.topic_id }])?;
         tracing::info!(topic = name, "deleted topic");
@@ -640,11 +603,24 @@ impl Controller {
     }
 }
 
+/// Kafka's rule for topic names.
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    const TOPIC_NAME_BYTES_MAX: usize = 249;
+    let legal = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
+    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_BYTES_MAX || !legal {
+        return Err(ApiError::new(
+            ErrorCode::INVALID_TOPIC_EXCEPTION,
+            format!("invalid topic name `{name}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`"),
+        ));
+    }
+    Ok(())
+}
+
 /// Takes `needed` records from a request's budget, or refuses the operation.
 fn take_records(budget: &mut usize, needed: usize) -> Result<(), ApiError> {
     if needed > *budget {
         return Err(ApiError::new(
-            code::POLICY_VIOLATION,
+            ErrorCode::POLICY_VIOLATION,
             format!(
                 "{needed} metadata records would exceed what one request may write ({MAX_RECORDS_PER_USER_OP}; {} left)",
                 *budget
@@ -676,6 +652,14 @@ mod tests {
     use super::*;
     use crate::storage::mem::MemDisk;
     use std::path::Path;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert_eq!(validate_topic_name(bad).unwrap_err().code, ErrorCode::INVALID_TOPIC_EXCEPTION, "{bad}");
+        }
+    }
 
     fn controller(unclean: bool) -> Controller {
         let disk = MemDisk::new();
@@ -723,7 +707,7 @@ mod tests {
         };
         let mut budget = MAX_RECORDS_PER_USER_OP;
         let error = c.handle_create_topic(huge, false, 9, &mut budget).unwrap_err();
-        assert_eq!(error.code, code::POLICY_VIOLATION, "{error}");
+        assert_eq!(error.code, ErrorCode::POLICY_VIOLATION, "{error}");
         assert_eq!(c.next_offset(), end, "nothing was written");
         // Two topics that fit alone but not together in one request.
         let half = |name: &str| NewTopic {
@@ -734,7 +718,7 @@ mod tests {
             configs: BTreeMap::new(),
         };
         c.handle_create_topic(half("a"), false, 10, &mut budget).unwrap();
-        assert_eq!(c.handle_create_topic(half("b"), false, 11, &mut budget).unwrap_err().code, code::POLICY_VIOLATION);
+        assert_eq!(c.handle_create_topic(half("b"), false, 11, &mut budget).unwrap_err().code, ErrorCode::POLICY_VIOLATION);
         // Not a dead disk: the next request is served.
         c.handle_create_topic(half("b"), false, 11, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
     }
@@ -753,7 +737,7 @@ mod tests {
             partition_epoch: 0,
         };
         let error = c.commit((0..2_000).map(wide).collect()).unwrap_err();
-        assert_eq!(error.code, code::POLICY_VIOLATION, "{error}");
+        assert_eq!(error.code, ErrorCode::POLICY_VIOLATION, "{error}");
         assert!(error.message.contains("more than one metadata frame holds"), "{error}");
         assert_eq!(c.next_offset(), end);
         create(&mut c, None);
@@ -829,7 +813,7 @@ mod tests {
         // The same proposal again: its partition epoch is stale.
         let err =
             c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c)).unwrap_err();
-        assert_eq!(err.code, code::INVALID_UPDATE_VERSION);
+        assert_eq!(err.code, ErrorCode::INVALID_UPDATE_VERSION);
         let err = c
             .handle_alter_partition(
                 p.replicas[1],
@@ -842,11 +826,11 @@ mod tests {
                 &joining(&c),
             )
             .unwrap_err();
-        assert_eq!(err.code, code::NOT_LEADER_OR_FOLLOWER);
+        assert_eq!(err.code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
         let err =
             c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c)).unwrap_err();
-        assert_eq!(err.code, code::INELIGIBLE_REPLICA);
+        assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
 
     #[test]
@@ -905,7 +889,7 @@ mod tests {
                 &seen_before_restart,
             )
             .unwrap_err();
-        assert_eq!(err.code, code::INELIGIBLE_REPLICA);
+        assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
         let ok = c.handle_alter_partition(
             leader,
             epoch(&c, leader),

@@ -23,13 +23,14 @@
 pub mod batch;
 pub mod leader_epoch;
 pub mod producer_state;
+pub mod topic_config;
 mod segment;
 
 #[cfg(test)]
 mod tests;
 
 use crate::storage::{self, Disk};
-use crate::types::{LeaderEpoch, Offset, ProducerEpoch, ProducerId};
+use crate::types::{ErrorCode, LeaderEpoch, Offset, ProducerEpoch, ProducerId};
 use batch::BATCH_HEADER_BYTES;
 use bytes::{Bytes, BytesMut};
 use leader_epoch::LeaderEpochCache;
@@ -144,17 +145,17 @@ pub enum LogError {
 
 impl LogError {
     /// The Kafka error code a client gets for this error.
-    pub fn error_code(&self) -> i16 {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            LogError::CorruptMessage(_) => 2,
-            LogError::MessageTooLarge { .. } => 10,
-            LogError::UnsupportedMessageFormat(_) => 43,
-            LogError::OutOfOrderSequence { .. } => 45,
-            LogError::InvalidProducerEpoch { .. } => 47,
-            LogError::UnknownProducerId { .. } => 59,
-            LogError::OffsetOutOfRange { .. } => 1,
-            LogError::InvalidRecord(_) => 87,
-            LogError::Storage { .. } | LogError::Corruption { .. } => 56, // KAFKA_STORAGE_ERROR
+            LogError::CorruptMessage(_) => ErrorCode::CORRUPT_MESSAGE,
+            LogError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
+            LogError::UnsupportedMessageFormat(_) => ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+            LogError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            LogError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+            LogError::UnknownProducerId { .. } => ErrorCode::UNKNOWN_PRODUCER_ID,
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
+            LogError::InvalidRecord(_) => ErrorCode::INVALID_RECORD,
+            LogError::Storage { .. } | LogError::Corruption { .. } => ErrorCode::KAFKA_STORAGE_ERROR,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! `--override key=value` flags. Unknown or malformed keys are errors that name the origin
 //! (file and line, or the flag).
 
+use crate::log::topic_config::{parse_bool, parse_num, parse_optional_limit, parse_positive, parse_segment_bytes};
 use crate::log::LogConfig;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -381,92 +381,8 @@ fn parse_listener(listener: &str) -> Result<String, String> {
     Ok(format!("{host}:{port}"))
 }
 
-fn parse_num<T: std::str::FromStr>(value: &str) -> Result<T, String> {
-    value.parse().map_err(|_| format!("expected a number, got `{value}`"))
-}
-
-fn parse_positive<T: std::str::FromStr + PartialOrd + Default + fmt::Display>(value: &str) -> Result<T, String> {
-    let n: T = parse_num(value)?;
-    if n <= T::default() {
-        return Err(format!("must be positive, got {n}"));
-    }
-    Ok(n)
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("expected true or false, got `{value}`")),
-    }
-}
-
-/// Kafka's convention: `-1` means unlimited.
-fn parse_optional_limit<T: std::str::FromStr + TryFrom<i64>>(value: &str) -> Result<Option<T>, String> {
-    let n: i64 = parse_num(value)?;
-    if n == -1 {
-        return Ok(None);
-    }
-    if n < 0 {
-        return Err(format!("must be -1 (unlimited) or non-negative, got {n}"));
-    }
-    T::try_from(n).map(Some).map_err(|_| format!("out of range: {n}"))
-}
-
-fn parse_segment_bytes(value: &str) -> Result<u64, String> {
-    let n: u64 = parse_positive(value)?;
-    // Kafka's lower bound: a segment must hold at least a batch header and some records.
-    const SEGMENT_BYTES_MIN: u64 = 14;
-    if n < SEGMENT_BYTES_MIN {
-        return Err(format!("must be at least {SEGMENT_BYTES_MIN}, got {n}"));
-    }
-    Ok(n)
-}
-
 fn scale(value: Option<i64>, factor: i64) -> Option<i64> {
     value.map(|v| v * factor)
-}
-
-/// Per-topic config overrides (CreateTopics `configs`) applied on top of the broker defaults.
-/// Returns the log config or the name of the first bad key with a reason.
-pub fn topic_log_config(
-    defaults: &LogConfig,
-    overrides: &BTreeMap<String, String>,
-) -> Result<LogConfig, (String, String)> {
-    let mut config = defaults.clone();
-    for (key, value) in overrides {
-        let bad = |message: String| (key.clone(), message);
-        match key.as_str() {
-            "retention.ms" => config.retention_ms = parse_optional_limit(value).map_err(bad)?,
-            "retention.bytes" => config.retention_bytes = parse_optional_limit(value).map_err(bad)?,
-            "segment.bytes" => config.segment_bytes = parse_segment_bytes(value).map_err(bad)?,
-            "segment.ms" => config.segment_ms = parse_positive(value).map_err(bad)?,
-            "flush.messages" => config.flush_interval_messages = parse_positive(value).map_err(bad)?,
-            "flush.ms" => config.flush_interval_ms = Some(parse_num(value).map_err(bad)?),
-            "max.message.bytes" => config.max_message_bytes = parse_positive(value).map_err(bad)?,
-            "index.interval.bytes" => config.index_interval_bytes = parse_num(value).map_err(bad)?,
-            "min.insync.replicas" => {
-                parse_positive::<i32>(value).map_err(bad)?;
-            }
-            "unclean.leader.election.enable" => {
-                parse_bool(value).map_err(bad)?;
-            }
-            "cleanup.policy" if value == "delete" => {}
-            "cleanup.policy" => {
-                return Err(bad(format!(
-                    "only `delete` is supported (log compaction is not implemented), got `{value}`"
-                )))
-            }
-            "message.timestamp.type" if value == "CreateTime" => {}
-            "message.timestamp.type" => return Err(bad(format!("only CreateTime is supported, got `{value}`"))),
-            "compression.type" if value == "producer" => {}
-            "compression.type" => {
-                return Err(bad(format!("only `producer` (store as sent) is supported, got `{value}`")))
-            }
-            _ => return Err(bad("unknown topic configuration key".to_string())),
-        }
-    }
-    Ok(config)
 }
 
 #[cfg(test)]
@@ -513,15 +429,5 @@ mod tests {
         assert_eq!(config.set("log.retention.bytes", "-1"), Ok(()));
         assert_eq!(config.log.retention_bytes, None);
         assert!(config.set("log.retention.bytes", "-5").is_err());
-    }
-
-    #[test]
-    fn topic_overrides_reject_unknown_and_unsupported_keys() {
-        let defaults = LogConfig::default();
-        let mut overrides = BTreeMap::new();
-        overrides.insert("retention.ms".to_string(), "1000".to_string());
-        assert_eq!(topic_log_config(&defaults, &overrides).unwrap().retention_ms, Some(1000));
-        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
-        assert_eq!(topic_log_config(&defaults, &overrides).unwrap_err().0, "cleanup.policy");
     }
 }

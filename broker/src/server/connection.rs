@@ -15,8 +15,9 @@
 //! where the API has a top-level error code, otherwise a closed connection; either way one WARN
 //! naming the peer, API and reason, rate-limited by [`WarnLimiter`].
 
-use super::{handlers, state, Broker};
+use super::{handlers, Broker};
 use crate::protocol::{self, DecodeError, Request};
+use crate::types::ErrorCode;
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, FetchResponse, InitProducerIdResponse, RequestKind, ResponseKind,
@@ -160,7 +161,7 @@ impl Connections {
 
     /// One WARN about a peer's bad frame, unless the rate limit says no.
     fn warn(&self, peer: SocketAddr, api: &str, reason: &str) {
-        if let Some(suppressed) = self.warnings.allow(state::now_ms()) {
+        if let Some(suppressed) = self.warnings.allow(crate::env::now_ms()) {
             tracing::warn!(%peer, api, reason, suppressed, "bad request");
         }
     }
@@ -313,7 +314,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
         Ok(Request::Known { header, body }) => (header, body),
         Ok(Request::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, api_version }) => {
             tracing::debug!(api_version, "ApiVersions of an unknown version: answering v0 with UNSUPPORTED_VERSION");
-            let body = ResponseKind::ApiVersions(handlers::api_versions(handlers::code::UNSUPPORTED_VERSION));
+            let body = ResponseKind::ApiVersions(handlers::api_versions(ErrorCode::UNSUPPORTED_VERSION));
             let response = protocol::encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
                 .expect("an ApiVersions v0 response always encodes");
             return Ok(Some(response));
@@ -322,14 +323,14 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
             return Err(FrameRefused {
                 api: format!("{api_key:?} v{api_version}"),
                 reason: "version not supported (see ApiVersions)".to_string(),
-                response: error_response(api_key, api_version, correlation_id, handlers::code::UNSUPPORTED_VERSION),
+                response: error_response(api_key, api_version, correlation_id, ErrorCode::UNSUPPORTED_VERSION),
             })
         }
         Err(DecodeError::MalformedBody { api, version, correlation_id, reason }) => {
             return Err(FrameRefused {
                 api: format!("{api:?} v{version}"),
                 reason,
-                response: error_response(api, version, correlation_id, handlers::code::INVALID_REQUEST),
+                response: error_response(api, version, correlation_id, ErrorCode::INVALID_REQUEST),
             })
         }
         Err(e) => return Err(FrameRefused { api: e.api(), reason: e.to_string(), response: None }),
@@ -337,7 +338,7 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
     let version = header.request_api_version;
     let api_key = ApiKey::try_from(header.request_api_key).expect("checked by decode_request");
     let response = match *body {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(handlers::code::NONE)),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions(ErrorCode::NONE)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(broker, r, version).await),
         RequestKind::Produce(r) => match handlers::produce(broker, r, version).await {
             Some(response) => ResponseKind::Produce(response),
@@ -369,17 +370,17 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
 /// An error response carrying `code` at the top level, if this API and version have a
 /// top-level error code (ApiVersions, InitProducerId, Fetch v7+) and the version can be
 /// encoded; `None` otherwise (Kafka closes the connection then).
-fn error_response(api_key: ApiKey, version: i16, correlation_id: i32, code: i16) -> Option<Bytes> {
+fn error_response(api_key: ApiKey, version: i16, correlation_id: i32, code: ErrorCode) -> Option<Bytes> {
     let body = match api_key {
-        ApiKey::ApiVersions => ResponseKind::ApiVersions(ApiVersionsResponse::default().with_error_code(code)),
+        ApiKey::ApiVersions => ResponseKind::ApiVersions(ApiVersionsResponse::default().with_error_code(code.0)),
         ApiKey::InitProducerId => ResponseKind::InitProducerId(
             InitProducerIdResponse::default()
-                .with_error_code(code)
+                .with_error_code(code.0)
                 .with_producer_id(kafka_protocol::messages::ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
         // Fetch has a top-level error code from v7 on (KIP-227).
-        ApiKey::Fetch if version >= 7 => ResponseKind::Fetch(FetchResponse::default().with_error_code(code)),
+        ApiKey::Fetch if version >= 7 => ResponseKind::Fetch(FetchResponse::default().with_error_code(code.0)),
         _ => return None,
     };
     let valid = api_key.valid_versions();
@@ -418,11 +419,11 @@ mod tests {
 
     #[test]
     fn error_responses_exist_only_where_the_api_has_a_top_level_error_code() {
-        assert!(error_response(ApiKey::Fetch, 12, 1, handlers::code::INVALID_REQUEST).is_some());
-        assert!(error_response(ApiKey::Fetch, 13, 1, handlers::code::UNSUPPORTED_VERSION).is_some());
-        assert!(error_response(ApiKey::Fetch, 6, 1, handlers::code::INVALID_REQUEST).is_none());
-        assert!(error_response(ApiKey::InitProducerId, 4, 1, handlers::code::INVALID_REQUEST).is_some());
-        assert!(error_response(ApiKey::Produce, 9, 1, handlers::code::INVALID_REQUEST).is_none());
-        assert!(error_response(ApiKey::Fetch, 99, 1, handlers::code::UNSUPPORTED_VERSION).is_none());
+        assert!(error_response(ApiKey::Fetch, 12, 1, ErrorCode::INVALID_REQUEST).is_some());
+        assert!(error_response(ApiKey::Fetch, 13, 1, ErrorCode::UNSUPPORTED_VERSION).is_some());
+        assert!(error_response(ApiKey::Fetch, 6, 1, ErrorCode::INVALID_REQUEST).is_none());
+        assert!(error_response(ApiKey::InitProducerId, 4, 1, ErrorCode::INVALID_REQUEST).is_some());
+        assert!(error_response(ApiKey::Produce, 9, 1, ErrorCode::INVALID_REQUEST).is_none());
+        assert!(error_response(ApiKey::Fetch, 99, 1, ErrorCode::UNSUPPORTED_VERSION).is_none());
     }
 }

@@ -5,11 +5,14 @@
 //! NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata. Leader epochs in requests are
 //! checked as KIP-320 says: older than ours is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH.
 
-use super::partition::Partition;
-use super::state::{now_ms, validate_topic_name, Broker, Lookup, SharedPartition, TopicError};
+use super::state::{Broker, Lookup, SharedPartition};
+use crate::controller::validate_topic_name;
+use crate::env::now_ms;
+use crate::types::{ApiError as TopicError, ErrorCode};
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
 use crate::controller::{NewTopic, NO_LEADER};
 use crate::log::AppendOutcome;
+use crate::replication::{AcksAllWait, AppendRefusal};
 use crate::protocol::SUPPORTED_APIS;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 use bytes::Bytes;
@@ -26,31 +29,8 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use std::collections::BTreeMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Kafka error codes used by the handlers.
-pub mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const OFFSET_NOT_AVAILABLE: i16 = 78;
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 79;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-}
 
 /// Fetches never wait longer than this, whatever the client asks.
 const FETCH_WAIT_MS_MAX: i32 = 30_000;
@@ -65,48 +45,44 @@ fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
 }
 
-pub fn api_versions(error_code: i16) -> ApiVersionsResponse {
+pub fn api_versions(error_code: ErrorCode) -> ApiVersionsResponse {
     let api_keys = SUPPORTED_APIS
         .iter()
         .map(|&(key, min, max)| {
             ApiVersion::default().with_api_key(key as i16).with_min_version(min).with_max_version(max)
         })
         .collect();
-    ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
+    ApiVersionsResponse::default().with_error_code(error_code.0).with_api_keys(api_keys)
 }
 
 /// Checks a request's `current_leader_epoch` (-1 = not given) against the leader's (KIP-320).
-fn check_leader_epoch(current_leader_epoch: i32, ours: LeaderEpoch) -> i16 {
+fn check_leader_epoch(current_leader_epoch: i32, ours: LeaderEpoch) -> ErrorCode {
     match current_leader_epoch {
-        e if e < 0 || e == ours.0 => code::NONE,
-        e if e < ours.0 => code::FENCED_LEADER_EPOCH,
-        _ => code::UNKNOWN_LEADER_EPOCH,
+        e if e < 0 || e == ours.0 => ErrorCode::NONE,
+        e if e < ours.0 => ErrorCode::FENCED_LEADER_EPOCH,
+        _ => ErrorCode::UNKNOWN_LEADER_EPOCH,
     }
-}
-
-fn lock(partition: &SharedPartition) -> MutexGuard<'_, Partition> {
-    partition.lock().expect("partition lock poisoned")
 }
 
 /// The partition, if this broker leads it and it may be read or written at
 /// `current_leader_epoch`; otherwise the error code to answer with.
-fn leader_partition(broker: &Broker, tp: &TopicPartition, current_leader_epoch: i32) -> Result<SharedPartition, i16> {
+fn leader_partition(broker: &Broker, tp: &TopicPartition, current_leader_epoch: i32) -> Result<SharedPartition, ErrorCode> {
     if broker.offline_reason().is_some() {
-        return Err(code::KAFKA_STORAGE_ERROR);
+        return Err(ErrorCode::KAFKA_STORAGE_ERROR);
     }
     let partition = match broker.lookup(tp) {
-        Lookup::UnknownTopic | Lookup::UnknownPartition => return Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-        Lookup::NotReplica => return Err(code::NOT_LEADER_OR_FOLLOWER),
+        Lookup::UnknownTopic | Lookup::UnknownPartition => return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+        Lookup::NotReplica => return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER),
         Lookup::Replica(p) => p,
-        Lookup::Failed(_) => return Err(code::KAFKA_STORAGE_ERROR),
+        Lookup::Failed(_) => return Err(ErrorCode::KAFKA_STORAGE_ERROR),
     };
     {
-        let p = lock(&partition);
+        let p = partition.lock();
         if !p.is_leader() {
-            return Err(code::NOT_LEADER_OR_FOLLOWER);
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         }
         let epoch_error = check_leader_epoch(current_leader_epoch, p.leader_epoch());
-        if epoch_error != code::NONE {
+        if epoch_error != ErrorCode::NONE {
             return Err(epoch_error);
         }
     }
@@ -145,8 +121,8 @@ pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i
                 broker.controller_call(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
             match reply {
                 Ok(ControllerReply::CreatedTopics(results)) => {
-                    for result in results.into_iter().filter_map(Result::err).filter(|e| e.code != 36) {
-                        tracing::warn!(code = result.code, reason = result.message, "auto-creating a topic failed");
+                    for result in results.into_iter().filter_map(Result::err).filter(|e| e.code != ErrorCode::TOPIC_ALREADY_EXISTS) {
+                        tracing::warn!(code = result.code.0, reason = result.message, "auto-creating a topic failed");
                     }
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected controller reply"),
@@ -202,14 +178,14 @@ fn requested_name(broker: &Broker, wanted: MetadataRequestTopic) -> Result<Strin
             Some(topic) => topic.name.clone(),
             None => {
                 return Err(MetadataResponseTopic::default()
-                    .with_error_code(code::UNKNOWN_TOPIC_ID)
+                    .with_error_code(ErrorCode::UNKNOWN_TOPIC_ID.0)
                     .with_topic_id(wanted.topic_id))
             }
         },
-        (None, true) => return Err(MetadataResponseTopic::default().with_error_code(code::INVALID_REQUEST)),
+        (None, true) => return Err(MetadataResponseTopic::default().with_error_code(ErrorCode::INVALID_REQUEST.0)),
     };
     if let Err(e) = validate_topic_name(&name) {
-        return Err(MetadataResponseTopic::default().with_name(Some(topic_name(&name))).with_error_code(e.code));
+        return Err(MetadataResponseTopic::default().with_name(Some(topic_name(&name))).with_error_code(e.code.0));
     }
     Ok(name)
 }
@@ -219,7 +195,7 @@ fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponse
     let Some(topic) = meta.image.topics.get(name) else {
         return MetadataResponseTopic::default()
             .with_name(Some(topic_name(name)))
-            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+            .with_error_code(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.0);
     };
     let ids = |nodes: &[i32]| nodes.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
     let partitions = (0..topic.partitions)
@@ -231,7 +207,7 @@ fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponse
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr));
             if p.leader == NO_LEADER {
-                partition = partition.with_error_code(code::LEADER_NOT_AVAILABLE);
+                partition = partition.with_error_code(ErrorCode::LEADER_NOT_AVAILABLE.0);
             }
             if version >= 5 {
                 let offline: Vec<i32> = p.replicas.iter().copied().filter(|r| !meta.image.is_live(*r)).collect();
@@ -255,10 +231,7 @@ fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponse
 /// An appended batch an acks=all produce waits on until the high watermark passes it.
 struct AwaitingReplication {
     partition: SharedPartition,
-    leader_epoch: LeaderEpoch,
-    last_offset: Offset,
-    /// The committed ISR size when the batch was appended.
-    isr_size: usize,
+    wait: AcksAllWait,
 }
 
 /// A partition's index, its result so far, and what it still waits for.
@@ -279,7 +252,7 @@ pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> 
                 let tp = TopicPartition::new(name.clone(), data.index);
                 let transactional = request.transactional_id.is_some();
                 let (result, awaiting) = produce_partition(broker, &tp, acks, transactional, data.records);
-                appended |= result.error_code == code::NONE;
+                appended |= result.error_code == ErrorCode::NONE;
                 (data.index, result, awaiting)
             })
             .collect();
@@ -300,7 +273,7 @@ pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> 
                     let Some(wait) = awaiting else { continue };
                     match replication_outcome(wait) {
                         Some(code) => {
-                            if code != code::NONE {
+                            if code != ErrorCode::NONE {
                                 *result = PartitionProduceResult::error(code, replication_error_message(code));
                             }
                             *awaiting = None;
@@ -318,7 +291,7 @@ pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> 
                     for (_, result, awaiting) in partitions.iter_mut() {
                         if awaiting.take().is_some() {
                             *result = PartitionProduceResult::error(
-                                code::REQUEST_TIMED_OUT,
+                                ErrorCode::REQUEST_TIMED_OUT,
                                 "the in-sync replicas did not all confirm the batch within the request timeout",
                             );
                         }
@@ -345,39 +318,27 @@ pub async fn produce(broker: &Broker, request: ProduceRequest, version: i16) -> 
 }
 
 /// `None` while still waiting; else NONE (replicated) or the error to answer with.
-fn replication_outcome(wait: &AwaitingReplication) -> Option<i16> {
-    let mut p = lock(&wait.partition);
-    if !p.is_leader() || p.leader_epoch() != wait.leader_epoch {
-        return Some(code::NOT_LEADER_OR_FOLLOWER);
-    }
-    if p.high_watermark > wait.last_offset {
-        let ignore_min_isr = crate::planted::active(crate::planted::Bug::IgnoreMinIsr);
-        if (p.image.isr.len() as i32) < p.min_insync_replicas && !ignore_min_isr {
-            return Some(code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
-        }
-        p.smallest_isr_acked = Some(p.smallest_isr_acked.map_or(wait.isr_size, |s| s.min(wait.isr_size)));
-        return Some(code::NONE);
-    }
-    None
+fn replication_outcome(awaiting: &AwaitingReplication) -> Option<ErrorCode> {
+    awaiting.partition.lock().acks_all_outcome(&awaiting.wait)
 }
 
-fn replication_error_message(code: i16) -> &'static str {
+fn replication_error_message(code: ErrorCode) -> &'static str {
     match code {
-        code::NOT_LEADER_OR_FOLLOWER => "leadership moved before the batch was replicated",
-        code::NOT_ENOUGH_REPLICAS_AFTER_APPEND => "the ISR shrank below min.insync.replicas after the append",
+        ErrorCode::NOT_LEADER_OR_FOLLOWER => "leadership moved before the batch was replicated",
+        ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => "the ISR shrank below min.insync.replicas after the append",
         _ => "replication failed",
     }
 }
 
 struct PartitionProduceResult {
-    error_code: i16,
+    error_code: ErrorCode,
     error_message: Option<String>,
     base_offset: i64,
     log_start_offset: i64,
 }
 
 impl PartitionProduceResult {
-    fn error(error_code: i16, message: impl Into<String>) -> Self {
+    fn error(error_code: ErrorCode, message: impl Into<String>) -> Self {
         PartitionProduceResult {
             error_code,
             error_message: Some(message.into()),
@@ -394,59 +355,43 @@ fn produce_partition(
     transactional: bool,
     records: Option<Bytes>,
 ) -> (PartitionProduceResult, Option<AwaitingReplication>) {
-    let refuse = |code: i16, message: String| (PartitionProduceResult::error(code, message), None);
+    let refuse = |code: ErrorCode, message: String| (PartitionProduceResult::error(code, message), None);
     if !matches!(acks, -1..=1) {
-        return refuse(code::INVALID_REQUIRED_ACKS, format!("acks must be -1, 0 or 1, got {acks}"));
+        return refuse(ErrorCode::INVALID_REQUIRED_ACKS, format!("acks must be -1, 0 or 1, got {acks}"));
     }
     if transactional {
-        return refuse(code::INVALID_REQUEST, "transactional produce is not supported yet".to_string());
+        return refuse(ErrorCode::INVALID_REQUEST, "transactional produce is not supported yet".to_string());
     }
     let partition = match leader_partition(broker, tp, -1) {
         Ok(p) => p,
         Err(code) => return refuse(code, format!("{tp}: this broker cannot take writes for it (error {code})")),
     };
     let Some(records) = records else {
-        return refuse(code::CORRUPT_MESSAGE, "produce request without records".to_string());
+        return refuse(ErrorCode::CORRUPT_MESSAGE, "produce request without records".to_string());
     };
-    let mut p = lock(&partition);
-    let isr_size = p.image.isr.len();
-    if acks == -1
-        && (isr_size as i32) < p.min_insync_replicas
-        && !crate::planted::active(crate::planted::Bug::IgnoreMinIsr)
-    {
-        return refuse(
-            code::NOT_ENOUGH_REPLICAS,
-            format!("ISR has {isr_size} replicas, min.insync.replicas is {}", p.min_insync_replicas),
-        );
-    }
-    let leader_epoch = p.leader_epoch();
-    let outcome = p.log.append(records, leader_epoch, now_ms());
-    match outcome {
-        Ok(outcome) => {
+    let mut p = partition.lock();
+    match p.append_as_leader(records, acks, now_ms()) {
+        Ok((outcome, wait)) => {
             if let AppendOutcome::Duplicate(info) = outcome {
                 tracing::debug!(%tp, base_offset = info.base_offset.0, "duplicate batch answered with its original offset");
             }
             let info = outcome.info();
-            p.maybe_advance_high_watermark();
             let result = PartitionProduceResult {
-                error_code: code::NONE,
+                error_code: ErrorCode::NONE,
                 error_message: None,
                 base_offset: info.base_offset.0,
                 log_start_offset: info.log_start_offset.0,
             };
             drop(p);
-            let awaiting = (acks == -1).then(|| AwaitingReplication {
-                partition: partition.clone(),
-                leader_epoch,
-                last_offset: info.last_offset,
-                isr_size,
-            });
+            let awaiting = wait.map(|wait| AwaitingReplication { partition: partition.clone(), wait });
             (result, awaiting)
         }
-        Err(error) => {
-            broker.note_log_error(&error);
-            tracing::debug!(%tp, %error, "produce rejected");
-            refuse(error.error_code(), error.to_string())
+        Err(refusal) => {
+            if let AppendRefusal::Log(error) = &refusal {
+                broker.note_log_error(error);
+            }
+            tracing::debug!(%tp, %refusal, "produce rejected");
+            refuse(refusal.error_code(), refusal.to_string())
         }
     }
 }
@@ -454,7 +399,7 @@ fn produce_partition(
 fn produce_partition_response(index: i32, result: PartitionProduceResult, version: i16) -> PartitionProduceResponse {
     let mut response = PartitionProduceResponse::default()
         .with_index(index)
-        .with_error_code(result.error_code)
+        .with_error_code(result.error_code.0)
         .with_base_offset(result.base_offset)
         .with_log_append_time_ms(-1);
     if version >= 5 {
@@ -475,7 +420,7 @@ pub async fn fetch(broker: &Broker, request: FetchRequest, version: i16, client_
     if version >= 7 && request.session_id != 0 {
         // Sessionless broker (KIP-227 allows declining sessions): an incremental fetch for a
         // session we never created is answered so the client falls back to a full fetch.
-        return FetchResponse::default().with_error_code(code::FETCH_SESSION_ID_NOT_FOUND);
+        return FetchResponse::default().with_error_code(ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0);
     }
     let wait_ms = request.max_wait_ms.clamp(0, FETCH_WAIT_MS_MAX);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms as u64);
@@ -524,7 +469,7 @@ fn fetch_once(
                 data = data.with_aborted_transactions(Some(Vec::new()));
             }
             let size = data.records.as_ref().map_or(0, Bytes::len);
-            any_error |= data.error_code != code::NONE;
+            any_error |= data.error_code != ErrorCode::NONE.0;
             total_bytes += size;
             bytes_left = bytes_left.saturating_sub(size);
             partitions.push(data);
@@ -575,9 +520,9 @@ fn fetch_partition(
     let current_leader_epoch = if version >= 9 { request.current_leader_epoch } else { -1 };
     let partition = match leader_partition(broker, tp, current_leader_epoch) {
         Ok(p) => p,
-        Err(code) => return (empty.with_error_code(code), false),
+        Err(code) => return (empty.with_error_code(code.0), false),
     };
-    let mut p = lock(&partition);
+    let mut p = partition.lock();
     let fetch_offset = Offset(request.fetch_offset);
     let mut hw_moved = false;
     let upper_bound = match replica {
@@ -585,21 +530,21 @@ fn fetch_partition(
             if replica.current {
                 hw_moved = p.record_follower_fetch(replica.node_id, fetch_offset, now_ms());
             }
-            p.log.log_end_offset()
+            p.log().log_end_offset()
         }
         None => {
             if !p.high_watermark_established() {
                 // A new leader whose HW has not caught up with its epoch yet: what it would
                 // report could be below what the previous leader showed.
-                return (empty.with_error_code(code::NOT_LEADER_OR_FOLLOWER), false);
+                return (empty.with_error_code(ErrorCode::NOT_LEADER_OR_FOLLOWER.0), false);
             }
-            p.high_watermark
+            p.high_watermark()
         }
     };
-    let high_watermark = p.high_watermark;
-    let log_start_offset = p.log.log_start_offset();
+    let high_watermark = p.high_watermark();
+    let log_start_offset = p.log().log_start_offset();
     let max_bytes = (request.partition_max_bytes.max(0) as usize).min(bytes_left);
-    let result = p.log.read(fetch_offset, max_bytes, upper_bound, min_one_batch);
+    let result = p.log().read(fetch_offset, max_bytes, upper_bound, min_one_batch);
     let data = empty
         .with_high_watermark(high_watermark.0)
         .with_last_stable_offset(high_watermark.0)
@@ -608,7 +553,7 @@ fn fetch_partition(
         Ok(read) => data.with_records(Some(read.records)),
         Err(error) => {
             broker.note_log_error(&error);
-            data.with_error_code(error.error_code())
+            data.with_error_code(error.error_code().0)
         }
     };
     (data, hw_moved)
@@ -638,7 +583,7 @@ pub fn list_offsets(broker: &Broker, request: ListOffsetsRequest, version: i16) 
                                 response
                             }
                         }
-                        Err(code) => response.with_error_code(code).with_offset(-1).with_timestamp(-1),
+                        Err(code) => response.with_error_code(code.0).with_offset(-1).with_timestamp(-1),
                     }
                 })
                 .collect();
@@ -659,21 +604,21 @@ fn list_offset(
     timestamp: i64,
     current_leader_epoch: i32,
     version: i16,
-) -> Result<(i64, i64, LeaderEpoch), i16> {
+) -> Result<(i64, i64, LeaderEpoch), ErrorCode> {
     let partition = leader_partition(broker, tp, current_leader_epoch)?;
-    let p = lock(&partition);
+    let p = partition.lock();
     if !p.high_watermark_established() {
         // Kafka's answer (KIP-207) while a new leader's HW is below its epoch start.
-        return Err(code::OFFSET_NOT_AVAILABLE);
+        return Err(ErrorCode::OFFSET_NOT_AVAILABLE);
     }
-    let high_watermark = p.high_watermark;
+    let high_watermark = p.high_watermark();
     let found = match timestamp {
         // Consumers see up to the high watermark (= LSO without transactions).
         LATEST_TIMESTAMP => Ok(Some((high_watermark, -1))),
-        EARLIEST_TIMESTAMP => Ok(Some((p.log.log_start_offset(), -1))),
-        MAX_TIMESTAMP if version >= 7 => p.log.offset_of_max_timestamp(),
-        t if t < 0 => return Err(code::INVALID_REQUEST),
-        t => p.log.offset_for_timestamp(t),
+        EARLIEST_TIMESTAMP => Ok(Some((p.log().log_start_offset(), -1))),
+        MAX_TIMESTAMP if version >= 7 => p.log().offset_of_max_timestamp(),
+        t if t < 0 => return Err(ErrorCode::INVALID_REQUEST),
+        t => p.log().offset_for_timestamp(t),
     };
     match found {
         Ok(Some((offset, _))) if offset > high_watermark => Ok((-1, -1, p.leader_epoch())),
@@ -699,7 +644,7 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
         let name = topic.name.0.to_string();
         if seen[&name] > 1 {
             let error =
-                TopicError::new(code::INVALID_REQUEST, format!("topic `{name}` appears more than once in the request"));
+                TopicError::new(ErrorCode::INVALID_REQUEST, format!("topic `{name}` appears more than once in the request"));
             results.push((name, Some(Err(error))));
             continue;
         }
@@ -710,7 +655,7 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                 Some(value) => {
                     configs.insert(config.name.to_string(), value.to_string());
                 }
-                None => bad = Some(TopicError::new(40, format!("config `{}` has a null value", config.name))),
+                None => bad = Some(TopicError::new(ErrorCode::INVALID_CONFIG, format!("config `{}` has a null value", config.name))),
             }
         }
         if let Some(error) = bad {
@@ -721,7 +666,7 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             topic.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
         assignments.sort();
         if assignments.iter().enumerate().any(|(i, (index, _))| *index != i as i32) {
-            let error = TopicError::new(39, "assignments must list partitions 0, 1, .. once each");
+            let error = TopicError::new(ErrorCode::INVALID_REPLICA_ASSIGNMENT, "assignments must list partitions 0, 1, .. once each");
             results.push((name, Some(Err(error))));
             continue;
         }
@@ -743,10 +688,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             .await;
         let mut created = match reply {
             Ok(ControllerReply::CreatedTopics(created)) => created.into_iter(),
-            Ok(other) => vec![Err(TopicError::new(-1, format!("unexpected controller reply {other:?}")))].into_iter(),
+            Ok(other) => vec![Err(TopicError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected controller reply {other:?}")))].into_iter(),
             Err(e) => vec![Err(e); results.len()].into_iter(),
         };
-        let fallback = TopicError::new(code::REQUEST_TIMED_OUT, "the controller did not answer");
+        let fallback = TopicError::new(ErrorCode::REQUEST_TIMED_OUT, "the controller did not answer");
         for (_, slot) in results.iter_mut().filter(|(_, slot)| slot.is_none()) {
             *slot = Some(created.next().unwrap_or_else(|| Err(fallback.clone())));
         }
@@ -789,8 +734,8 @@ fn create_topic_result(
             response
         }
         Err(e) => {
-            tracing::info!(topic = name, code = e.code, reason = e.message, "CreateTopics refused");
-            let mut response = response.with_error_code(e.code).with_error_message(Some(str_bytes(e.message)));
+            tracing::info!(topic = name, code = e.code.0, reason = e.message, "CreateTopics refused");
+            let mut response = response.with_error_code(e.code.0).with_error_message(Some(str_bytes(e.message)));
             if version >= 5 {
                 response = response.with_num_partitions(-1).with_replication_factor(-1);
             }
@@ -813,7 +758,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
                 .image
                 .topic_by_id(topic_id.as_u128())
                 .map(|t| t.name.clone())
-                .ok_or(TopicError::new(code::UNKNOWN_TOPIC_ID, "unknown topic id")),
+                .ok_or(TopicError::new(ErrorCode::UNKNOWN_TOPIC_ID, "unknown topic id")),
         })
         .collect();
     let names: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
@@ -822,7 +767,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     } else {
         match broker.controller_call(ControllerRequest::DeleteTopics { names: names.clone() }).await {
             Ok(ControllerReply::DeletedTopics(results)) => results.into_iter(),
-            Ok(other) => vec![Err(TopicError::new(-1, format!("unexpected reply {other:?}"))); names.len()].into_iter(),
+            Ok(other) => vec![Err(TopicError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected reply {other:?}"))); names.len()].into_iter(),
             Err(e) => vec![Err(e); names.len()].into_iter(),
         }
     };
@@ -831,7 +776,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
         .map(|target| {
             let result = target.and_then(|name| {
                 let outcome =
-                    deleted.next().unwrap_or_else(|| Err(TopicError::new(code::REQUEST_TIMED_OUT, "no answer")));
+                    deleted.next().unwrap_or_else(|| Err(TopicError::new(ErrorCode::REQUEST_TIMED_OUT, "no answer")));
                 outcome.map(|id| (name, id))
             });
             let mut response = DeletableTopicResult::default();
@@ -843,7 +788,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
                     }
                 }
                 Err(e) => {
-                    response = response.with_error_code(e.code);
+                    response = response.with_error_code(e.code.0);
                     if version >= 5 {
                         response = response.with_error_message(Some(str_bytes(e.message)));
                     }
@@ -875,9 +820,9 @@ pub fn offset_for_leader_epoch(broker: &Broker, request: OffsetForLeaderEpochReq
                     let tp = TopicPartition::new(name.clone(), p.partition);
                     let partition = match leader_partition(broker, &tp, p.current_leader_epoch) {
                         Ok(partition) => partition,
-                        Err(code) => return response.with_error_code(code),
+                        Err(code) => return response.with_error_code(code.0),
                     };
-                    let (epoch, end_offset) = lock(&partition).log.end_offset_for_epoch(LeaderEpoch(p.leader_epoch));
+                    let (epoch, end_offset) = partition.lock().log().end_offset_for_epoch(LeaderEpoch(p.leader_epoch));
                     response.with_leader_epoch(epoch.0).with_end_offset(end_offset.0)
                 })
                 .collect();
@@ -893,7 +838,7 @@ pub async fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdReque
     if request.transactional_id.is_some() {
         tracing::warn!("InitProducerId with a transactional id refused: transactions are not implemented yet");
         return InitProducerIdResponse::default()
-            .with_error_code(code::INVALID_REQUEST)
+            .with_error_code(ErrorCode::INVALID_REQUEST.0)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
@@ -902,10 +847,10 @@ pub async fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdReque
     match broker.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
-            let code = if e.code == code::KAFKA_STORAGE_ERROR { e.code } else { code::COORDINATOR_NOT_AVAILABLE };
+            let code = if e.code == ErrorCode::KAFKA_STORAGE_ERROR { e.code } else { ErrorCode::COORDINATOR_NOT_AVAILABLE };
             tracing::info!(error = %e, "InitProducerId failed");
             InitProducerIdResponse::default()
-                .with_error_code(code)
+                .with_error_code(code.0)
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }
@@ -918,15 +863,15 @@ mod tests {
 
     #[test]
     fn leader_epoch_checks_follow_kip_320() {
-        assert_eq!(check_leader_epoch(-1, LeaderEpoch(2)), code::NONE);
-        assert_eq!(check_leader_epoch(2, LeaderEpoch(2)), code::NONE);
-        assert_eq!(check_leader_epoch(1, LeaderEpoch(2)), code::FENCED_LEADER_EPOCH);
-        assert_eq!(check_leader_epoch(3, LeaderEpoch(2)), code::UNKNOWN_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(-1, LeaderEpoch(2)), ErrorCode::NONE);
+        assert_eq!(check_leader_epoch(2, LeaderEpoch(2)), ErrorCode::NONE);
+        assert_eq!(check_leader_epoch(1, LeaderEpoch(2)), ErrorCode::FENCED_LEADER_EPOCH);
+        assert_eq!(check_leader_epoch(3, LeaderEpoch(2)), ErrorCode::UNKNOWN_LEADER_EPOCH);
     }
 
     #[test]
     fn api_versions_lists_every_supported_api() {
-        let response = api_versions(0);
+        let response = api_versions(ErrorCode::NONE);
         assert_eq!(response.api_keys.len(), SUPPORTED_APIS.len());
         assert!(response.api_keys.iter().any(|k| k.api_key == ApiKey::InitProducerId as i16));
     }

@@ -12,8 +12,8 @@
 
 pub mod config;
 pub mod connection;
+pub mod controller_rpc;
 pub mod handlers;
-pub mod partition;
 pub mod replication;
 pub mod state;
 
@@ -21,7 +21,8 @@ pub use config::BrokerConfig;
 pub use connection::handle_frame;
 pub use state::Broker;
 
-use crate::controller::{rpc, Controller, ControllerConfig, MetadataLog};
+use crate::controller::{Controller, ControllerConfig, MetadataLog};
+use crate::env::now_ms;
 use connection::Connections;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -109,8 +110,8 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
             min_insync_replicas: config.min_insync_replicas,
         };
         let shared =
-            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, state::now_ms())?));
-        tasks.push(tokio::spawn(rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
+            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, now_ms())?));
+        tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
         tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
         controller = Some(shared);
     }
@@ -180,7 +181,7 @@ async fn wait_until_unfenced(broker: &Broker) {
 
 async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
     let retention_interval = broker.config.retention_check_interval_ms;
-    let mut next_retention = state::now_ms() + retention_interval;
+    let mut next_retention = now_ms() + retention_interval;
     loop {
         let interval = broker
             .shortest_flush_interval_ms()
@@ -191,7 +192,7 @@ async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bo
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(Duration::from_millis(interval as u64)) => {}
         }
-        let now = state::now_ms();
+        let now = now_ms();
         let retention_due = now >= next_retention;
         if retention_due {
             next_retention = now + retention_interval;

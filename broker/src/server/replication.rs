@@ -9,11 +9,14 @@
 //!
 //! Every network call has its own timeout; all loops stop on shutdown or when the node dies.
 
-use super::partition::Partition;
-use super::state::{now_ms, Broker, SharedPartition};
+use super::state::{Broker, SharedPartition};
+use crate::env::now_ms;
+use crate::types::ErrorCode;
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
 use crate::controller::NO_LEADER;
 use crate::protocol::client::Connection;
+use crate::replication::IsrProposal;
+use crate::replication::follower::{self, EpochEnd, FollowerLog};
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
@@ -21,7 +24,7 @@ use kafka_protocol::messages::{
     ApiKey, BrokerId, FetchRequest, OffsetForLeaderEpochRequest, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -34,10 +37,6 @@ const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 const REPLICA_FETCH_MAX_BYTES: i32 = 10 * 1024 * 1024;
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
-
-fn lock(partition: &SharedPartition) -> MutexGuard<'_, Partition> {
-    partition.lock().expect("partition lock poisoned")
-}
 
 /// Sleeps `duration` unless shutdown comes first. Returns false on shutdown.
 async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
@@ -96,7 +95,7 @@ pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<
                             }
                         }
                         Ok(other) => tracing::warn!(?other, "unexpected controller reply"),
-                        Err(e) if e.code == crate::controller::core::code::STALE_BROKER_EPOCH => {
+                        Err(e) if e.code == ErrorCode::STALE_BROKER_EPOCH => {
                             tracing::warn!(error = %e, "the controller no longer knows this registration: registering again");
                             broker.meta().broker_epoch = None;
                             wait = Duration::ZERO;
@@ -127,25 +126,10 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
         let partitions: Vec<SharedPartition> = broker.meta().partitions.values().cloned().collect();
         let now = now_ms();
         for shared in partitions {
-            let proposal = {
-                let mut p = lock(&shared);
-                match p.isr_change(now, broker.config.replica_lag_time_max_ms) {
-                    Some(isr) => {
-                        let mut joining = Vec::new();
-                        if let super::partition::Role::Leader(state) = &mut p.role {
-                            state.pending_isr = Some(isr.clone());
-                            joining = state
-                                .followers
-                                .iter()
-                                .filter_map(|(&r, progress)| Some((r, progress.broker_epoch?)))
-                                .collect();
-                        }
-                        Some((p.image.clone(), isr, joining))
-                    }
-                    None => None,
-                }
+            let Some(proposal) = shared.lock().propose_isr(now, broker.config.replica_lag_time_max_ms) else {
+                continue;
             };
-            let Some((image, isr, joining)) = proposal else { continue };
+            let IsrProposal { image, isr, joining } = proposal;
             tracing::info!(topic_id = image.topic_id, partition = image.partition, from = ?image.isr, to = ?isr, "proposing an ISR change");
             let request = ControllerRequest::AlterPartition {
                 node_id: broker.node_id,
@@ -158,16 +142,12 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 joining,
             };
             let result = broker.controller_call(request).await;
-            let mut p = lock(&shared);
             if let Err(e) = &result {
                 tracing::info!(error = %e, "ISR change refused");
             }
             // Answered either way: the committed image (applied with the answer) is the truth.
-            if let super::partition::Role::Leader(state) = &mut p.role {
-                state.pending_isr = None;
-            }
-            if p.maybe_advance_high_watermark() {
-                drop(p);
+            let hw_moved = shared.lock().isr_answered();
+            if hw_moved {
                 broker.hw_changed.notify_waiters();
             }
         }
@@ -186,8 +166,8 @@ pub fn spawn_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32)
 fn still_following(broker: &Broker, tp: &TopicPartition, leader_epoch: i32) -> Option<(SharedPartition, i32)> {
     let shared = broker.partition(tp)?;
     let (current, leader) = {
-        let p = lock(&shared);
-        (p.follows_at(leader_epoch), p.image.leader)
+        let p = shared.lock();
+        (p.follows_at(leader_epoch), p.image().leader)
     };
     (current && broker.offline_reason().is_none()).then_some((shared, leader))
 }
@@ -269,7 +249,7 @@ async fn truncate_step(
     conn: &mut Connection<TcpStream>,
     leader_epoch: i32,
 ) -> anyhow::Result<()> {
-    let Some(latest) = lock(shared).log.latest_epoch() else {
+    let Some(latest) = shared.lock().log().latest_epoch() else {
         return Ok(()); // nothing written in any epoch: nothing to truncate
     };
     let request = OffsetForLeaderEpochRequest::default().with_replica_id(BrokerId(broker.node_id)).with_topics(vec![
@@ -289,55 +269,27 @@ async fn truncate_step(
         .first()
         .and_then(|t| t.partitions.first())
         .ok_or_else(|| anyhow::anyhow!("empty OffsetForLeaderEpoch response"))?;
-    if answer.error_code != 0 {
+    if answer.error_code != ErrorCode::NONE.0 {
         anyhow::bail!("OffsetForLeaderEpoch error {}", answer.error_code);
     }
-    check_epoch_answer(
-        tp,
-        &response.topics[0].topic.0,
-        answer.partition,
-        answer.leader_epoch,
-        answer.end_offset,
-        latest.0,
-    )?;
-    let mut p = lock(shared);
+    let epoch_end = EpochEnd { leader_epoch: answer.leader_epoch, end_offset: answer.end_offset };
+    follower::check_epoch_answer(tp, &response.topics[0].topic.0, answer.partition, epoch_end, latest.0)
+        .map_err(anyhow::Error::msg)?;
+    let mut p = shared.lock();
     if !p.follows_at(leader_epoch) {
         // Leadership moved while we waited: this answer is about a leader we no longer follow.
         return Ok(());
     }
-    let log_end = p.log.log_end_offset();
-    if answer.leader_epoch >= 0 && answer.end_offset < p.log.log_start_offset().0 {
-        // Our whole log would go; a leader that means it keeps answering so, and we are a
-        // replica that cannot follow. Never truncate below the log start on one peer's word.
-        anyhow::bail!(
-            "leader says epoch {} ends at {}, below our log start {}",
-            answer.leader_epoch,
-            answer.end_offset,
-            p.log.log_start_offset().0
-        );
-    }
-    let target = if answer.leader_epoch < 0 {
-        // The leader knows no epoch at or before ours: nothing of ours is known to be on it.
-        p.log.log_start_offset()
-    } else if answer.leader_epoch < latest.0 {
-        let (_, our_end) = p.log.end_offset_for_epoch(LeaderEpoch(answer.leader_epoch));
-        Offset(answer.end_offset.min(our_end.0))
-    } else {
-        Offset(answer.end_offset)
-    }
-    .min(log_end);
-    if target < log_end {
-        if target < p.high_watermark {
-            tracing::error!(%tp, target = target.0, high_watermark = p.high_watermark.0, "truncating below the high watermark");
-            p.truncated_below_high_watermark = true;
-        }
-        tracing::info!(%tp, from = log_end.0, to = target.0, leader_epoch, "follower truncating to the leader's epoch end");
-        let result = p.log.truncate_to(target);
-        if let Err(e) = result {
-            broker.note_log_error(&e);
-            anyhow::bail!("truncation failed: {e}");
-        }
-        p.clamp_high_watermark();
+    let ours = FollowerLog {
+        log_start_offset: p.log().log_start_offset(),
+        log_end_offset: p.log().log_end_offset(),
+        asked_epoch: latest,
+    };
+    let target = follower::truncation_target(ours, epoch_end, |epoch| p.log().end_offset_for_epoch(epoch).1)
+        .map_err(anyhow::Error::msg)?;
+    if let Err(e) = p.truncate_as_follower(target) {
+        broker.note_log_error(&e);
+        anyhow::bail!("truncation failed: {e}");
     }
     Ok(())
 }
@@ -350,7 +302,7 @@ async fn fetch_step(
     conn: &mut Connection<TcpStream>,
     leader_epoch: i32,
 ) -> anyhow::Result<FetchStep> {
-    let fetch_offset = lock(shared).log.log_end_offset();
+    let fetch_offset = shared.lock().log().log_end_offset();
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(broker.node_id))
         .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms as i32)
@@ -367,48 +319,50 @@ async fn fetch_step(
                 .with_partition_max_bytes(REPLICA_FETCH_MAX_BYTES)])]);
     let response = conn.send(ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request)).await?;
     let ResponseKind::Fetch(response) = response else { anyhow::bail!("unexpected response") };
-    if response.error_code != 0 {
+    if response.error_code != ErrorCode::NONE.0 {
         anyhow::bail!("fetch error {}", response.error_code);
     }
     let topic = response.responses.first().ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
     let data = topic.partitions.first().ok_or_else(|| anyhow::anyhow!("empty fetch response"))?;
-    check_fetch_answer(
+    follower::check_fetch_answer(
         tp,
         &topic.topic.0,
         data.partition_index,
-        data.error_code,
+        ErrorCode(data.error_code),
         data.high_watermark,
         data.log_start_offset,
-    )?;
-    match data.error_code {
-        0 => {}
-        1 => {
+    )
+    .map_err(anyhow::Error::msg)?;
+    match ErrorCode(data.error_code) {
+        ErrorCode::NONE => {}
+        ErrorCode::OFFSET_OUT_OF_RANGE => {
             // OFFSET_OUT_OF_RANGE: below the leader's log start (retention ran there), or past
             // its end (our tail diverges).
             if fetch_offset.0 < data.log_start_offset {
-                let mut p = lock(shared);
+                let mut p = shared.lock();
                 tracing::info!(%tp, log_start = data.log_start_offset, "follower log is behind the leader's log start: starting over there");
-                if let Err(e) = p.log.restart_at(Offset(data.log_start_offset)) {
+                if let Err(e) = p.restart_as_follower_at(Offset(data.log_start_offset)) {
                     broker.note_log_error(&e);
                 }
-                p.clamp_high_watermark();
                 return Ok(FetchStep::Continue);
             }
             return Ok(FetchStep::Retruncate);
         }
-        6 | 74 | 79 => return Ok(FetchStep::Backoff),
+        ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::FENCED_LEADER_EPOCH | ErrorCode::UNKNOWN_LEADER_EPOCH => {
+            return Ok(FetchStep::Backoff)
+        }
         code => anyhow::bail!("fetch partition error {code}"),
     }
-    let mut p = lock(shared);
+    let mut p = shared.lock();
     if !p.follows_at(leader_epoch) {
         return Ok(FetchStep::Continue); // leadership moved while we waited: the loop ends
     }
-    if p.log.log_end_offset() != fetch_offset {
+    if p.log().log_end_offset() != fetch_offset {
         return Ok(FetchStep::Continue); // the log moved while we waited (truncation): fetch again
     }
     if let Some(records) = &data.records {
         if !records.is_empty() {
-            if let Err(e) = p.log.append_replicated(records, now_ms(), LeaderEpoch(leader_epoch)) {
+            if let Err(e) = p.append_as_follower(records, now_ms(), LeaderEpoch(leader_epoch)) {
                 broker.note_log_error(&e);
                 tracing::warn!(%tp, error = %e, "could not append replicated batches");
                 return Ok(FetchStep::Retruncate);
@@ -417,79 +371,4 @@ async fn fetch_step(
     }
     p.update_follower_high_watermark(Offset(data.high_watermark));
     Ok(FetchStep::Continue)
-}
-
-/// A leader's OffsetForLeaderEpoch answer, checked before it can move our log: it must be about
-/// our partition, and name an epoch no newer than the one we asked about with a non-negative
-/// end offset (or say it knows no such epoch: -1 and -1).
-fn check_epoch_answer(
-    tp: &TopicPartition,
-    topic: &str,
-    partition: i32,
-    epoch: i32,
-    end_offset: i64,
-    asked: i32,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        topic == tp.topic && partition == tp.partition,
-        "OffsetForLeaderEpoch answer about {topic}-{partition}"
-    );
-    if epoch < 0 {
-        anyhow::ensure!(epoch == -1 && end_offset == -1, "OffsetForLeaderEpoch answer epoch {epoch} end {end_offset}");
-        return Ok(());
-    }
-    anyhow::ensure!(epoch <= asked, "OffsetForLeaderEpoch answered epoch {epoch}, newer than the {asked} asked about");
-    anyhow::ensure!(end_offset >= 0, "OffsetForLeaderEpoch answered a negative end offset {end_offset}");
-    Ok(())
-}
-
-/// A leader's fetch answer, checked before it can move our log or HW: about our partition, and
-/// (when it carries data or says we are out of range) with `0 <= log start <= HW`.
-fn check_fetch_answer(
-    tp: &TopicPartition,
-    topic: &str,
-    partition: i32,
-    error_code: i16,
-    high_watermark: i64,
-    log_start_offset: i64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(topic == tp.topic && partition == tp.partition, "fetch answer about {topic}-{partition}");
-    if error_code == 0 || error_code == 1 {
-        anyhow::ensure!(
-            0 <= log_start_offset && log_start_offset <= high_watermark,
-            "fetch answer with log start {log_start_offset} and high watermark {high_watermark}"
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tp() -> TopicPartition {
-        TopicPartition { topic: "t".to_string(), partition: 0 }
-    }
-
-    #[test]
-    fn epoch_answers_that_could_truncate_to_a_bad_offset_are_refused() {
-        assert!(check_epoch_answer(&tp(), "t", 0, 3, 100, 3).is_ok());
-        assert!(check_epoch_answer(&tp(), "t", 0, -1, -1, 3).is_ok());
-        assert!(check_epoch_answer(&tp(), "t", 0, 3, -5, 3).is_err(), "negative end offset");
-        assert!(check_epoch_answer(&tp(), "t", 0, 4, 100, 3).is_err(), "an epoch newer than asked");
-        assert!(check_epoch_answer(&tp(), "t", 0, -7, 100, 3).is_err());
-        assert!(check_epoch_answer(&tp(), "t", 1, 3, 100, 3).is_err(), "another partition");
-        assert!(check_epoch_answer(&tp(), "u", 0, 3, 100, 3).is_err(), "another topic");
-    }
-
-    #[test]
-    fn fetch_answers_with_impossible_offsets_are_refused() {
-        assert!(check_fetch_answer(&tp(), "t", 0, 0, 10, 0).is_ok());
-        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, 4).is_ok());
-        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, i64::MAX).is_err(), "log start past the HW");
-        assert!(check_fetch_answer(&tp(), "t", 0, 0, -3, 0).is_err(), "negative HW");
-        assert!(check_fetch_answer(&tp(), "t", 0, 1, 10, -2).is_err(), "negative log start");
-        assert!(check_fetch_answer(&tp(), "t", 2, 0, 10, 0).is_err());
-        assert!(check_fetch_answer(&tp(), "t", 0, 6, -1, -1).is_ok(), "an error answer carries no offsets");
-    }
 }

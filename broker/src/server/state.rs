@@ -6,10 +6,14 @@
 //! each partition has its own mutex, taken after (never before) the meta lock. Never hold a lock
 //! across an `.await`.
 
-use super::config::{topic_log_config, BrokerConfig};
-use super::partition::{Partition, Transition};
-use crate::controller::rpc::{self, ControllerReply, ControllerRequest, RequestEnvelope};
-use crate::controller::{ApiError, MetadataImage, MetadataRecord, PartitionImage};
+use super::config::BrokerConfig;
+use crate::log::topic_config::topic_log_config;
+use crate::replication::{Partition, ReplicaState, Transition};
+use super::controller_rpc;
+use crate::controller::rpc::{ControllerReply, ControllerRequest, RequestEnvelope};
+use crate::env::{now_ms, random_u128};
+use crate::types::{ApiError, ErrorCode};
+use crate::controller::{MetadataImage, MetadataRecord, PartitionImage};
 use crate::log::{LogError, PartitionLog};
 use crate::storage::{self, Disk};
 use crate::types::TopicPartition;
@@ -19,23 +23,114 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Milliseconds since the Unix epoch. Under madsim the clock is simulated.
-pub fn now_ms() -> i64 {
-    // Intercepted by madsim in simulator builds, so this is the simulated wall clock there.
-    #[allow(clippy::disallowed_methods)]
-    let now = std::time::SystemTime::now();
-    now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// 128 random bits for ids. `madsim::rand` is seeded by the simulator in simulator builds and
-/// is `rand`'s OS-seeded generator otherwise; this is the only place the broker draws randomness.
-#[allow(clippy::disallowed_methods)] // the seeded source, not the banned OS-seeded one, under madsim
-pub fn random_u128() -> u128 {
-    madsim::rand::random()
-}
-
 /// A partition replica shared between handlers, the fetcher and the metadata applier.
-pub type SharedPartition = Arc<Mutex<Partition>>;
+/// [`SharedPartition::lock`] returns a guard that, when released after a mutator ran, hands
+/// the replica's state to the broker's [`ObservationTap`] (off unless a simulator turned it on).
+#[derive(Clone, Debug)]
+pub struct SharedPartition(Arc<PartitionCell>);
+
+#[derive(Debug)]
+struct PartitionCell {
+    partition: Mutex<Partition>,
+    tap: Arc<ObservationTap>,
+}
+
+impl SharedPartition {
+    fn new(partition: Partition, tap: Arc<ObservationTap>) -> Self {
+        SharedPartition(Arc::new(PartitionCell { partition: Mutex::new(partition), tap }))
+    }
+
+    pub fn lock(&self) -> PartitionGuard<'_> {
+        let guard = self.0.partition.lock().expect("partition lock poisoned");
+        let changes_at_lock = guard.changes();
+        PartitionGuard { guard, changes_at_lock, tap: &self.0.tap }
+    }
+
+    /// The partition, if nothing else holds it (to delete its log).
+    fn try_unwrap(self) -> Result<Partition, SharedPartition> {
+        Arc::try_unwrap(self.0)
+            .map(|cell| cell.partition.into_inner().expect("partition lock poisoned"))
+            .map_err(SharedPartition)
+    }
+}
+
+/// A locked replica; see [`SharedPartition`].
+pub struct PartitionGuard<'a> {
+    guard: MutexGuard<'a, Partition>,
+    changes_at_lock: u64,
+    tap: &'a ObservationTap,
+}
+
+impl std::ops::Deref for PartitionGuard<'_> {
+    type Target = Partition;
+    fn deref(&self) -> &Partition {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for PartitionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Partition {
+        &mut self.guard
+    }
+}
+
+impl Drop for PartitionGuard<'_> {
+    fn drop(&mut self) {
+        if self.guard.changes() != self.changes_at_lock {
+            self.tap.record(&self.guard);
+        }
+    }
+}
+
+/// Replica states in the order they changed, for the simulator's state checks: every change a
+/// mutator made, taken when the partition lock is released. Off (recording nothing) until
+/// [`ObservationTap::enable`].
+#[derive(Debug, Default)]
+pub struct ObservationTap {
+    enabled: std::sync::atomic::AtomicBool,
+    events: Mutex<TapEvents>,
+}
+
+#[derive(Debug, Default)]
+struct TapEvents {
+    events: Vec<TapEvent>,
+    /// Events dropped because nobody drained them ([`OBSERVATION_TAP_EVENTS_MAX`]).
+    dropped: u64,
+}
+
+/// Events kept until drained; more are counted and dropped.
+pub const OBSERVATION_TAP_EVENTS_MAX: usize = 100_000;
+
+/// One replica's state right after a change.
+#[derive(Clone, Debug)]
+pub struct TapEvent {
+    pub at: tokio::time::Instant,
+    pub state: ReplicaState,
+}
+
+impl ObservationTap {
+    pub fn enable(&self) {
+        self.enabled.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn record(&self, partition: &Partition) {
+        if !self.enabled.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut tap = self.events.lock().expect("tap lock poisoned");
+        if tap.events.len() >= OBSERVATION_TAP_EVENTS_MAX {
+            tap.dropped += 1;
+            return;
+        }
+        tap.events.push(TapEvent { at: tokio::time::Instant::now(), state: partition.state() });
+    }
+
+    /// Takes the events recorded so far, and how many were dropped.
+    pub fn drain(&self) -> (Vec<TapEvent>, u64) {
+        let mut tap = self.events.lock().expect("tap lock poisoned");
+        (std::mem::take(&mut tap.events), std::mem::take(&mut tap.dropped))
+    }
+}
 
 /// How long one call to the controller may take.
 pub const CONTROLLER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,25 +211,15 @@ pub struct Broker {
     pub data_appended: Notify,
     /// Woken when a high watermark moves or leadership changes, for acks=all produces.
     pub hw_changed: Notify,
+    /// Replica states as they change, for the simulator (off by default).
+    pub observation_tap: Arc<ObservationTap>,
 }
 
 /// What the simulator's state checks may see of one replica (never private fields).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartitionObservation {
     pub topic: String,
-    /// Which incarnation of the topic (a deleted and re-created topic starts over at epoch 0).
-    pub topic_id: u128,
-    pub partition: i32,
-    pub leader: bool,
-    pub leader_epoch: i32,
-    pub isr: Vec<i32>,
-    pub min_insync_replicas: i32,
-    pub smallest_isr_acked: Option<usize>,
-    pub truncated_below_high_watermark: bool,
-    pub log_start_offset: i64,
-    pub high_watermark: i64,
-    pub last_stable_offset: i64,
-    pub log_end_offset: i64,
+    pub state: ReplicaState,
 }
 
 /// Whether a partition failed to open because the disk failed (the log directory goes offline)
@@ -144,22 +229,6 @@ fn is_disk_error(error: &anyhow::Error) -> bool {
         cause.downcast_ref::<std::io::Error>().is_some()
             || matches!(cause.downcast_ref::<LogError>(), Some(LogError::Storage { .. } | LogError::Corruption { .. }))
     })
-}
-
-/// Why a topic operation failed, as Kafka error codes with a message.
-pub type TopicError = ApiError;
-
-/// Kafka's rule for topic names.
-pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    const TOPIC_NAME_BYTES_MAX: usize = 249;
-    let legal = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-');
-    if name.is_empty() || name == "." || name == ".." || name.len() > TOPIC_NAME_BYTES_MAX || !legal {
-        return Err(TopicError::new(
-            17,
-            format!("invalid topic name `{name}`: use 1-249 of [a-zA-Z0-9._-], not `.` or `..`"),
-        ));
-    }
-    Ok(())
 }
 
 impl Broker {
@@ -187,6 +256,7 @@ impl Broker {
             offline: Mutex::new(None),
             data_appended: Notify::new(),
             hw_changed: Notify::new(),
+            observation_tap: Arc::default(),
         })
     }
 
@@ -231,7 +301,7 @@ impl Broker {
 
     pub fn check_online(&self) -> Result<(), ApiError> {
         match self.offline_reason() {
-            Some(reason) => Err(ApiError::new(56, format!("log directory is offline: {reason}"))),
+            Some(reason) => Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("log directory is offline: {reason}"))),
             None => Ok(()),
         }
     }
@@ -241,9 +311,9 @@ impl Broker {
     /// One call to the controller. The records in the answer are applied before it returns.
     pub async fn controller_call(self: &Arc<Self>, request: ControllerRequest) -> Result<ControllerReply, ApiError> {
         let envelope = RequestEnvelope { metadata_offset: self.meta().image.next_offset, request };
-        let response = rpc::call(&self.controller_address, &envelope, CONTROLLER_CALL_TIMEOUT)
+        let response = controller_rpc::call(&self.controller_address, &envelope, CONTROLLER_CALL_TIMEOUT)
             .await
-            .map_err(|e| ApiError::new(7, e.to_string()))?;
+            .map_err(|e| ApiError::new(ErrorCode::REQUEST_TIMED_OUT, e.to_string()))?;
         self.apply_records(response.records_from, &response.records);
         response.result
     }
@@ -283,9 +353,9 @@ impl Broker {
         for tp in gone {
             let partition = meta.partitions.remove(&tp).expect("listed");
             changed = true;
-            match Arc::try_unwrap(partition).map(|m| m.into_inner().expect("partition lock poisoned")) {
+            match partition.try_unwrap() {
                 Ok(partition) => {
-                    if let Err(e) = partition.log.delete() {
+                    if let Err(e) = partition.into_log().delete() {
                         tracing::warn!(%tp, error = %e, "could not remove a deleted topic's directory now; it is removed at the next start");
                     }
                 }
@@ -318,7 +388,7 @@ impl Broker {
                             if meta.failed_partitions.remove(&tp).is_some() {
                                 tracing::info!(%tp, "a partition replica that failed to open has opened");
                             }
-                            let p = Arc::new(Mutex::new(p));
+                            let p = SharedPartition::new(p, self.observation_tap.clone());
                             meta.partitions.insert(tp.clone(), p.clone());
                             p
                         }
@@ -341,7 +411,7 @@ impl Broker {
                         }
                     },
                 };
-                let mut partition = partition.lock().expect("partition lock poisoned");
+                let mut partition = partition.lock();
                 let result = partition.apply_image(image.clone(), now);
                 partition.track_registrations(&broker_epochs);
                 match result {
@@ -412,13 +482,13 @@ impl Broker {
             }
         }
         let broker_epoch =
-            self.meta().broker_epoch.ok_or_else(|| ApiError::new(15, "not registered with the controller yet"))?;
+            self.meta().broker_epoch.ok_or_else(|| ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "not registered with the controller yet"))?;
         let reply =
             self.controller_call(ControllerRequest::AllocateProducerIds { node_id: self.node_id, broker_epoch }).await;
         let (first, size) = match reply {
             Ok(ControllerReply::ProducerIds { first, size }) => (first, size),
-            Ok(other) => return Err(ApiError::new(-1, format!("unexpected controller reply {other:?}"))),
-            Err(e) => return Err(ApiError::new(15, format!("no producer id block: {}", e.message))),
+            Ok(other) => return Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected controller reply {other:?}"))),
+            Err(e) => return Err(ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, format!("no producer id block: {}", e.message))),
         };
         let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
         if block.next >= block.end {
@@ -440,15 +510,11 @@ impl Broker {
             return;
         }
         for partition in self.all_partitions() {
-            let mut partition = partition.lock().expect("partition lock poisoned");
-            let log = &mut partition.log;
-            let result =
-                log.tick(now).and_then(|()| if retention_due { log.apply_retention(now).map(|_| ()) } else { Ok(()) });
+            let result = partition.lock().housekeeping(now, retention_due);
             if let Err(error) = result {
                 self.note_log_error(&error);
                 return;
             }
-            partition.clamp_high_watermark();
         }
     }
 
@@ -458,12 +524,12 @@ impl Broker {
         meta.partitions
             .values()
             .map(|p| {
-                let p = p.lock().expect("partition lock poisoned");
+                let p = p.lock();
                 crate::controller::ReplicaLog {
-                    topic_id: p.image.topic_id,
-                    partition: p.image.partition,
-                    latest_epoch: p.log.latest_epoch().map_or(-1, |e| e.0),
-                    log_end: p.log.log_end_offset().0,
+                    topic_id: p.image().topic_id,
+                    partition: p.image().partition,
+                    latest_epoch: p.log().latest_epoch().map_or(-1, |e| e.0),
+                    log_end: p.log().log_end_offset().0,
                 }
             })
             .collect()
@@ -471,39 +537,22 @@ impl Broker {
 
     /// The observation hook: per replica, the offsets and roles the invariants bound.
     pub fn observe(&self) -> Vec<PartitionObservation> {
-        let mut observed = Vec::new();
         let meta = self.meta();
-        for (tp, partition) in &meta.partitions {
-            let partition = partition.lock().expect("partition lock poisoned");
-            let hw = partition.high_watermark.0;
-            observed.push(PartitionObservation {
-                topic: tp.topic.clone(),
-                topic_id: partition.image.topic_id,
-                partition: tp.partition,
-                leader: partition.is_leader(),
-                leader_epoch: partition.image.leader_epoch,
-                isr: partition.image.isr.clone(),
-                min_insync_replicas: partition.min_insync_replicas,
-                smallest_isr_acked: partition.smallest_isr_acked,
-                truncated_below_high_watermark: partition.truncated_below_high_watermark,
-                log_start_offset: partition.log.log_start_offset().0,
-                high_watermark: hw,
-                last_stable_offset: hw,
-                log_end_offset: partition.log.log_end_offset().0,
-            });
-        }
-        observed
+        meta.partitions
+            .iter()
+            .map(|(tp, partition)| PartitionObservation { topic: tp.topic.clone(), state: partition.lock().state() })
+            .collect()
     }
 
     /// The bytes of a replica's batches in `[log start, upto)` (for replica-prefix checks).
     pub fn replica_bytes(&self, tp: &TopicPartition, upto: i64) -> Option<(i64, Vec<u8>)> {
         let partition = self.partition(tp)?;
-        let partition = partition.lock().expect("partition lock poisoned");
-        let start = partition.log.log_start_offset();
+        let partition = partition.lock();
+        let start = partition.log().log_start_offset();
         let mut out = Vec::new();
         let mut offset = start;
         while offset.0 < upto {
-            let read = partition.log.read(offset, 1 << 20, crate::types::Offset(upto), true).ok()?;
+            let read = partition.log().read(offset, 1 << 20, crate::types::Offset(upto), true).ok()?;
             if read.records.is_empty() {
                 break;
             }
@@ -522,7 +571,7 @@ impl Broker {
     pub fn shortest_flush_interval_ms(&self) -> Option<i64> {
         self.all_partitions()
             .iter()
-            .filter_map(|p| p.lock().expect("partition lock poisoned").log.config().flush_interval_ms)
+            .filter_map(|p| p.lock().log().config().flush_interval_ms)
             .min()
     }
 
@@ -531,7 +580,7 @@ impl Broker {
         let partitions = std::mem::take(&mut self.meta().partitions);
         let mut first_error = None;
         for (tp, partition) in partitions {
-            if let Err(e) = partition.lock().expect("partition lock poisoned").log.close() {
+            if let Err(e) = partition.lock().close() {
                 tracing::error!(%tp, error = %e, "close failed");
                 first_error.get_or_insert(e);
             }
@@ -710,13 +759,5 @@ mod tests {
         assert_eq!(id.len(), 22);
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_eq!(encode_cluster_id(0), "AAAAAAAAAAAAAAAAAAAAAA");
-    }
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.v1_x-2").is_ok());
-        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
-            assert_eq!(validate_topic_name(bad).unwrap_err().code, 17, "{bad}");
-        }
     }
 }
