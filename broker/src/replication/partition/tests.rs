@@ -40,9 +40,10 @@ fn batch(records: usize) -> Bytes {
     encode_batch(&records, None, Compression::None)
 }
 
-/// A batch as a leader at `leader_epoch` stored it (the epoch is outside the CRC).
-fn replicated(records: usize, leader_epoch: i32) -> Bytes {
+/// A batch as a leader at `leader_epoch` stored it at `base_offset` (both are outside the CRC).
+fn replicated(records: usize, leader_epoch: i32, base_offset: i64) -> Bytes {
     let mut bytes = batch(records).to_vec();
+    bytes[0..8].copy_from_slice(&base_offset.to_be_bytes());
     bytes[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
     Bytes::from(bytes)
 }
@@ -161,7 +162,7 @@ fn acks_all_fails_when_the_isr_shrinks_or_leadership_moves_while_it_waits() {
 fn a_new_leader_serves_clients_only_once_its_hw_reaches_its_epoch_start() {
     let mut p = replica(1);
     assert_eq!(p.apply_image(image(2, 1, 1, &[1, 2]), 0).unwrap(), Transition::BecameFollower);
-    p.append_as_follower(&replicated(5, 1), 0, LeaderEpoch(1)).unwrap();
+    p.append_as_follower(&replicated(5, 1, 0), 0, LeaderEpoch(1)).unwrap();
     p.update_follower_high_watermark(Offset(3));
     assert_eq!(p.high_watermark(), Offset(3));
     assert!(p.append_as_leader(batch(1), 1, 0).is_err(), "a follower takes no client writes");
@@ -176,8 +177,8 @@ fn a_new_leader_serves_clients_only_once_its_hw_reaches_its_epoch_start() {
 fn a_follower_truncation_takes_the_high_watermark_down_with_the_log() {
     let mut p = replica(1);
     p.apply_image(image(2, 1, 1, &[1, 2]), 0).unwrap();
-    for _ in 0..8 {
-        p.append_as_follower(&replicated(1, 1), 0, LeaderEpoch(1)).unwrap();
+    for offset in 0..8 {
+        p.append_as_follower(&replicated(1, 1, offset), 0, LeaderEpoch(1)).unwrap();
     }
     p.update_follower_high_watermark(Offset(20));
     assert_eq!(p.high_watermark(), Offset(8), "capped by the local log end");
