@@ -7,10 +7,13 @@ pub mod check;
 pub mod disk;
 pub mod history;
 pub mod nemesis;
+pub mod observation;
 pub mod scenario;
 
 #[cfg(madsim)]
 pub mod client;
+#[cfg(madsim)]
+pub mod cluster;
 #[cfg(madsim)]
 pub mod hostile;
 #[cfg(madsim)]

@@ -187,10 +187,10 @@ fn node_trace(outcome: &RunOutcome) -> Vec<String> {
         brokers.entry(&event.target).or_default().push(format!("{:.1}s {}", event.at_ns as f64 / 1e9, event.what));
     }
     for (name, final_state) in &outcome.final_observations {
-        let events = brokers.remove(name.as_str()).unwrap_or_default();
+        let events = brokers.remove(name.to_string().as_str()).unwrap_or_default();
         let offsets: Vec<String> = final_state
             .iter()
-            .map(|o| format!("p{} [{}, {})", o.partition, o.log_start_offset, o.log_end_offset))
+            .map(|o| format!("p{} [{}, {})", o.state.partition, o.state.log_start_offset, o.state.log_end_offset))
             .collect();
         lines.push(format!(
             "{name}: {} | final logs {}",

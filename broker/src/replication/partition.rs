@@ -136,7 +136,7 @@ pub struct Partition {
 }
 
 /// What a replica shows of itself: role, epochs, ISR and offsets.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReplicaState {
     pub topic_id: u128,
     pub partition: i32,

@@ -83,8 +83,7 @@ impl Drop for PartitionGuard<'_> {
 }
 
 /// Replica states in the order they changed, for the simulator's state checks: every change a
-/// mutator made, taken when the partition lock is released. Off (recording nothing) until
-/// [`ObservationTap::enable`].
+/// mutator made, taken when the partition lock is released. On only in simulator builds.
 #[derive(Debug, Default)]
 pub struct ObservationTap {
     enabled: std::sync::atomic::AtomicBool,
@@ -109,8 +108,8 @@ pub struct TapEvent {
 }
 
 impl ObservationTap {
-    pub fn enable(&self) {
-        self.enabled.store(true, std::sync::atomic::Ordering::SeqCst);
+    pub fn new(enabled: bool) -> Self {
+        ObservationTap { enabled: enabled.into(), events: Mutex::default() }
     }
 
     fn record(&self, partition: &Partition) {
@@ -216,7 +215,7 @@ pub struct Broker {
 }
 
 /// What the simulator's state checks may see of one replica (never private fields).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionObservation {
     pub topic: String,
     pub state: ReplicaState,
@@ -256,7 +255,8 @@ impl Broker {
             offline: Mutex::new(None),
             data_appended: Notify::new(),
             hw_changed: Notify::new(),
-            observation_tap: Arc::default(),
+            // On in simulator builds: the simulator's state checks read every change.
+            observation_tap: Arc::new(ObservationTap::new(cfg!(madsim))),
         })
     }
 

@@ -15,6 +15,9 @@
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 
 pub mod epochs;
+pub mod metadata;
+pub mod replicas;
+pub mod state;
 
 use crate::history::{History, Op, Outcome, Partition, Process, Value};
 use serde::Serialize;

@@ -2,6 +2,12 @@
 //! each seed also draws which fault kinds are on and how often). Process, network and disk
 //! faults each draw from their own stream, so removing one kind does not reshuffle the others.
 
+pub mod budget;
+#[cfg(madsim)]
+pub mod apply;
+
+pub use budget::{budget, Budget};
+
 use crate::scenario::{FaultKind, Scenario};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

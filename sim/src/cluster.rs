@@ -1,0 +1,368 @@
+//! The simulated world: broker nodes and, with more than one broker, a controller node; each
+//! keeps its `SimDisk` across restarts. Starting, killing and restarting nodes; what the state
+//! checkers learn from them (replica changes from each broker's observation tap, and the
+//! simulator's own record of when a node went down); the workload topic.
+
+use crate::check::replicas::ReplicaCopy;
+use crate::check::Violation;
+use crate::disk::SimDisk;
+use crate::nemesis::stream_seed;
+use crate::observation::{NodeRef, StateEvent};
+use crate::scenario::Scenario;
+use broker::controller::{Controller, MetadataImage};
+use broker::protocol::client::Connection;
+use broker::server::state::PartitionObservation;
+use broker::server::{self, Broker, BrokerConfig};
+use broker::types::TopicPartition;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use madsim::runtime::{Handle, NodeHandle};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Where every simulated node keeps its data (`log.dirs`).
+pub const DATA_DIR: &str = "/data";
+/// The controller node's address (clusters of more than one broker).
+const CONTROLLER_ADDR: &str = "10.0.0.100:9093";
+const CONTROLLER_NODE_ID: i32 = 100;
+
+/// Timings scaled to the simulation (Kafka's defaults are 2 s heartbeats, a 9 s session and
+/// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs.
+const SIM_TIMINGS: &[(&str, &str)] = &[
+    ("broker.heartbeat.interval.ms", "200"),
+    ("broker.session.timeout.ms", "1500"),
+    ("replica.lag.time.max.ms", "2000"),
+    ("replica.fetch.wait.max.ms", "200"),
+];
+
+/// What runs on a node, for observation: set while it runs, cleared when it dies.
+#[derive(Clone, Default)]
+struct Running {
+    broker: Option<Arc<Broker>>,
+    controller: Option<Arc<Mutex<Controller>>>,
+    /// Which start of the node's process this is (0 = the first).
+    incarnation: u32,
+}
+
+/// A node (broker, or the controller): its disk survives restarts; `live` is its observation
+/// hook while it runs.
+pub struct SimNode {
+    pub id: NodeRef,
+    pub node: NodeHandle,
+    pub disk: SimDisk,
+    live: Arc<Mutex<Running>>,
+    pub addr: String,
+}
+
+impl SimNode {
+    pub fn name(&self) -> String {
+        self.id.to_string()
+    }
+
+    pub fn broker(&self) -> Option<Arc<Broker>> {
+        self.live.lock().expect("live lock").broker.clone()
+    }
+
+    pub fn controller(&self) -> Option<Arc<Mutex<Controller>>> {
+        self.live.lock().expect("live lock").controller.clone()
+    }
+
+    /// Whether the node runs and serves: a broker whose log directory went offline does not.
+    pub fn healthy(&self) -> bool {
+        let running = self.live.lock().expect("live lock").clone();
+        match (&running.broker, &running.controller) {
+            (Some(broker), _) => broker.offline_reason().is_none(),
+            (None, Some(_)) => true,
+            (None, None) => false,
+        }
+    }
+
+    /// The replica changes its broker recorded since the last drain, as state events.
+    fn drain(&self, origin: Instant) -> Vec<StateEvent> {
+        let running = self.live.lock().expect("live lock").clone();
+        let Some(broker) = running.broker else { return Vec::new() };
+        let (events, dropped) = broker.observation_tap.drain();
+        assert_eq!(dropped, 0, "{}: the observation tap overflowed; drain it more often", self.id);
+        events
+            .into_iter()
+            .map(|e| StateEvent::Replica {
+                at_ns: e.at.saturating_duration_since(origin).as_nanos() as u64,
+                node: self.id,
+                incarnation: running.incarnation,
+                state: e.state,
+            })
+            .collect()
+    }
+}
+
+/// The world's nodes. `controller` is `None` when the one broker is its own controller.
+pub struct World {
+    pub brokers: Vec<SimNode>,
+    pub controller: Option<SimNode>,
+    handle: Handle,
+    /// The run's time origin (the history's too).
+    origin: Instant,
+    /// State events drained but not yet given to the checkers.
+    pending: Mutex<Vec<StateEvent>>,
+}
+
+impl World {
+    pub fn start(handle: &Handle, scenario: &Scenario, seed: u64, origin: Instant) -> World {
+        let separate_controller = scenario.cluster.brokers > 1;
+        let controller = separate_controller.then(|| {
+            let settings = [
+                ("process.roles", "controller".to_string()),
+                ("listeners", format!("CONTROLLER://{CONTROLLER_ADDR}")),
+                ("default.replication.factor", scenario.topic.replication_factor.to_string()),
+            ];
+            let config = node_config(scenario, CONTROLLER_NODE_ID, &settings);
+            let ip: IpAddr = CONTROLLER_ADDR.split(':').next().expect("ip").parse().expect("valid ip");
+            start_node(handle, seed, NodeRef::Controller, ip, CONTROLLER_ADDR.to_string(), config)
+        });
+        let brokers = (1..=scenario.cluster.brokers as i32)
+            .map(|id| {
+                let ip: IpAddr = format!("10.0.0.{id}").parse().expect("valid ip");
+                let addr = format!("{ip}:9092");
+                let mut settings = vec![("listeners", format!("PLAINTEXT://{addr}"))];
+                if separate_controller {
+                    settings.push(("process.roles", "broker".to_string()));
+                    settings.push(("controller.quorum.voters", format!("{CONTROLLER_NODE_ID}@{CONTROLLER_ADDR}")));
+                }
+                let config = node_config(scenario, id, &settings);
+                start_node(handle, seed, NodeRef::Broker(id), ip, addr, config)
+            })
+            .collect();
+        World { brokers, controller, handle: handle.clone(), origin, pending: Mutex::default() }
+    }
+
+    /// Every node, brokers first.
+    pub fn nodes(&self) -> impl Iterator<Item = &SimNode> {
+        self.brokers.iter().chain(self.controller.iter())
+    }
+
+    /// The broker with `node.id` `id`.
+    pub fn broker_node(&self, id: i32) -> Option<&SimNode> {
+        self.brokers.iter().find(|b| b.id == NodeRef::Broker(id))
+    }
+
+    /// The node holding the controller role.
+    pub fn controller_node(&self) -> &SimNode {
+        self.controller.as_ref().unwrap_or(&self.brokers[0])
+    }
+
+    /// The committed metadata, if the controller is up.
+    pub fn metadata(&self) -> Option<MetadataImage> {
+        let controller = self.controller_node().controller()?;
+        let image = controller.lock().expect("controller lock").image().clone();
+        Some(image)
+    }
+
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.brokers.iter().map(|b| b.addr.clone()).collect()
+    }
+
+    /// Kills a node's process (its disk stays as the fault leaves it). What it recorded up to
+    /// now is kept for the checkers, then it is down.
+    pub fn kill(&self, node: &SimNode) {
+        let mut events = node.drain(self.origin);
+        self.handle.kill(node.node.id());
+        *node.live.lock().expect("live lock") = Running::default();
+        events.push(StateEvent::Down { at_ns: self.origin.elapsed().as_nanos() as u64, node: node.id });
+        self.pending.lock().expect("pending lock").extend(events);
+    }
+
+    /// Starts a killed node's process again (after a kill: never restart alone).
+    pub fn restart(&self, node: &SimNode) {
+        node.disk.before_restart(Path::new(DATA_DIR));
+        self.handle.restart(node.node.id());
+    }
+
+    /// The state events since the last call, in simulated time order (ties by node).
+    pub fn take_state_events(&self) -> Vec<StateEvent> {
+        let mut events = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        for node in &self.brokers {
+            events.extend(node.drain(self.origin));
+        }
+        events.sort_by_key(|e| (e.at_ns(), e.node()));
+        events
+    }
+
+    /// Every live broker's observations.
+    pub fn observe_all(&self) -> Vec<(NodeRef, Vec<PartitionObservation>)> {
+        self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?.observe()))).collect()
+    }
+
+    /// Each node's epoch history across its restarts (see `check::epochs`), as its disk saw it.
+    pub fn epoch_history_violations(&self) -> Vec<Violation> {
+        self.nodes()
+            .flat_map(|node| {
+                let name = node.name();
+                node.disk.epoch_history_violations().into_iter().map(move |detail| Violation {
+                    invariant: "epoch-history",
+                    partition: -1,
+                    offsets: vec![],
+                    values: vec![],
+                    operations: vec![],
+                    detail: format!("{name}: {detail}"),
+                })
+            })
+            .collect()
+    }
+
+    /// For each partition of `topic` with a live leader: its HW, the leader's copy below it and
+    /// each live ISR member's copy (for replica-prefix).
+    pub fn replica_copies(&self, topic: &str, partitions: i32) -> Vec<(i32, i64, ReplicaCopy, Vec<ReplicaCopy>)> {
+        let mut found = Vec::new();
+        for partition in 0..partitions {
+            let tp = TopicPartition::new(topic, partition);
+            let brokers: Vec<(NodeRef, Arc<Broker>)> =
+                self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?))).collect();
+            let leader = brokers.iter().find_map(|(id, b)| {
+                let o = b.observe().into_iter().find(|o| o.topic == topic && o.state.partition == partition && o.state.leader)?;
+                Some((*id, b.clone(), o.state))
+            });
+            let Some((leader_id, leader_broker, leader)) = leader else { continue };
+            let copy = |id: NodeRef, broker: &Broker| {
+                let (log_start_offset, bytes) = broker.replica_bytes(&tp, leader.high_watermark)?;
+                Some(ReplicaCopy { node: id, log_start_offset, bytes })
+            };
+            let Some(reference) = copy(leader_id, &leader_broker) else { continue };
+            let members = brokers
+                .iter()
+                .filter(|(id, _)| *id != leader_id && id.broker_id().is_some_and(|b| leader.isr.contains(&b)))
+                .filter_map(|(id, b)| copy(*id, b))
+                .collect();
+            found.push((partition, leader.high_watermark, reference, members));
+        }
+        found
+    }
+}
+
+fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -> BrokerConfig {
+    let mut config = BrokerConfig::default();
+    config.set("node.id", &node_id.to_string()).expect("valid");
+    config.set("log.dirs", DATA_DIR).expect("valid");
+    config.set("auto.create.topics.enable", "false").expect("valid");
+    config.set("log.segment.bytes", "65536").expect("valid");
+    config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
+    for (key, value) in SIM_TIMINGS {
+        config.set(key, value).expect("valid");
+    }
+    for (key, value) in settings {
+        config.set(key, value).unwrap_or_else(|e| panic!("sim config {key}={value}: {e}"));
+    }
+    config
+}
+
+fn start_node(handle: &Handle, seed: u64, id: NodeRef, ip: IpAddr, addr: String, config: BrokerConfig) -> SimNode {
+    let disk = SimDisk::new(stream_seed(seed, &format!("disk-{id}")));
+    let live: Arc<Mutex<Running>> = Arc::default();
+    let starts = Arc::new(AtomicU32::new(0));
+    let (node_disk, node_live, node_starts) = (disk.disk.clone(), live.clone(), starts.clone());
+    let node = handle
+        .create_node()
+        .name(id.to_string())
+        .ip(ip)
+        .init(move || {
+            let (disk, live, config) = (node_disk.clone(), node_live.clone(), config.clone());
+            let incarnation = node_starts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match server::start(config, Arc::new(disk)).await {
+                    Ok(running) => {
+                        *live.lock().expect("live lock") = Running {
+                            broker: running.broker.clone(),
+                            controller: running.controller.clone(),
+                            incarnation,
+                        };
+                        std::future::pending::<()>().await;
+                    }
+                    // A node that refuses to start (corruption it will not serve) stays down.
+                    Err(e) => tracing::warn!(node = %id, error = %format!("{e:#}"), "node refused to start"),
+                }
+            }
+        })
+        .build();
+    SimNode { id, node, disk, live, addr }
+}
+
+/// Creates the workload's topic, retrying until the broker answers.
+pub async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(), String> {
+    let mut configs = vec![("min.insync.replicas", scenario.topic.min_insync_replicas.to_string())];
+    if let Some(messages) = scenario.topic.flush_messages {
+        configs.push(("flush.messages", messages.to_string()));
+    }
+    if let Some(ms) = scenario.topic.flush_ms {
+        configs.push(("flush.ms", ms.to_string()));
+    }
+    if scenario.topic.unclean_leader_election {
+        configs.push(("unclean.leader.election.enable", "true".to_string()));
+    }
+    let configs: Vec<CreatableTopicConfig> = configs
+        .into_iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str(k))
+                .with_value(Some(StrBytes::from_string(v)))
+        })
+        .collect();
+    for attempt in 0..200 {
+        let addr = &bootstrap[attempt % bootstrap.len()];
+        if let Ok(mut conn) = Connection::connect(addr, "setup").await {
+            conn.request_timeout = Duration::from_secs(2);
+            let request =
+                CreateTopicsRequest::default().with_timeout_ms(2000).with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(scenario.topic.name.clone())))
+                    .with_num_partitions(scenario.topic.partitions)
+                    .with_replication_factor(scenario.topic.replication_factor)
+                    .with_configs(configs.clone())]);
+            if let Ok(ResponseKind::CreateTopics(r)) =
+                conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await
+            {
+                match r.topics[0].error_code {
+                    0 | 36 => return Ok(()),
+                    // Not every broker has registered yet.
+                    7 | 38 => {}
+                    code => {
+                        return Err(format!(
+                            "CreateTopics refused the scenario's topic: error {code} {:?}",
+                            r.topics[0].error_message
+                        ))
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err("the cluster never accepted the topic".to_string())
+}
+
+/// Waits until, for every partition, each ISR member's log reaches its leader's HW.
+pub async fn wait_for_replicas(world: &World, scenario: &Scenario, deadline: Instant) -> bool {
+    loop {
+        let observed = world.observe_all();
+        let replica = |node: NodeRef, partition: i32| {
+            let (_, observations) = observed.iter().find(|(n, _)| *n == node)?;
+            observations.iter().find(|o| o.topic == scenario.topic.name && o.state.partition == partition)
+        };
+        let converged = (0..scenario.topic.partitions).all(|partition| {
+            let leader = observed.iter().find_map(|(node, _)| replica(*node, partition).filter(|o| o.state.leader));
+            let Some(leader) = leader else { return false };
+            leader.state.isr.iter().all(|&id| {
+                replica(NodeRef::Broker(id), partition)
+                    .is_some_and(|o| o.state.log_end_offset >= leader.state.high_watermark)
+            })
+        });
+        if converged {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,61 @@
+//! What the state checkers see of the nodes: replica states as each change happened (from the
+//! broker's observation tap, taken at the moment the partition lock is released), and the
+//! simulator's own knowledge of when a node went down and which incarnation it runs. Nothing
+//! here is a verdict a broker reports about itself.
+
+use broker::replication::ReplicaState;
+use serde::Serialize;
+use std::fmt;
+
+/// A simulated node, typed (never parsed from a name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum NodeRef {
+    /// A broker by its `node.id` (1-based).
+    Broker(i32),
+    /// The controller node of a multi-broker cluster.
+    Controller,
+}
+
+impl NodeRef {
+    /// The broker's `node.id`, as ISRs name it.
+    pub fn broker_id(self) -> Option<i32> {
+        match self {
+            NodeRef::Broker(id) => Some(id),
+            NodeRef::Controller => None,
+        }
+    }
+}
+
+impl fmt::Display for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeRef::Broker(id) => write!(f, "broker-{id}"),
+            NodeRef::Controller => write!(f, "controller"),
+        }
+    }
+}
+
+/// One thing the state checkers learn, in simulated time order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateEvent {
+    /// A replica's state right after it changed. `incarnation` counts the node's process
+    /// starts (the simulator's count: it starts them).
+    Replica { at_ns: u64, node: NodeRef, incarnation: u32, state: ReplicaState },
+    /// The node's process died (killed, crashed or lost its disk): its replicas stop claiming
+    /// anything until it starts again.
+    Down { at_ns: u64, node: NodeRef },
+}
+
+impl StateEvent {
+    pub fn at_ns(&self) -> u64 {
+        match self {
+            StateEvent::Replica { at_ns, .. } | StateEvent::Down { at_ns, .. } => *at_ns,
+        }
+    }
+
+    pub fn node(&self) -> NodeRef {
+        match self {
+            StateEvent::Replica { node, .. } | StateEvent::Down { node, .. } => *node,
+        }
+    }
+}
