@@ -9,6 +9,7 @@ pub mod fail_stop;
 pub mod log;
 pub mod planted;
 pub mod protocol;
+pub mod replay;
 pub mod replication;
 pub mod server;
 pub mod storage;

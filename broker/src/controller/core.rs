@@ -1,7 +1,10 @@
 //! The controller's decisions: placement, leadership, ISR changes, broker liveness and producer
-//! id blocks. A plain synchronous struct: requests come in through `handle_*` methods with the
-//! time passed in; each decision is committed as metadata records (durable first, then replayed
-//! into the image), and the answer goes out as a value.
+//! id blocks. A plain synchronous struct: requests come in through `decide_*` methods with the
+//! time passed in; each returns a [`Decision`] (the metadata records and the reply) and changes
+//! nothing in the image. [`Controller::run`] commits a decision through the shared runtime
+//! ([`crate::replay::Committed`]: append durably, then replay the same records) and returns
+//! its reply. Only broker liveness (heartbeat times, log summaries) is soft state, kept in
+//! memory as Kafka's controller keeps it.
 //!
 //! Election rule (Kafka's): the new leader is the first replica, in assignment order, that is in
 //! the ISR and live. With `unclean.leader.election.enable=false` a partition whose ISR has no
@@ -11,6 +14,7 @@
 
 use super::image::{MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 use super::log::MetadataLog;
+use crate::replay::Committed;
 use crate::log::topic_config::topic_log_config;
 use crate::log::LogConfig;
 pub use crate::types::{ApiError, ErrorCode};
@@ -90,10 +94,8 @@ type LogSummaries = BTreeMap<(u128, i32), (i32, i64)>;
 /// The controller: the metadata log, the image replayed from it, and broker liveness.
 #[derive(Debug)]
 pub struct Controller {
-    log: MetadataLog,
-    /// Every committed record; index = offset. Invariant: `image` is their replay.
-    records: Vec<MetadataRecord>,
-    image: MetadataImage,
+    /// The metadata log, every committed record, and the image replayed from them.
+    metadata: Committed<MetadataImage, MetadataLog>,
     pub cluster_id: String,
     config: ControllerConfig,
     /// When each registered broker last heartbeated (not persisted: a restarted controller
@@ -101,8 +103,31 @@ pub struct Controller {
     last_heartbeat_ms: BTreeMap<i32, i64>,
     /// The latest log summary each broker sent (in memory; dropped when it re-registers).
     replica_logs: BTreeMap<i32, LogSummaries>,
-    /// Set when a metadata append failed: nothing is decided any more (until restart).
-    failed: Option<String>,
+}
+
+/// A controller decision: metadata records, and the reply once they are committed.
+pub type Decision<T> = crate::replay::Decision<MetadataRecord, T>;
+
+/// Which brokers count as live for a decision whose own records fence or unfence one (so a
+/// decision never clones the image to see its own effect).
+#[derive(Clone, Copy)]
+struct Liveness<'a> {
+    image: &'a MetadataImage,
+    fenced: Option<i32>,
+    unfenced: Option<i32>,
+}
+
+impl<'a> Liveness<'a> {
+    fn now(image: &'a MetadataImage) -> Self {
+        Liveness { image, fenced: None, unfenced: None }
+    }
+
+    fn is_live(&self, node_id: i32) -> bool {
+        if self.fenced == Some(node_id) {
+            return false;
+        }
+        self.unfenced == Some(node_id) || self.image.is_live(node_id)
+    }
 }
 
 impl Controller {
@@ -116,66 +141,47 @@ impl Controller {
         config: ControllerConfig,
         now_ms: i64,
     ) -> anyhow::Result<Controller> {
-        let mut image = MetadataImage::default();
-        for (offset, record) in records.iter().enumerate() {
-            image.try_replay(record).map_err(|e| {
-                anyhow::anyhow!("{}: metadata record at offset {offset} cannot be replayed: {e}", log.path().display())
-            })?;
-        }
-        let last_heartbeat_ms = image.brokers.keys().map(|&id| (id, now_ms)).collect();
-        Ok(Controller {
-            log,
-            records,
-            image,
-            cluster_id,
-            config,
-            last_heartbeat_ms,
-            replica_logs: BTreeMap::new(),
-            failed: None,
-        })
+        let path = log.path().to_path_buf();
+        let metadata = Committed::<MetadataImage, MetadataLog>::load(log, records).map_err(|(offset, e)| {
+            anyhow::anyhow!("{}: metadata record at offset {offset} cannot be replayed: {e}", path.display())
+        })?;
+        let last_heartbeat_ms = metadata.state().brokers.keys().map(|&id| (id, now_ms)).collect();
+        Ok(Controller { metadata, cluster_id, config, last_heartbeat_ms, replica_logs: BTreeMap::new() })
     }
 
     pub fn image(&self) -> &MetadataImage {
-        &self.image
+        self.metadata.state()
     }
 
     /// Committed records from `offset` on, at most `max` of them.
     pub fn records_from(&self, offset: i64, max: usize) -> &[MetadataRecord] {
-        let start = usize::try_from(offset.max(0)).unwrap_or(usize::MAX).min(self.records.len());
-        let end = (start + max).min(self.records.len());
-        &self.records[start..end]
+        self.metadata.records_from(offset, max)
     }
 
     pub fn next_offset(&self) -> i64 {
-        self.records.len() as i64
+        self.metadata.next_offset()
     }
 
-    /// Appends durably, then replays. A failed append stops the controller deciding anything.
-    fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
-        if let Some(reason) = &self.failed {
-            return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("controller metadata log failed: {reason}")));
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
+    /// Decides with `decide`, commits the records, and returns the reply.
+    pub fn run<T>(&mut self, decide: impl FnOnce(&mut Self) -> Result<Decision<T>, ApiError>) -> Result<T, ApiError> {
+        let decision = decide(self)?;
+        self.commit(decision.records)?;
+        Ok(decision.reply)
+    }
+
+    /// Appends durably, then replays (see [`crate::replay`]). At most
+    /// [`MAX_RECORDS_PER_USER_OP`] records in one commit.
+    pub fn commit(&mut self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
         if records.len() > MAX_RECORDS_PER_USER_OP {
             return Err(ApiError::new(
                 ErrorCode::POLICY_VIOLATION,
                 format!("{} records exceed the {MAX_RECORDS_PER_USER_OP} one operation may write", records.len()),
             ));
         }
-        let frame = MetadataLog::encode_frame(&records).map_err(|e| ApiError::new(ErrorCode::POLICY_VIOLATION, e))?;
-        if let Err(e) = self.log.append_frame(&frame) {
-            tracing::error!(error = %e, "metadata append failed: the controller stops deciding until restart");
-            self.failed = Some(e.to_string());
-            return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("metadata append failed: {e}")));
+        for record in &records {
+            tracing::debug!(?record, "committing");
         }
-        for record in records {
-            tracing::debug!(?record, "committed");
-            self.image.replay(&record);
-            self.records.push(record);
-        }
-        Ok(())
+        self.metadata.commit(records)
     }
 
     // ------------------------------------------------------------ brokers
@@ -183,67 +189,60 @@ impl Controller {
     /// A broker (re)registers. The same incarnation registering again gets its epoch back; a new
     /// incarnation (a restart) fences the old registration first — the restarted broker may have
     /// lost unflushed data, so it leaves every ISR it does not hold alone.
-    pub fn handle_register(
+    pub fn decide_register(
         &mut self,
         node_id: i32,
         incarnation: u128,
         host: String,
         port: i32,
         now_ms: i64,
-    ) -> Result<i64, ApiError> {
-        if let Some(old) = self.image.brokers.get(&node_id) {
-            if old.incarnation == incarnation {
-                self.last_heartbeat_ms.insert(node_id, now_ms);
-                return Ok(old.broker_epoch);
-            }
-        }
+    ) -> Result<Decision<i64>, ApiError> {
+        self.last_heartbeat_ms.insert(node_id, now_ms);
+        let image = self.image();
         let mut records = Vec::new();
-        if let Some(old) = self.image.brokers.get(&node_id).cloned() {
-            let mut image = self.image.clone();
+        if let Some(old) = image.brokers.get(&node_id) {
+            if old.incarnation == incarnation {
+                return Ok(Decision::reply(old.broker_epoch));
+            }
             if !old.fenced {
                 records.push(MetadataRecord::FenceBroker { node_id, broker_epoch: old.broker_epoch });
-                image.replay(records.last().expect("just pushed"));
             }
-            records.extend(self.leave_partitions(&image, node_id));
+            let live = Liveness { fenced: Some(node_id), ..Liveness::now(image) };
+            records.extend(self.leave_partitions(live, node_id));
         }
         let broker_epoch = self.next_offset() + records.len() as i64;
         records.push(MetadataRecord::RegisterBroker { node_id, broker_epoch, incarnation, host, port });
-        self.commit(records)?;
         self.replica_logs.remove(&node_id);
-        self.last_heartbeat_ms.insert(node_id, now_ms);
-        tracing::info!(node_id, broker_epoch, "broker registered");
-        Ok(broker_epoch)
+        tracing::info!(node_id, broker_epoch, "broker registering");
+        Ok(Decision::new(records, broker_epoch))
     }
 
     /// A heartbeat. `caught_up_offset` is how far the broker has replayed the metadata log; a
     /// fenced broker that has caught up with its own registration is unfenced, and leaderless
     /// partitions it can lead elect it. Returns whether the broker is (still) fenced.
-    pub fn handle_heartbeat(
+    pub fn decide_heartbeat(
         &mut self,
         node_id: i32,
         broker_epoch: i64,
         caught_up_offset: i64,
         logs: &[ReplicaLog],
         now_ms: i64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Decision<bool>, ApiError> {
         let broker = self.check_broker(node_id, broker_epoch)?.clone();
         self.last_heartbeat_ms.insert(node_id, now_ms);
         self.replica_logs
             .insert(node_id, logs.iter().map(|l| ((l.topic_id, l.partition), (l.latest_epoch, l.log_end))).collect());
         if broker.fenced && caught_up_offset > broker.broker_epoch {
             let mut records = vec![MetadataRecord::UnfenceBroker { node_id, broker_epoch }];
-            let mut image = self.image.clone();
-            image.replay(&records[0]);
-            records.extend(self.elect_leaderless(&image));
-            self.commit(records)?;
-            tracing::info!(node_id, broker_epoch, "broker unfenced");
-            return Ok(false);
+            records.extend(self.elect_leaderless(Liveness { unfenced: Some(node_id), ..Liveness::now(self.image()) }));
+            tracing::info!(node_id, broker_epoch, "broker unfencing");
+            return Ok(Decision::new(records, false));
         }
-        Ok(broker.fenced)
+        Ok(Decision::reply(broker.fenced))
     }
 
     fn check_broker(&self, node_id: i32, broker_epoch: i64) -> Result<&super::image::BrokerImage, ApiError> {
-        match self.image.brokers.get(&node_id) {
+        match self.image().brokers.get(&node_id) {
             Some(b) if b.broker_epoch == broker_epoch => Ok(b),
             _ => Err(ApiError::new(
                 ErrorCode::STALE_BROKER_EPOCH,
@@ -252,33 +251,43 @@ impl Controller {
         }
     }
 
-    /// Fences brokers whose session expired. Call it often (every 100 ms or so).
+    /// Fences brokers whose session expired, one decision at a time. Call it often (every
+    /// 100 ms or so).
     pub fn tick(&mut self, now_ms: i64) -> Result<(), ApiError> {
-        let expired: Vec<(i32, i64)> = self
-            .image
-            .live_brokers()
-            .filter(|b| {
-                let last = self.last_heartbeat_ms.get(&b.node_id).copied().unwrap_or(now_ms);
-                now_ms - last > self.config.session_timeout_ms
-            })
-            .map(|b| (b.node_id, b.broker_epoch))
-            .collect();
-        for (node_id, broker_epoch) in expired {
-            let mut records = vec![MetadataRecord::FenceBroker { node_id, broker_epoch }];
-            let mut image = self.image.clone();
-            image.replay(&records[0]);
-            records.extend(self.leave_partitions(&image, node_id));
-            tracing::warn!(node_id, broker_epoch, "broker missed its heartbeats: fenced");
-            self.commit(records)?;
+        // Each commit fences one broker (or elects); there are at most that many rounds.
+        for _ in 0..=self.image().brokers.len() {
+            match self.decide_tick(now_ms) {
+                Some(decision) => self.commit(decision.records)?,
+                None => return Ok(()),
+            }
         }
-        // Unclean topics may elect out-of-sync replicas whenever one is live.
-        let records = self.elect_leaderless(&self.image);
-        self.commit(records)
+        Ok(())
     }
 
-    /// The partition changes when `node_id` (already fenced in `image`) stops serving: it leaves
+    /// The next thing the passing of time requires: fencing the first broker whose session
+    /// expired, else elections for leaderless partitions of unclean topics.
+    pub fn decide_tick(&self, now_ms: i64) -> Option<Decision<()>> {
+        let image = self.image();
+        let expired = image.live_brokers().find(|b| {
+            let last = self.last_heartbeat_ms.get(&b.node_id).copied().unwrap_or(now_ms);
+            now_ms - last > self.config.session_timeout_ms
+        });
+        if let Some(broker) = expired {
+            let (node_id, broker_epoch) = (broker.node_id, broker.broker_epoch);
+            tracing::warn!(node_id, broker_epoch, "broker missed its heartbeats: fencing");
+            let mut records = vec![MetadataRecord::FenceBroker { node_id, broker_epoch }];
+            records.extend(self.leave_partitions(Liveness { fenced: Some(node_id), ..Liveness::now(image) }, node_id));
+            return Some(Decision::new(records, ()));
+        }
+        // Unclean topics may elect out-of-sync replicas whenever one is live.
+        let records = self.elect_leaderless(Liveness::now(image));
+        (!records.is_empty()).then(|| Decision::new(records, ()))
+    }
+
+    /// The partition changes when `node_id` (not live in `live`) stops serving: it leaves
     /// every ISR it does not hold alone, and the partitions it led elect a new leader.
-    fn leave_partitions(&self, image: &MetadataImage, node_id: i32) -> Vec<MetadataRecord> {
+    fn leave_partitions(&self, live: Liveness, node_id: i32) -> Vec<MetadataRecord> {
+        let image = live.image;
         let mut records = Vec::new();
         for partition in image.partitions.values() {
             if !partition.replicas.contains(&node_id) {
@@ -290,12 +299,12 @@ impl Controller {
             }
             let elr = self.next_elr(image, partition, &isr);
             let elected = if partition.leader == node_id || partition.leader == NO_LEADER {
-                self.choose_leader(image, partition, &isr, &elr)
+                self.choose_leader(live, partition, &isr, &elr)
             } else {
                 Some((partition.leader, isr.clone(), elr.clone()))
             };
             let (leader, isr, elr) = elected.unwrap_or((NO_LEADER, isr, elr));
-            if let Some(change) = change_record(partition, leader, isr, elr) {
+            if let Some((change, _)) = change_record(partition, leader, isr, elr) {
                 records.push(change);
             }
         }
@@ -304,14 +313,14 @@ impl Controller {
 
     /// Elections for leaderless partitions (after a broker was unfenced, once recovery
     /// candidates have reported their logs, or for unclean topics).
-    fn elect_leaderless(&self, image: &MetadataImage) -> Vec<MetadataRecord> {
-        image
+    fn elect_leaderless(&self, live: Liveness) -> Vec<MetadataRecord> {
+        live.image
             .partitions
             .values()
             .filter(|p| p.leader == NO_LEADER)
             .filter_map(|p| {
-                let (leader, isr, elr) = self.choose_leader(image, p, &p.isr, &p.elr)?;
-                change_record(p, leader, isr, elr)
+                let (leader, isr, elr) = self.choose_leader(live, p, &p.isr, &p.elr)?;
+                change_record(p, leader, isr, elr).map(|(change, _)| change)
             })
             .collect()
     }
@@ -347,13 +356,14 @@ impl Controller {
     /// holds a prefix of the same history, so the longest holds every acknowledged record.
     fn choose_leader(
         &self,
-        image: &MetadataImage,
+        live: Liveness,
         partition: &PartitionImage,
         isr: &[i32],
         elr: &[i32],
     ) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+        let image = live.image;
         if elr.is_empty() {
-            let clean = partition.replicas.iter().find(|r| isr.contains(r) && image.is_live(**r));
+            let clean = partition.replicas.iter().find(|r| isr.contains(r) && live.is_live(**r));
             if let Some(&leader) = clean {
                 return Some((leader, isr.to_vec(), Vec::new()));
             }
@@ -365,7 +375,7 @@ impl Controller {
                 .iter()
                 .map(|&r| {
                     let report = self.replica_logs.get(&r)?.get(&key)?;
-                    image.is_live(r).then_some((r, *report))
+                    live.is_live(r).then_some((r, *report))
                 })
                 .collect();
             if let Some(logs) = logs {
@@ -389,7 +399,7 @@ impl Controller {
             }
         }
         if self.unclean_allowed(image, partition.topic_id) {
-            if let Some(&leader) = partition.replicas.iter().find(|r| image.is_live(**r)) {
+            if let Some(&leader) = partition.replicas.iter().find(|r| live.is_live(**r)) {
                 tracing::warn!(
                     topic_id = partition.topic_id,
                     partition = partition.partition,
@@ -415,8 +425,8 @@ impl Controller {
     /// AlterPartition: the leader proposes a new ISR (shrink or expand). It must be the current
     /// leader at `leader_epoch`, and `partition_epoch` must be current (no lost update).
     #[allow(clippy::too_many_arguments)]
-    pub fn handle_alter_partition(
-        &mut self,
+    pub fn decide_alter_partition(
+        &self,
         node_id: i32,
         broker_epoch: i64,
         topic_id: u128,
@@ -425,9 +435,10 @@ impl Controller {
         partition_epoch: i32,
         new_isr: Vec<i32>,
         joining: &[(i32, i64)],
-    ) -> Result<PartitionImage, ApiError> {
+    ) -> Result<Decision<PartitionImage>, ApiError> {
         self.check_broker(node_id, broker_epoch)?;
-        let current = self.image.partitions.get(&(topic_id, partition)).cloned().ok_or_else(|| {
+        let image = self.image();
+        let current = image.partitions.get(&(topic_id, partition)).ok_or_else(|| {
             ApiError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("partition {partition} of topic {topic_id:x}"))
         })?;
         if current.leader != node_id {
@@ -454,12 +465,12 @@ impl Controller {
                 format!("ISR {new_isr:?} for replicas {:?}", current.replicas),
             ));
         }
-        if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !self.image.is_live(**r)) {
+        if let Some(r) = new_isr.iter().find(|r| !current.isr.contains(r) && !image.is_live(**r)) {
             return Err(ApiError::new(ErrorCode::INELIGIBLE_REPLICA, format!("replica {r} is fenced")));
         }
         for r in new_isr.iter().filter(|r| !current.isr.contains(r)) {
             let seen = joining.iter().find(|(j, _)| j == r).map(|&(_, e)| e);
-            let registered = self.image.brokers.get(r).map(|b| b.broker_epoch);
+            let registered = image.brokers.get(r).map(|b| b.broker_epoch);
             if seen.is_none() || seen != registered {
                 return Err(ApiError::new(
                     ErrorCode::INELIGIBLE_REPLICA,
@@ -467,31 +478,32 @@ impl Controller {
                 ));
             }
         }
-        let elr = self.next_elr(&self.image, &current, &new_isr);
-        if let Some(change) = change_record(&current, node_id, new_isr, elr) {
-            self.commit(vec![change])?;
+        let elr = self.next_elr(image, current, &new_isr);
+        match change_record(current, node_id, new_isr, elr) {
+            Some((change, changed)) => Ok(Decision::new(vec![change], changed)),
+            None => Ok(Decision::reply(current.clone())),
         }
-        Ok(self.image.partitions[&(topic_id, partition)].clone())
     }
 
     // ------------------------------------------------------------ topics
 
     /// Creates one topic. `records_budget` is what is left of the request's
     /// [`MAX_RECORDS_PER_USER_OP`]; the topic's records are taken from it.
-    pub fn handle_create_topic(
-        &mut self,
+    pub fn decide_create_topic(
+        &self,
         topic: NewTopic,
         validate_only: bool,
         topic_id: u128,
         records_budget: &mut usize,
-    ) -> Result<CreatedTopic, ApiError> {
+    ) -> Result<Decision<CreatedTopic>, ApiError> {
         validate_topic_name(&topic.name)?;
-        if self.image.topics.contains_key(&topic.name) {
+        let image = self.image();
+        if image.topics.contains_key(&topic.name) {
             return Err(ApiError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic `{}` already exists", topic.name)));
         }
         topic_log_config(&LogConfig::default(), &topic.configs)
             .map_err(|(key, message)| ApiError::new(ErrorCode::INVALID_CONFIG, format!("config `{key}`: {message}")))?;
-        let live: Vec<i32> = self.image.live_brokers().map(|b| b.node_id).collect();
+        let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
         let assignments = if topic.assignments.is_empty() {
             let partitions = if topic.partitions == -1 { self.config.num_partitions } else { topic.partitions };
             if partitions <= 0 {
@@ -513,7 +525,7 @@ impl Controller {
                 ));
             }
             // Round-robin placement, starting one broker further for each topic.
-            let start = self.image.topics.len() + self.image.removed_topic_ids.len();
+            let start = image.topics.len() + image.removed_topic_ids.len();
             (0..partitions as usize)
                 .map(|p| (0..factor as usize).map(|i| live[(start + p + i) % live.len()]).collect())
                 .collect()
@@ -534,7 +546,7 @@ impl Controller {
                         "every partition needs the same number of distinct replicas",
                     ));
                 }
-                if let Some(r) = replicas.iter().find(|r| !self.image.brokers.contains_key(r)) {
+                if let Some(r) = replicas.iter().find(|r| !image.brokers.contains_key(r)) {
                     return Err(ApiError::new(
                         ErrorCode::INVALID_REPLICA_ASSIGNMENT,
                         format!("broker {r} is not registered"),
@@ -545,17 +557,17 @@ impl Controller {
         };
         let factor = assignments[0].len() as i16;
         if validate_only {
-            return Ok(CreatedTopic {
+            return Ok(Decision::reply(CreatedTopic {
                 topic_id: 0,
                 partitions: assignments.len() as i32,
                 replication_factor: factor,
                 configs: topic.configs,
-            });
+            }));
         }
         assert!(
             topic_id != 0
-                && self.image.topic_by_id(topic_id).is_none()
-                && !self.image.removed_topic_ids.contains(&topic_id)
+                && image.topic_by_id(topic_id).is_none()
+                && !image.removed_topic_ids.contains(&topic_id)
         );
         let mut records = vec![MetadataRecord::Topic {
             name: topic.name.clone(),
@@ -564,7 +576,7 @@ impl Controller {
             configs: topic.configs.clone(),
         }];
         for (partition, replicas) in assignments.iter().enumerate() {
-            let leader = replicas.iter().copied().find(|r| self.image.is_live(*r)).unwrap_or(NO_LEADER);
+            let leader = replicas.iter().copied().find(|r| image.is_live(*r)).unwrap_or(NO_LEADER);
             records.push(MetadataRecord::Partition {
                 topic_id,
                 partition: partition as i32,
@@ -575,31 +587,27 @@ impl Controller {
                 partition_epoch: 0,
             });
         }
-        self.commit(records)?;
-        tracing::info!(topic = topic.name, partitions = assignments.len(), factor, "created topic");
-        Ok(CreatedTopic {
-            topic_id,
-            partitions: assignments.len() as i32,
-            replication_factor: factor,
-            configs: topic.configs,
-        })
+        tracing::info!(topic = topic.name, partitions = assignments.len(), factor, "creating topic");
+        let created =
+            CreatedTopic { topic_id, partitions: assignments.len() as i32, replication_factor: factor, configs: topic.configs };
+        Ok(Decision::new(records, created))
     }
 
-    pub fn handle_delete_topic(&mut self, name: &str) -> Result<TopicImage, ApiError> {
-        let Some(image) = self.image.topics.get(name).cloned() else {
+    pub fn decide_delete_topic(&self, name: &str) -> Result<Decision<TopicImage>, ApiError> {
+        let Some(topic) = self.image().topics.get(name).cloned() else {
             return Err(ApiError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic `{name}` does not exist")));
         };
-        self.commit(vec![MetadataRecord::RemoveTopic { name: name.to_string(), topic_id: image.topic_id }])?;
-        tracing::info!(topic = name, "deleted topic");
-        Ok(image)
+        tracing::info!(topic = name, "deleting topic");
+        let records = vec![MetadataRecord::RemoveTopic { name: name.to_string(), topic_id: topic.topic_id }];
+        Ok(Decision::new(records, topic))
     }
 
     /// A block of producer ids for `node_id`.
-    pub fn handle_allocate_producer_ids(&mut self, node_id: i32, broker_epoch: i64) -> Result<(i64, i64), ApiError> {
+    pub fn decide_allocate_producer_ids(&self, node_id: i32, broker_epoch: i64) -> Result<Decision<(i64, i64)>, ApiError> {
         self.check_broker(node_id, broker_epoch)?;
-        let first = self.image.next_producer_id;
-        self.commit(vec![MetadataRecord::ProducerIds { node_id, first, size: PRODUCER_ID_BLOCK_SIZE }])?;
-        Ok((first, PRODUCER_ID_BLOCK_SIZE))
+        let first = self.image().next_producer_id;
+        let records = vec![MetadataRecord::ProducerIds { node_id, first, size: PRODUCER_ID_BLOCK_SIZE }];
+        Ok(Decision::new(records, (first, PRODUCER_ID_BLOCK_SIZE)))
     }
 }
 
@@ -631,20 +639,35 @@ fn take_records(budget: &mut usize, needed: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The record that moves `partition` to `leader`, `isr` and `elr`, if anything changes.
-fn change_record(partition: &PartitionImage, leader: i32, isr: Vec<i32>, elr: Vec<i32>) -> Option<MetadataRecord> {
+/// The record that moves `partition` to `leader`, `isr` and `elr`, and the partition after it,
+/// if anything changes.
+fn change_record(
+    partition: &PartitionImage,
+    leader: i32,
+    isr: Vec<i32>,
+    elr: Vec<i32>,
+) -> Option<(MetadataRecord, PartitionImage)> {
     if leader == partition.leader && isr == partition.isr && elr == partition.elr {
         return None;
     }
-    Some(MetadataRecord::PartitionChange {
-        topic_id: partition.topic_id,
-        partition: partition.partition,
+    let changed = PartitionImage {
         isr,
         elr,
         leader,
         leader_epoch: partition.leader_epoch + i32::from(leader != partition.leader),
         partition_epoch: partition.partition_epoch + 1,
-    })
+        ..partition.clone()
+    };
+    let record = MetadataRecord::PartitionChange {
+        topic_id: changed.topic_id,
+        partition: changed.partition,
+        isr: changed.isr.clone(),
+        elr: changed.elr.clone(),
+        leader: changed.leader,
+        leader_epoch: changed.leader_epoch,
+        partition_epoch: changed.partition_epoch,
+    };
+    Some((record, changed))
 }
 
 #[cfg(test)]
@@ -668,10 +691,35 @@ mod tests {
             ControllerConfig { unclean_leader_election: unclean, session_timeout_ms: 1_000, ..Default::default() };
         let mut c = Controller::new(log, records, "cluster".to_string(), config, 0).unwrap();
         for node in 1..=3 {
-            let epoch = c.handle_register(node, node as u128, "h".to_string(), 9000 + node, 0).unwrap();
-            c.handle_heartbeat(node, epoch, c.next_offset(), &[], 0).unwrap();
+            let epoch = c.run(|c| c.decide_register(node, node as u128, "h".to_string(), 9000 + node, 0)).unwrap();
+            c.run(|c| c.decide_heartbeat(node, epoch, c.next_offset(), &[], 0)).unwrap();
         }
         c
+    }
+
+    #[test]
+    fn a_decision_changes_nothing_until_it_is_committed_and_then_its_records_are_the_change() {
+        let mut c = controller(false);
+        let (image, end) = (c.image().clone(), c.next_offset());
+        let topic = NewTopic {
+            name: "t".to_string(),
+            partitions: 2,
+            replication_factor: 2,
+            assignments: vec![],
+            configs: BTreeMap::new(),
+        };
+        let decision = c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
+        assert_eq!((c.image(), c.next_offset()), (&image, end), "deciding wrote nothing");
+        assert_eq!(decision.records.len(), 3, "the topic and its two partitions");
+        let mut replayed = image.clone();
+        decision.records.iter().for_each(|r| replayed.replay(r));
+        c.commit(decision.records).unwrap();
+        assert_eq!(c.image(), &replayed, "commit is exactly the replay of the decided records");
+        assert_eq!(c.records_from(end, 10).len(), 3);
+        // A fencing decision sees its own effect without cloning the image: the fenced leader's
+        // partitions elect another leader in the same decision.
+        let fencing = c.decide_tick(10_000).expect("every session expired");
+        assert!(matches!(fencing.records[0], MetadataRecord::FenceBroker { .. }));
     }
 
     /// Every broker's current registration, as a leader that saw them all catch up would send.
@@ -690,7 +738,7 @@ mod tests {
         }
         let topic =
             NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        let created = c.handle_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
+        let created = c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
         c.image().partitions[&(created.topic_id, 0)].clone()
     }
 
@@ -706,7 +754,7 @@ mod tests {
             configs: BTreeMap::new(),
         };
         let mut budget = MAX_RECORDS_PER_USER_OP;
-        let error = c.handle_create_topic(huge, false, 9, &mut budget).unwrap_err();
+        let error = c.run(|c| c.decide_create_topic(huge, false, 9, &mut budget)).unwrap_err();
         assert_eq!(error.code, ErrorCode::POLICY_VIOLATION, "{error}");
         assert_eq!(c.next_offset(), end, "nothing was written");
         // Two topics that fit alone but not together in one request.
@@ -717,10 +765,10 @@ mod tests {
             assignments: vec![],
             configs: BTreeMap::new(),
         };
-        c.handle_create_topic(half("a"), false, 10, &mut budget).unwrap();
-        assert_eq!(c.handle_create_topic(half("b"), false, 11, &mut budget).unwrap_err().code, ErrorCode::POLICY_VIOLATION);
+        c.run(|c| c.decide_create_topic(half("a"), false, 10, &mut budget)).unwrap();
+        assert_eq!(c.run(|c| c.decide_create_topic(half("b"), false, 11, &mut budget)).unwrap_err().code, ErrorCode::POLICY_VIOLATION);
         // Not a dead disk: the next request is served.
-        c.handle_create_topic(half("b"), false, 11, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
+        c.run(|c| c.decide_create_topic(half("b"), false, 11, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
     }
 
     #[test]
@@ -750,7 +798,7 @@ mod tests {
             for node in 1..=3 {
                 if !silent.contains(&node) {
                     let e = epoch(c, node);
-                    c.handle_heartbeat(node, e, c.next_offset(), &[], now).unwrap();
+                    c.run(|c| c.decide_heartbeat(node, e, c.next_offset(), &[], now)).unwrap();
                 }
             }
             c.tick(now).unwrap();
@@ -777,15 +825,15 @@ mod tests {
         let p = create(&mut c, None);
         let mut isr = p.isr.clone();
         isr.retain(|&r| r == p.leader);
-        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr, &joining(&c)).unwrap();
+        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr, &joining(&c))).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let offline = c.image().partitions[&(7, 0)].clone();
         assert_eq!(offline.leader, NO_LEADER, "an out-of-sync replica must not be elected");
         assert_eq!(offline.isr, vec![p.leader], "the last in-sync member stays in the ISR");
         // The last ISR member comes back (same incarnation: a pause, not a restart).
         let e = epoch(&c, p.leader);
-        c.handle_heartbeat(p.leader, e, c.next_offset(), &[], 2_100).unwrap();
-        c.handle_heartbeat(p.leader, e, c.next_offset(), &[], 2_100).unwrap();
+        c.run(|c| c.decide_heartbeat(p.leader, e, c.next_offset(), &[], 2_100)).unwrap();
+        c.run(|c| c.decide_heartbeat(p.leader, e, c.next_offset(), &[], 2_100)).unwrap();
         let back = &c.image().partitions[&(7, 0)];
         assert_eq!(back.leader, p.leader);
         assert_eq!(back.leader_epoch, offline.leader_epoch + 1);
@@ -795,7 +843,7 @@ mod tests {
     fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
         let mut c = controller(false);
         let p = create(&mut c, Some(true));
-        c.handle_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c)).unwrap();
+        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c))).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let after = &c.image().partitions[&(7, 0)];
         assert_eq!(after.leader, p.replicas[1]);
@@ -808,14 +856,13 @@ mod tests {
         let p = create(&mut c, None);
         let leader_epoch = epoch(&c, p.leader);
         let shrunk = vec![p.replicas[0], p.replicas[1]];
-        let changed = c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c)).unwrap();
+        let changed = c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c))).unwrap();
         assert_eq!(changed.partition_epoch, 1);
         // The same proposal again: its partition epoch is stale.
         let err =
-            c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c)).unwrap_err();
+            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c))).unwrap_err();
         assert_eq!(err.code, ErrorCode::INVALID_UPDATE_VERSION);
-        let err = c
-            .handle_alter_partition(
+        let err = c.run(|c| c.decide_alter_partition(
                 p.replicas[1],
                 epoch(&c, p.replicas[1]),
                 7,
@@ -824,12 +871,12 @@ mod tests {
                 1,
                 p.replicas.clone(),
                 &joining(&c),
-            )
+            ))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
         let err =
-            c.handle_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c)).unwrap_err();
+            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c))).unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
 
@@ -840,26 +887,26 @@ mod tests {
         configs.insert("min.insync.replicas".to_string(), "2".to_string());
         let topic =
             NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        c.handle_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
+        c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
         let p = c.image().partitions[&(7, 0)].clone();
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
         // becomes an eligible leader replica (it has every acks=all record).
-        c.handle_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b], &joining(&c)).unwrap();
+        c.run(|c| c.decide_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b], &joining(&c))).unwrap();
         heartbeat_all_but(&mut c, &[b], 2_000);
         let shrunk = c.image().partitions[&(7, 0)].clone();
         assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
         // `a`, the last ISR member, restarts with an empty disk.
-        c.handle_register(a, 1234, "h".to_string(), 1, 2_100).unwrap();
+        c.run(|c| c.decide_register(a, 1234, "h".to_string(), 1, 2_100)).unwrap();
         let log = |epoch: i32, end: i64| ReplicaLog { topic_id: 7, partition: 0, latest_epoch: epoch, log_end: end };
         for (node, report) in [(a, log(-1, 0)), (third, log(0, 40))] {
             let e = epoch(&c, node);
-            c.handle_heartbeat(node, e, c.next_offset(), &[report], 2_200).unwrap();
+            c.run(|c| c.decide_heartbeat(node, e, c.next_offset(), &[report], 2_200)).unwrap();
         }
         c.tick(2_200).unwrap();
         assert_eq!(c.image().partitions[&(7, 0)].leader, NO_LEADER, "waits for every ISR and ELR member");
         let e = epoch(&c, b);
-        c.handle_heartbeat(b, e, c.next_offset(), &[log(0, 100)], 2_300).unwrap();
+        c.run(|c| c.decide_heartbeat(b, e, c.next_offset(), &[log(0, 100)], 2_300)).unwrap();
         c.tick(2_300).unwrap();
         let elected = &c.image().partitions[&(7, 0)];
         assert_eq!((elected.leader, elected.isr.clone(), elected.elr.clone()), (b, vec![b], vec![]));
@@ -871,14 +918,13 @@ mod tests {
         let p = create(&mut c, None);
         let (leader, follower) = (p.replicas[0], p.replicas[1]);
         let shrunk: Vec<i32> = p.isr.iter().copied().filter(|&r| r != follower).collect();
-        c.handle_alter_partition(leader, epoch(&c, leader), 7, 0, 0, 0, shrunk, &[]).unwrap();
+        c.run(|c| c.decide_alter_partition(leader, epoch(&c, leader), 7, 0, 0, 0, shrunk, &[])).unwrap();
         let seen_before_restart = joining(&c);
-        c.handle_register(follower, 4242, "h".to_string(), 1, 10).unwrap();
+        c.run(|c| c.decide_register(follower, 4242, "h".to_string(), 1, 10)).unwrap();
         let e = epoch(&c, follower);
-        c.handle_heartbeat(follower, e, c.next_offset(), &[], 10).unwrap();
+        c.run(|c| c.decide_heartbeat(follower, e, c.next_offset(), &[], 10)).unwrap();
         let current = c.image().partitions[&(7, 0)].clone();
-        let err = c
-            .handle_alter_partition(
+        let err = c.run(|c| c.decide_alter_partition(
                 leader,
                 epoch(&c, leader),
                 7,
@@ -887,10 +933,10 @@ mod tests {
                 current.partition_epoch,
                 p.isr.clone(),
                 &seen_before_restart,
-            )
+            ))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
-        let ok = c.handle_alter_partition(
+        let ok = c.run(|c| c.decide_alter_partition(
             leader,
             epoch(&c, leader),
             7,
@@ -899,7 +945,7 @@ mod tests {
             current.partition_epoch,
             p.isr.clone(),
             &joining(&c),
-        );
+        ));
         assert_eq!(ok.unwrap().isr.len(), 3);
     }
 
@@ -907,7 +953,7 @@ mod tests {
     fn a_restarted_broker_leaves_the_isr_and_loses_leadership() {
         let mut c = controller(false);
         let p = create(&mut c, None);
-        let new_epoch = c.handle_register(p.leader, 99, "h".to_string(), 1, 10).unwrap();
+        let new_epoch = c.run(|c| c.decide_register(p.leader, 99, "h".to_string(), 1, 10)).unwrap();
         let after = &c.image().partitions[&(7, 0)];
         assert_ne!(after.leader, p.leader);
         assert!(!after.isr.contains(&p.leader));
@@ -920,8 +966,8 @@ mod tests {
         let disk = MemDisk::new();
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
         let mut c = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0).unwrap();
-        let e = c.handle_register(1, 1, "h".to_string(), 1, 0).unwrap();
-        c.handle_heartbeat(1, e, c.next_offset(), &[], 0).unwrap();
+        let e = c.run(|c| c.decide_register(1, 1, "h".to_string(), 1, 0)).unwrap();
+        c.run(|c| c.decide_heartbeat(1, e, c.next_offset(), &[], 0)).unwrap();
         let topic = NewTopic {
             name: "t".to_string(),
             partitions: 2,
@@ -929,8 +975,8 @@ mod tests {
             assignments: vec![],
             configs: BTreeMap::new(),
         };
-        c.handle_create_topic(topic, false, 5, &mut { MAX_RECORDS_PER_USER_OP }).unwrap();
-        c.handle_allocate_producer_ids(1, e).unwrap();
+        c.run(|c| c.decide_create_topic(topic, false, 5, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
+        c.run(|c| c.decide_allocate_producer_ids(1, e)).unwrap();
         let (log, records) = MetadataLog::open(&disk, Path::new("/meta")).unwrap();
         let reopened = Controller::new(log, records, "c".to_string(), ControllerConfig::default(), 0).unwrap();
         assert_eq!(reopened.image(), c.image());

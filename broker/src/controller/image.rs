@@ -278,3 +278,11 @@ fn ensure(condition: bool, why: impl FnOnce() -> String) -> Result<(), String> {
         Err(why())
     }
 }
+
+impl crate::replay::Replay for MetadataImage {
+    type Record = MetadataRecord;
+
+    fn try_replay(&mut self, record: &MetadataRecord) -> Result<(), String> {
+        MetadataImage::try_replay(self, record)
+    }
+}

@@ -179,6 +179,15 @@ fn is_zeros(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+impl crate::replay::RecordLog<MetadataRecord> for MetadataLog {
+    /// One CRC frame per append, fsynced. A frame too large to store is refused before any byte
+    /// is written; a failed write or sync fails the log.
+    fn append(&mut self, records: &[MetadataRecord]) -> Result<(), crate::replay::AppendError> {
+        let frame = MetadataLog::encode_frame(records).map_err(crate::replay::AppendError::Refused)?;
+        self.append_frame(&frame).map_err(|e| crate::replay::AppendError::Failed(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,12 +83,12 @@ pub struct ResponseEnvelope {
 pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i64) -> ResponseEnvelope {
     let result = match envelope.request {
         ControllerRequest::Register { node_id, incarnation, host, port } => {
-            controller.handle_register(node_id, incarnation, host, port, now_ms).map(|broker_epoch| {
+            controller.run(|c| c.decide_register(node_id, incarnation, host, port, now_ms)).map(|broker_epoch| {
                 ControllerReply::Registered { broker_epoch, cluster_id: controller.cluster_id.clone() }
             })
         }
         ControllerRequest::Heartbeat { node_id, broker_epoch, logs } => controller
-            .handle_heartbeat(node_id, broker_epoch, envelope.metadata_offset, &logs, now_ms)
+            .run(|c| c.decide_heartbeat(node_id, broker_epoch, envelope.metadata_offset, &logs, now_ms))
             .map(|fenced| ControllerReply::Heartbeat { fenced }),
         ControllerRequest::AlterPartition {
             node_id,
@@ -100,16 +100,18 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
             isr,
             joining,
         } => controller
-            .handle_alter_partition(
-                node_id,
-                broker_epoch,
-                topic_id,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                isr,
-                &joining,
-            )
+            .run(|c| {
+                c.decide_alter_partition(
+                    node_id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                    &joining,
+                )
+            })
             .map(ControllerReply::Partition),
         ControllerRequest::CreateTopics { topics, validate_only } => {
             let mut records_budget = super::core::MAX_RECORDS_PER_USER_OP;
@@ -123,16 +125,16 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
                     {
                         topic_id = crate::env::random_u128();
                     }
-                    controller.handle_create_topic(topic, validate_only, topic_id, &mut records_budget)
+                    controller.run(|c| c.decide_create_topic(topic, validate_only, topic_id, &mut records_budget))
                 })
                 .collect();
             Ok(ControllerReply::CreatedTopics(results))
         }
         ControllerRequest::DeleteTopics { names } => Ok(ControllerReply::DeletedTopics(
-            names.iter().map(|n| controller.handle_delete_topic(n).map(|t| t.topic_id)).collect(),
+            names.iter().map(|n| controller.run(|c| c.decide_delete_topic(n)).map(|t| t.topic_id)).collect(),
         )),
         ControllerRequest::AllocateProducerIds { node_id, broker_epoch } => controller
-            .handle_allocate_producer_ids(node_id, broker_epoch)
+            .run(|c| c.decide_allocate_producer_ids(node_id, broker_epoch))
             .map(|(first, size)| ControllerReply::ProducerIds { first, size }),
     };
     let records_from = envelope.metadata_offset.clamp(0, controller.next_offset());
