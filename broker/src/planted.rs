@@ -23,10 +23,29 @@ pub enum Bug {
     /// Loading the leader-epoch checkpoint keeps only its newest entry (the history before it is
     /// lost, and OffsetForLeaderEpoch answers for older epochs go wrong).
     LoseEpochHistory = 128,
+    /// The idempotence check recognises a retry only of a producer's newest batch, not of any of
+    /// its last five: a retry of an older batch still in flight is refused as out of order
+    /// although it is in the log (the producer, told its batch is not there, sends it again).
+    DedupNewestOnly = 256,
+    /// Opening a log after a crash leaves its producer state empty (no snapshot loaded, no batch
+    /// replayed): a retry of a batch appended just before the crash is no longer recognised.
+    ProducerStateNotRecovered = 512,
+    /// Rebuilding producer state on open replays the log's batches up to its last one, not
+    /// including it (an off-by-one bound): a retry of that batch is appended a second time.
+    ProducerReplayStopsShort = 1024,
+    /// A follower truncates to where the leader's answered epoch *starts* in its log, not where
+    /// it ends: it fetches the records again, so no client sees a difference, but its log end
+    /// drops below the HW it showed.
+    TruncateToEpochStart = 2048,
+    /// The controller elects the first live replica in assignment order, in the ISR or not.
+    ElectOutOfSync = 4096,
+    /// The controller's metadata log acknowledges appends without fsyncing them: a power loss
+    /// of the controller forgets committed decisions (epochs, registrations) it already sent.
+    MetadataAckBeforeFsync = 8192,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -35,6 +54,12 @@ impl Bug {
         Bug::SkipTruncation,
         Bug::IgnoreMinIsr,
         Bug::LoseEpochHistory,
+        Bug::DedupNewestOnly,
+        Bug::ProducerStateNotRecovered,
+        Bug::ProducerReplayStopsShort,
+        Bug::TruncateToEpochStart,
+        Bug::ElectOutOfSync,
+        Bug::MetadataAckBeforeFsync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +72,12 @@ impl Bug {
             Bug::SkipTruncation => "skip-truncation",
             Bug::IgnoreMinIsr => "ignore-min-isr",
             Bug::LoseEpochHistory => "lose-epoch-history",
+            Bug::DedupNewestOnly => "dedup-newest-only",
+            Bug::ProducerStateNotRecovered => "producer-state-not-recovered",
+            Bug::ProducerReplayStopsShort => "producer-replay-stops-short",
+            Bug::TruncateToEpochStart => "truncate-to-epoch-start",
+            Bug::ElectOutOfSync => "elect-out-of-sync",
+            Bug::MetadataAckBeforeFsync => "metadata-ack-before-fsync",
         }
     }
 

@@ -9,7 +9,7 @@ use crate::disk::SimDisk;
 use crate::nemesis::stream_seed;
 use crate::observation::{NodeRef, StateEvent};
 use crate::scenario::Scenario;
-use broker::controller::{Controller, MetadataImage};
+use broker::controller::{Controller, MetadataImage, MetadataRecord};
 use broker::protocol::client::Connection;
 use broker::server::state::PartitionObservation;
 use broker::server::{self, Broker, BrokerConfig};
@@ -192,6 +192,16 @@ impl World {
         events
     }
 
+    /// The controller's committed records as its running process holds them, with that
+    /// process's incarnation (`None` while it is down).
+    pub fn with_controller_records<T>(&self, f: impl FnOnce(u32, &[MetadataRecord]) -> T) -> Option<T> {
+        let node = self.controller_node();
+        let running = node.live.lock().expect("live lock").clone();
+        let controller = running.controller?;
+        let controller = controller.lock().expect("controller lock");
+        Some(f(running.incarnation, controller.records_from(0, usize::MAX)))
+    }
+
     /// Every live broker's observations.
     pub fn observe_all(&self) -> Vec<(NodeRef, Vec<PartitionObservation>)> {
         self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?.observe()))).collect()
@@ -223,7 +233,10 @@ impl World {
             let brokers: Vec<(NodeRef, Arc<Broker>)> =
                 self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?))).collect();
             let leader = brokers.iter().find_map(|(id, b)| {
-                let o = b.observe().into_iter().find(|o| o.topic == topic && o.state.partition == partition && o.state.leader)?;
+                let o = b
+                    .observe()
+                    .into_iter()
+                    .find(|o| o.topic == topic && o.state.partition == partition && o.state.leader)?;
                 Some((*id, b.clone(), o.state))
             });
             let Some((leader_id, leader_broker, leader)) = leader else { continue };

@@ -43,7 +43,8 @@ mod cli {
   sim run SCENARIO --seed N            one run
   sim sweep [SCENARIO...] [--seeds A..B[,N...]] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
   sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
-  sim planted [--seeds A..B]           each planted bug must be caught (a safety violation) within the seeds
+  sim planted [SCENARIO...] [--bug NAME] [--seeds A..B]
+                                       each planted bug must be caught (a safety violation) within the seeds
   sim bench [SCENARIO] [--seeds A..B]  wall time per seed and seeds per hour (default: scenarios/bench/standard.toml)
 exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly not found, 6 nondeterminism";
 
@@ -171,13 +172,14 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             })
     }
 
+    /// Safety first: a run that also stalled still reports the safety violations it found.
     fn verdict(scenario: &Scenario, outcome: &RunOutcome) -> Verdict {
-        if outcome.liveness_failure.is_some() {
-            return Verdict::Liveness;
-        }
         let must_pass = scenario.expect.outcome == ExpectedOutcome::Pass || outcome.budget.within;
         if must_pass && !outcome.violations.is_empty() {
             return Verdict::Safety;
+        }
+        if outcome.liveness_failure.is_some() {
+            return Verdict::Liveness;
         }
         Verdict::Pass
     }
@@ -195,6 +197,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             Ok(outcome) => {
                 let verdict = verdict(scenario, &outcome);
                 let detail = match (&outcome.liveness_failure, outcome.violations.first()) {
+                    (_, Some(v)) if verdict == Verdict::Safety => format!("{}: {}", v.invariant, v.detail),
                     (Some(l), _) => l.clone(),
                     (None, Some(v)) => format!("{}: {}", v.invariant, v.detail),
                     (None, None) => String::new(),
@@ -381,7 +384,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 if found_text.is_empty() { "-".to_string() } else { found_text.join(", ") },
             );
             for row in rows.iter().filter(|r| r.verdict != Verdict::Pass) {
-                exit = exit.max(row.verdict.exit_code());
+                // A safety violation is the exit code whatever else failed.
+                exit = if exit == Verdict::Safety.exit_code() { exit } else { exit.max(row.verdict.exit_code()) };
+                if row.verdict == Verdict::Safety {
+                    exit = Verdict::Safety.exit_code();
+                }
                 println!(
                     "  FAILED {} seed {}: {:?}: {}\n    replay: cargo sim replay {}",
                     row.scenario,
@@ -431,7 +438,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     /// The planted-bug catalog and the scenario that should catch each bug.
-    const PLANTED: [(broker::planted::Bug, &str); 8] = [
+    const PLANTED: [(broker::planted::Bug, &str); 14] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -440,21 +447,49 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::SkipTruncation, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::IgnoreMinIsr, "scenarios/isr-below-min.toml"),
         (broker::planted::Bug::LoseEpochHistory, "scenarios/rolling-restart.toml"),
+        (broker::planted::Bug::DedupNewestOnly, "scenarios/planted/lost-acks.toml"),
+        (broker::planted::Bug::ProducerStateNotRecovered, "scenarios/planted/producer-crash-in-flight.toml"),
+        (broker::planted::Bug::ProducerReplayStopsShort, "scenarios/planted/producer-crash-in-flight.toml"),
+        (broker::planted::Bug::TruncateToEpochStart, "scenarios/leader-crash.toml"),
+        (broker::planted::Bug::ElectOutOfSync, "scenarios/isr-shrink-expand.toml"),
+        (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/swarm-replicated.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its
     /// scenario must report a safety violation within the seeds. Prints the detection rate.
+    /// `--bug NAME` runs only that bug; scenario paths given replace the catalogue's scenario
+    /// (to find which scenarios catch a new bug).
     fn planted(args: &[String]) -> Result<i32, String> {
-        let options = parse_options(args)?;
-        println!("| planted bug | scenario | seeds | caught | first caught | invariants broken |");
-        println!("| --- | --- | --- | --- | --- | --- |");
+        let mut args = args.to_vec();
+        let only = match args.iter().position(|a| a == "--bug") {
+            Some(i) => {
+                let name = args.get(i + 1).cloned().ok_or("--bug needs a planted bug's name")?;
+                args.drain(i..i + 2);
+                Some(broker::planted::Bug::from_name(&name).ok_or_else(|| format!("no planted bug `{name}`"))?)
+            }
+            None => None,
+        };
+        let options = parse_options(&args)?;
+        let explicit = !options.scenarios.is_empty();
+        println!("| planted bug | scenario | seeds | caught | first caught | invariants broken | alone (seeds) |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
         let mut missed = Vec::new();
-        for (bug, path) in PLANTED {
-            let scenario = load(Path::new(path))?;
+        let runs: Vec<(broker::planted::Bug, PathBuf)> = PLANTED
+            .iter()
+            .filter(|(bug, _)| only.is_none_or(|o| o == *bug))
+            .flat_map(|(bug, path)| {
+                let paths = if explicit { options.scenarios.clone() } else { vec![PathBuf::from(path)] };
+                paths.into_iter().map(move |p| (*bug, p))
+            })
+            .collect();
+        for (bug, path) in runs {
+            let scenario = load(&path)?;
             broker::planted::set(&[bug]);
             let mut caught = 0;
             let mut first = None;
             let mut broken: BTreeSet<String> = BTreeSet::new();
+            // Invariants that were the only one broken in a seed: the checker alone caught it.
+            let mut alone: BTreeMap<String, usize> = BTreeMap::new();
             for &seed in &options.seeds {
                 let outcome = run_isolated(&scenario, seed);
                 let violations = match &outcome {
@@ -463,17 +498,23 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 };
                 caught += 1;
                 first.get_or_insert(seed);
-                broken.extend(violations);
+                let distinct: BTreeSet<String> = violations.into_iter().collect();
+                if distinct.len() == 1 {
+                    *alone.entry(distinct.iter().next().expect("one").clone()).or_default() += 1;
+                }
+                broken.extend(distinct);
             }
             broker::planted::set(&[]);
             let first = first.map_or("-".to_string(), |s| s.to_string());
             let broken: Vec<String> = broken.into_iter().collect();
+            let alone: Vec<String> = alone.into_iter().map(|(invariant, n)| format!("{invariant} ({n})")).collect();
             println!(
-                "| {} | {} | {} | {caught} | {first} | {} |",
+                "| {} | {} | {} | {caught} | {first} | {} | {} |",
                 bug.name(),
                 scenario.name,
                 options.seeds.len(),
-                broken.join(", ")
+                broken.join(", "),
+                if alone.is_empty() { "-".to_string() } else { alone.join(", ") }
             );
             if caught == 0 {
                 missed.push(bug.name());

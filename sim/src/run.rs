@@ -7,7 +7,7 @@
 //! checkers, and the state checkers, which took every replica change as it happened).
 //! The world is in `cluster`, the faults in `nemesis`, the checkers in `check`.
 
-use crate::check::metadata::check_leader_from_isr;
+use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
 use crate::check::{check_history, Violation};
@@ -68,7 +68,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let budget = budget(&scenario, &planned);
     let bootstrap = world.bootstrap();
     let faults: Arc<Mutex<Vec<FaultEvent>>> = Arc::default();
-    let state_checker: Arc<Mutex<StateChecker>> = Arc::default();
+    let state_checker: Arc<Mutex<StateCheckers>> = Arc::default();
     let state_violations: Arc<Mutex<Vec<Violation>>> = Arc::default();
 
     let setup = handle.create_node().name("setup").ip("10.0.2.1".parse().expect("ip")).build();
@@ -229,8 +229,15 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
 
     let history = recorder.history();
     let mut violations = state_violations.lock().expect("violations").clone();
-    violations.extend(check_acks_all(&world, &scenario, &history, &state_checker.lock().expect("state checker")));
-    for (partition, high_watermark, leader, members) in world.replica_copies(&scenario.topic.name, scenario.topic.partitions) {
+    violations.extend(check_acks_all(
+        &world,
+        &scenario,
+        &history,
+        &state_checker.lock().expect("state checker").replicas,
+    ));
+    for (partition, high_watermark, leader, members) in
+        world.replica_copies(&scenario.topic.name, scenario.topic.partitions)
+    {
         violations.extend(check_replica_prefix(partition, high_watermark, &leader, &members));
     }
     violations.extend(world.epoch_history_violations());
@@ -274,12 +281,23 @@ fn trace_hash(value: &impl Serialize) -> u64 {
     json.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// The checkers that follow the run as it goes.
+#[derive(Default)]
+struct StateCheckers {
+    replicas: StateChecker,
+    metadata: MetadataDurability,
+}
 
-/// Gives the replica changes recorded since the last call to the state checkers.
-fn check_state_events(world: &World, checker: &Mutex<StateChecker>, violations: &Mutex<Vec<Violation>>) {
+/// Gives the replica changes recorded since the last call, and the controller's committed
+/// records, to the state checkers.
+fn check_state_events(world: &World, checkers: &Mutex<StateCheckers>, violations: &Mutex<Vec<Violation>>) {
     let events = world.take_state_events();
-    let mut checker = checker.lock().expect("state checker");
-    let found: Vec<Violation> = events.iter().flat_map(|e| checker.apply(e)).collect();
+    let mut checkers = checkers.lock().expect("state checkers");
+    let mut found: Vec<Violation> = events.iter().flat_map(|e| checkers.replicas.apply(e)).collect();
+    let durability = &mut checkers.metadata;
+    found.extend(
+        world.with_controller_records(|incarnation, held| durability.observe(incarnation, held)).unwrap_or_default(),
+    );
     violations.lock().expect("violations").extend(found);
 }
 
@@ -294,4 +312,3 @@ fn check_acks_all(world: &World, scenario: &Scenario, history: &History, checker
         None => Vec::new(),
     }
 }
-

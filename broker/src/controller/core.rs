@@ -14,9 +14,9 @@
 
 use super::image::{MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 use super::log::MetadataLog;
-use crate::replay::Committed;
 use crate::log::topic_config::topic_log_config;
 use crate::log::LogConfig;
+use crate::replay::Committed;
 pub use crate::types::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -362,10 +362,15 @@ impl Controller {
         elr: &[i32],
     ) -> Option<(i32, Vec<i32>, Vec<i32>)> {
         let image = live.image;
+        let out_of_sync = crate::planted::active(crate::planted::Bug::ElectOutOfSync);
         if elr.is_empty() {
-            let clean = partition.replicas.iter().find(|r| isr.contains(r) && live.is_live(**r));
+            let clean = partition.replicas.iter().find(|r| (out_of_sync || isr.contains(r)) && live.is_live(**r));
             if let Some(&leader) = clean {
-                return Some((leader, isr.to_vec(), Vec::new()));
+                let mut isr = isr.to_vec();
+                if !isr.contains(&leader) {
+                    isr.push(leader); // only with the planted bug: the leader must be in the ISR
+                }
+                return Some((leader, isr, Vec::new()));
             }
         } else {
             let candidates: Vec<i32> =
@@ -499,7 +504,10 @@ impl Controller {
         validate_topic_name(&topic.name)?;
         let image = self.image();
         if image.topics.contains_key(&topic.name) {
-            return Err(ApiError::new(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic `{}` already exists", topic.name)));
+            return Err(ApiError::new(
+                ErrorCode::TOPIC_ALREADY_EXISTS,
+                format!("topic `{}` already exists", topic.name),
+            ));
         }
         topic_log_config(&LogConfig::default(), &topic.configs)
             .map_err(|(key, message)| ApiError::new(ErrorCode::INVALID_CONFIG, format!("config `{key}`: {message}")))?;
@@ -564,11 +572,7 @@ impl Controller {
                 configs: topic.configs,
             }));
         }
-        assert!(
-            topic_id != 0
-                && image.topic_by_id(topic_id).is_none()
-                && !image.removed_topic_ids.contains(&topic_id)
-        );
+        assert!(topic_id != 0 && image.topic_by_id(topic_id).is_none() && !image.removed_topic_ids.contains(&topic_id));
         let mut records = vec![MetadataRecord::Topic {
             name: topic.name.clone(),
             topic_id,
@@ -588,8 +592,12 @@ impl Controller {
             });
         }
         tracing::info!(topic = topic.name, partitions = assignments.len(), factor, "creating topic");
-        let created =
-            CreatedTopic { topic_id, partitions: assignments.len() as i32, replication_factor: factor, configs: topic.configs };
+        let created = CreatedTopic {
+            topic_id,
+            partitions: assignments.len() as i32,
+            replication_factor: factor,
+            configs: topic.configs,
+        };
         Ok(Decision::new(records, created))
     }
 
@@ -603,7 +611,11 @@ impl Controller {
     }
 
     /// A block of producer ids for `node_id`.
-    pub fn decide_allocate_producer_ids(&self, node_id: i32, broker_epoch: i64) -> Result<Decision<(i64, i64)>, ApiError> {
+    pub fn decide_allocate_producer_ids(
+        &self,
+        node_id: i32,
+        broker_epoch: i64,
+    ) -> Result<Decision<(i64, i64)>, ApiError> {
         self.check_broker(node_id, broker_epoch)?;
         let first = self.image().next_producer_id;
         let records = vec![MetadataRecord::ProducerIds { node_id, first, size: PRODUCER_ID_BLOCK_SIZE }];
@@ -766,7 +778,10 @@ mod tests {
             configs: BTreeMap::new(),
         };
         c.run(|c| c.decide_create_topic(half("a"), false, 10, &mut budget)).unwrap();
-        assert_eq!(c.run(|c| c.decide_create_topic(half("b"), false, 11, &mut budget)).unwrap_err().code, ErrorCode::POLICY_VIOLATION);
+        assert_eq!(
+            c.run(|c| c.decide_create_topic(half("b"), false, 11, &mut budget)).unwrap_err().code,
+            ErrorCode::POLICY_VIOLATION
+        );
         // Not a dead disk: the next request is served.
         c.run(|c| c.decide_create_topic(half("b"), false, 11, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
     }
@@ -843,7 +858,8 @@ mod tests {
     fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
         let mut c = controller(false);
         let p = create(&mut c, Some(true));
-        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c))).unwrap();
+        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c)))
+            .unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let after = &c.image().partitions[&(7, 0)];
         assert_eq!(after.leader, p.replicas[1]);
@@ -856,27 +872,33 @@ mod tests {
         let p = create(&mut c, None);
         let leader_epoch = epoch(&c, p.leader);
         let shrunk = vec![p.replicas[0], p.replicas[1]];
-        let changed = c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c))).unwrap();
+        let changed =
+            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c))).unwrap();
         assert_eq!(changed.partition_epoch, 1);
         // The same proposal again: its partition epoch is stale.
-        let err =
-            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c))).unwrap_err();
+        let err = c
+            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c)))
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::INVALID_UPDATE_VERSION);
-        let err = c.run(|c| c.decide_alter_partition(
-                p.replicas[1],
-                epoch(&c, p.replicas[1]),
-                7,
-                0,
-                0,
-                1,
-                p.replicas.clone(),
-                &joining(&c),
-            ))
+        let err = c
+            .run(|c| {
+                c.decide_alter_partition(
+                    p.replicas[1],
+                    epoch(&c, p.replicas[1]),
+                    7,
+                    0,
+                    0,
+                    1,
+                    p.replicas.clone(),
+                    &joining(&c),
+                )
+            })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
-        let err =
-            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c))).unwrap_err();
+        let err = c
+            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c)))
+            .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
 
@@ -924,7 +946,23 @@ mod tests {
         let e = epoch(&c, follower);
         c.run(|c| c.decide_heartbeat(follower, e, c.next_offset(), &[], 10)).unwrap();
         let current = c.image().partitions[&(7, 0)].clone();
-        let err = c.run(|c| c.decide_alter_partition(
+        let err = c
+            .run(|c| {
+                c.decide_alter_partition(
+                    leader,
+                    epoch(&c, leader),
+                    7,
+                    0,
+                    0,
+                    current.partition_epoch,
+                    p.isr.clone(),
+                    &seen_before_restart,
+                )
+            })
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
+        let ok = c.run(|c| {
+            c.decide_alter_partition(
                 leader,
                 epoch(&c, leader),
                 7,
@@ -932,20 +970,9 @@ mod tests {
                 0,
                 current.partition_epoch,
                 p.isr.clone(),
-                &seen_before_restart,
-            ))
-            .unwrap_err();
-        assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
-        let ok = c.run(|c| c.decide_alter_partition(
-            leader,
-            epoch(&c, leader),
-            7,
-            0,
-            0,
-            current.partition_epoch,
-            p.isr.clone(),
-            &joining(&c),
-        ));
+                &joining(&c),
+            )
+        });
         assert_eq!(ok.unwrap().isr.len(), 3);
     }
 

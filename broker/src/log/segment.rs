@@ -46,6 +46,11 @@ pub struct Segment {
     bytes_since_index_entry: u64,
     /// When the segment received its first batch since it was opened (for `segment.ms`).
     pub first_append_ms: Option<i64>,
+    /// (base offset, position) of the batch the last [`Segment::find`] found: a reader that
+    /// follows the log (a consumer, a follower) asks next for a nearby offset, and the scan
+    /// starts there instead of at the index entry. A hint only: a header that does not fit
+    /// sends the scan back to the index. Cleared whenever positions change.
+    last_found: std::cell::Cell<Option<(i64, u64)>>,
 }
 
 fn storage(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
@@ -73,6 +78,7 @@ impl Segment {
             max_timestamp: None,
             bytes_since_index_entry: 0,
             first_append_ms: None,
+            last_found: Default::default(),
         }
     }
 
@@ -222,6 +228,7 @@ impl Segment {
     }
 
     fn reset_indexes(&mut self) {
+        self.last_found.set(None);
         self.offset_index.clear();
         self.time_index.clear();
         self.max_timestamp = None;
@@ -319,6 +326,7 @@ impl Segment {
     /// Cuts the file at `position` (a batch boundary), fsyncs it and rebuilds the indexes.
     pub fn truncate_at(&mut self, position: u64, index_interval_bytes: u64) -> Result<(), LogError> {
         assert!(position <= self.size);
+        self.last_found.set(None);
         self.file.set_len(position).map_err(storage(&self.path))?;
         self.file.sync().map_err(storage(&self.path))?;
         self.size = position;
@@ -333,11 +341,64 @@ impl Segment {
     /// Position of the batch containing `offset`, with its header; `None` past the end. Walks
     /// checked batches from the nearest index entry (at most `index.interval.bytes` of them).
     pub fn find(&self, offset: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let (mut expected, mut position) = match self.offset_index.partition_point(|&(o, _)| o <= offset) {
+        let start = match self.offset_index.partition_point(|&(o, _)| o <= offset) {
             0 => (self.base_offset, 0),
             i => self.offset_index[i - 1],
         };
-        while let Some((header, _)) = self.batch_at(position, expected)? {
+        if let Some(hint) = self.last_found.get().filter(|&(o, p)| start.0 <= o && o <= offset && p < self.size) {
+            match self.scan_headers(hint, offset) {
+                Ok(found) => return Ok(self.remember(found)),
+                Err(ScanError::Storage(e)) => return Err(e),
+                Err(ScanError::Inconsistent(..)) => {} // a stale hint or a bad read: the index decides
+            }
+        }
+        // Skipping needs only headers; a header that does not fit its neighbours (a bad read)
+        // makes the scan start over, as many times as a batch is read again.
+        let mut reason = String::new();
+        for _ in 0..READ_ATTEMPTS {
+            match self.scan_headers(start, offset) {
+                Ok(found) => return Ok(self.remember(found)),
+                Err(ScanError::Storage(e)) => return Err(e),
+                Err(ScanError::Inconsistent(position, why)) => reason = format!("at byte {position}: {why}"),
+            }
+        }
+        Err(LogError::Corruption {
+            path: self.path.clone(),
+            position: start.1,
+            reason: format!("scanning batch headers {reason} on every one of {READ_ATTEMPTS} scans"),
+        })
+    }
+
+    fn remember(&self, found: Option<(u64, BatchHeader)>) -> Option<(u64, BatchHeader)> {
+        if let Some((position, header)) = &found {
+            self.last_found.set(Some((header.base_offset, *position)));
+        }
+        found
+    }
+
+    /// One header-only scan from `(expected offset, position)` to the batch holding `offset`.
+    /// The header returned is not checked against the batch's CRC: callers read the batch with
+    /// [`Segment::batch_at`] before they use anything inside it.
+    fn scan_headers(&self, start: (i64, u64), offset: i64) -> Result<Option<(u64, BatchHeader)>, ScanError> {
+        let (mut expected, mut position) = start;
+        while position < self.size {
+            let header = match self.header_at(position) {
+                Ok(Some(header)) => header,
+                Ok(None) => return Err(ScanError::Inconsistent(position, "the segment ends inside a header".into())),
+                Err(e @ LogError::Storage { .. }) => return Err(ScanError::Storage(e)),
+                Err(e) => return Err(ScanError::Inconsistent(position, e.to_string())),
+            };
+            let fits = header.base_offset == expected
+                && header.last_offset_delta >= 0
+                && header.size >= BATCH_HEADER_BYTES
+                && position + header.size as u64 <= self.size;
+            if !fits {
+                let why = format!(
+                    "claims offset {} and {} bytes; expected offset {expected}",
+                    header.base_offset, header.size
+                );
+                return Err(ScanError::Inconsistent(position, why));
+            }
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }
@@ -404,7 +465,8 @@ impl Segment {
             i => self.time_index[i - 1].1,
         };
         let Some((mut position, first)) = self.find(from_offset)? else { return Ok(None) };
-        let mut header = first;
+        // Its timestamp decides: read it whole (CRC-checked), not just its header.
+        let Some((mut header, _)) = self.batch_at(position, first.base_offset)? else { return Ok(None) };
         loop {
             if header.max_timestamp >= timestamp {
                 return Ok(Some((position, header)));
@@ -428,4 +490,11 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Why a header scan stopped.
+enum ScanError {
+    Storage(LogError),
+    /// A header that does not fit where it was read (at this byte): read again.
+    Inconsistent(u64, String),
 }

@@ -28,7 +28,7 @@ pub struct EpochEnd {
 pub fn truncation_target(
     ours: FollowerLog,
     answer: EpochEnd,
-    our_end_for: impl FnOnce(LeaderEpoch) -> Offset,
+    our_end_for: impl Fn(LeaderEpoch) -> Offset,
 ) -> Result<Offset, String> {
     if answer.leader_epoch >= 0 && answer.end_offset < ours.log_start_offset.0 {
         return Err(format!(
@@ -45,13 +45,28 @@ pub fn truncation_target(
     } else {
         Offset(answer.end_offset)
     };
-    Ok(target.min(ours.log_end_offset))
+    let target = target.min(ours.log_end_offset);
+    if crate::planted::active(crate::planted::Bug::TruncateToEpochStart) && answer.leader_epoch >= 0 {
+        // Where the answered epoch starts in our log, not where it ends.
+        let start = match answer.leader_epoch {
+            0 => ours.log_start_offset,
+            epoch => our_end_for(LeaderEpoch(epoch - 1)),
+        };
+        return Ok(start.min(target).max(ours.log_start_offset));
+    }
+    Ok(target)
 }
 
 /// A leader's OffsetForLeaderEpoch answer, checked before it can move our log: it must be about
 /// our partition, and name an epoch no newer than the one we asked about with a non-negative
 /// end offset (or say it knows no such epoch: -1 and -1).
-pub fn check_epoch_answer(tp: &TopicPartition, topic: &str, partition: i32, answer: EpochEnd, asked: i32) -> Result<(), String> {
+pub fn check_epoch_answer(
+    tp: &TopicPartition,
+    topic: &str,
+    partition: i32,
+    answer: EpochEnd,
+    asked: i32,
+) -> Result<(), String> {
     let EpochEnd { leader_epoch: epoch, end_offset } = answer;
     if topic != tp.topic || partition != tp.partition {
         return Err(format!("OffsetForLeaderEpoch answer about {topic}-{partition}"));
@@ -105,7 +120,8 @@ mod tests {
 
     #[test]
     fn truncation_targets_follow_the_leaders_epoch_end() {
-        let ours = FollowerLog { log_start_offset: Offset(10), log_end_offset: Offset(50), asked_epoch: LeaderEpoch(4) };
+        let ours =
+            FollowerLog { log_start_offset: Offset(10), log_end_offset: Offset(50), asked_epoch: LeaderEpoch(4) };
         let our_end = |e: LeaderEpoch| Offset(if e.0 == 3 { 40 } else { 50 });
         // (story, answer, expected target)
         let table: [(&str, EpochEnd, Result<Offset, ()>); 6] = [
@@ -143,6 +159,9 @@ mod tests {
         assert!(check_fetch_answer(&tp(), "t", 0, none, -3, 0).is_err(), "negative HW");
         assert!(check_fetch_answer(&tp(), "t", 0, out_of_range, 10, -2).is_err(), "negative log start");
         assert!(check_fetch_answer(&tp(), "t", 2, none, 10, 0).is_err());
-        assert!(check_fetch_answer(&tp(), "t", 0, ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1).is_ok(), "an error answer carries no offsets");
+        assert!(
+            check_fetch_answer(&tp(), "t", 0, ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, -1).is_ok(),
+            "an error answer carries no offsets"
+        );
     }
 }

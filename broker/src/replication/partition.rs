@@ -90,7 +90,10 @@ pub struct AcksAllWait {
 pub enum AppendRefusal {
     NotLeader,
     /// acks=all with an ISR smaller than `min.insync.replicas`.
-    NotEnoughReplicas { isr: usize, min_insync_replicas: i32 },
+    NotEnoughReplicas {
+        isr: usize,
+        min_insync_replicas: i32,
+    },
     Log(LogError),
 }
 
@@ -487,7 +490,12 @@ impl Partition {
     }
 
     /// Follower: appends batches fetched from the leader at `leader_epoch`.
-    pub fn append_as_follower(&mut self, records: &Bytes, now_ms: i64, leader_epoch: LeaderEpoch) -> Result<(), LogError> {
+    pub fn append_as_follower(
+        &mut self,
+        records: &Bytes,
+        now_ms: i64,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<(), LogError> {
         assert!(!self.is_leader(), "{}: a leader appends only client batches", self.tp);
         let result = self.log.append_replicated(records, now_ms, leader_epoch).map(|_| ());
         self.clamp_high_watermark();
@@ -516,7 +524,9 @@ impl Partition {
     /// Time-based log work (flush.ms, segment.ms) and, when due, retention.
     pub fn housekeeping(&mut self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
         let log = &mut self.log;
-        let result = log.tick(now_ms).and_then(|()| if retention_due { log.apply_retention(now_ms).map(|_| ()) } else { Ok(()) });
+        let result =
+            log.tick(now_ms)
+                .and_then(|()| if retention_due { log.apply_retention(now_ms).map(|_| ()) } else { Ok(()) });
         self.clamp_high_watermark();
         result
     }
@@ -552,7 +562,12 @@ impl Partition {
             self.high_watermark
         );
         let image = &self.image;
-        assert!(image.isr.iter().all(|r| image.replicas.contains(r)), "{}: ISR {:?} outside replicas", self.tp, image.isr);
+        assert!(
+            image.isr.iter().all(|r| image.replicas.contains(r)),
+            "{}: ISR {:?} outside replicas",
+            self.tp,
+            image.isr
+        );
         if self.is_leader() {
             assert!(image.leader == self.node_id, "{}: leads but the image names {}", self.tp, image.leader);
             assert!(image.isr.contains(&self.node_id), "{}: leader outside the ISR {:?}", self.tp, image.isr);

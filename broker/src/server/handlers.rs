@@ -6,14 +6,14 @@
 //! checked as KIP-320 says: older than ours is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH.
 
 use super::state::{Broker, Lookup, SharedPartition};
-use crate::controller::validate_topic_name;
-use crate::env::now_ms;
-use crate::types::{ApiError as TopicError, ErrorCode};
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
+use crate::controller::validate_topic_name;
 use crate::controller::{NewTopic, NO_LEADER};
+use crate::env::now_ms;
 use crate::log::AppendOutcome;
-use crate::replication::{AcksAllWait, AppendRefusal};
 use crate::protocol::SUPPORTED_APIS;
+use crate::replication::{AcksAllWait, AppendRefusal};
+use crate::types::{ApiError as TopicError, ErrorCode};
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -66,7 +66,11 @@ fn check_leader_epoch(current_leader_epoch: i32, ours: LeaderEpoch) -> ErrorCode
 
 /// The partition, if this broker leads it and it may be read or written at
 /// `current_leader_epoch`; otherwise the error code to answer with.
-fn leader_partition(broker: &Broker, tp: &TopicPartition, current_leader_epoch: i32) -> Result<SharedPartition, ErrorCode> {
+fn leader_partition(
+    broker: &Broker,
+    tp: &TopicPartition,
+    current_leader_epoch: i32,
+) -> Result<SharedPartition, ErrorCode> {
     if broker.offline_reason().is_some() {
         return Err(ErrorCode::KAFKA_STORAGE_ERROR);
     }
@@ -121,7 +125,11 @@ pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i
                 broker.controller_call(ControllerRequest::CreateTopics { topics: missing, validate_only: false }).await;
             match reply {
                 Ok(ControllerReply::CreatedTopics(results)) => {
-                    for result in results.into_iter().filter_map(Result::err).filter(|e| e.code != ErrorCode::TOPIC_ALREADY_EXISTS) {
+                    for result in results
+                        .into_iter()
+                        .filter_map(Result::err)
+                        .filter(|e| e.code != ErrorCode::TOPIC_ALREADY_EXISTS)
+                    {
                         tracing::warn!(code = result.code.0, reason = result.message, "auto-creating a topic failed");
                     }
                 }
@@ -643,8 +651,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
     for topic in &request.topics {
         let name = topic.name.0.to_string();
         if seen[&name] > 1 {
-            let error =
-                TopicError::new(ErrorCode::INVALID_REQUEST, format!("topic `{name}` appears more than once in the request"));
+            let error = TopicError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!("topic `{name}` appears more than once in the request"),
+            );
             results.push((name, Some(Err(error))));
             continue;
         }
@@ -655,7 +665,12 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                 Some(value) => {
                     configs.insert(config.name.to_string(), value.to_string());
                 }
-                None => bad = Some(TopicError::new(ErrorCode::INVALID_CONFIG, format!("config `{}` has a null value", config.name))),
+                None => {
+                    bad = Some(TopicError::new(
+                        ErrorCode::INVALID_CONFIG,
+                        format!("config `{}` has a null value", config.name),
+                    ))
+                }
             }
         }
         if let Some(error) = bad {
@@ -666,7 +681,10 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             topic.assignments.iter().map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect())).collect();
         assignments.sort();
         if assignments.iter().enumerate().any(|(i, (index, _))| *index != i as i32) {
-            let error = TopicError::new(ErrorCode::INVALID_REPLICA_ASSIGNMENT, "assignments must list partitions 0, 1, .. once each");
+            let error = TopicError::new(
+                ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                "assignments must list partitions 0, 1, .. once each",
+            );
             results.push((name, Some(Err(error))));
             continue;
         }
@@ -688,7 +706,11 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             .await;
         let mut created = match reply {
             Ok(ControllerReply::CreatedTopics(created)) => created.into_iter(),
-            Ok(other) => vec![Err(TopicError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected controller reply {other:?}")))].into_iter(),
+            Ok(other) => vec![Err(TopicError::new(
+                ErrorCode::UNKNOWN_SERVER_ERROR,
+                format!("unexpected controller reply {other:?}"),
+            ))]
+            .into_iter(),
             Err(e) => vec![Err(e); results.len()].into_iter(),
         };
         let fallback = TopicError::new(ErrorCode::REQUEST_TIMED_OUT, "the controller did not answer");
@@ -767,7 +789,13 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     } else {
         match broker.controller_call(ControllerRequest::DeleteTopics { names: names.clone() }).await {
             Ok(ControllerReply::DeletedTopics(results)) => results.into_iter(),
-            Ok(other) => vec![Err(TopicError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected reply {other:?}"))); names.len()].into_iter(),
+            Ok(other) => {
+                vec![
+                    Err(TopicError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected reply {other:?}")));
+                    names.len()
+                ]
+                .into_iter()
+            }
             Err(e) => vec![Err(e); names.len()].into_iter(),
         }
     };
@@ -847,7 +875,8 @@ pub async fn init_producer_id(broker: &Arc<Broker>, request: InitProducerIdReque
     match broker.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
-            let code = if e.code == ErrorCode::KAFKA_STORAGE_ERROR { e.code } else { ErrorCode::COORDINATOR_NOT_AVAILABLE };
+            let code =
+                if e.code == ErrorCode::KAFKA_STORAGE_ERROR { e.code } else { ErrorCode::COORDINATOR_NOT_AVAILABLE };
             tracing::info!(error = %e, "InitProducerId failed");
             InitProducerIdResponse::default()
                 .with_error_code(code.0)

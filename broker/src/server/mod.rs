@@ -109,8 +109,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
             unclean_leader_election: config.unclean_leader_election,
             min_insync_replicas: config.min_insync_replicas,
         };
-        let shared =
-            Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, now_ms())?));
+        let shared = Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, now_ms())?));
         tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
         tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
         controller = Some(shared);

@@ -10,13 +10,13 @@
 //! Every network call has its own timeout; all loops stop on shutdown or when the node dies.
 
 use super::state::{Broker, SharedPartition};
-use crate::env::now_ms;
-use crate::types::ErrorCode;
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
 use crate::controller::NO_LEADER;
+use crate::env::now_ms;
 use crate::protocol::client::Connection;
-use crate::replication::IsrProposal;
 use crate::replication::follower::{self, EpochEnd, FollowerLog};
+use crate::replication::IsrProposal;
+use crate::types::ErrorCode;
 use crate::types::{LeaderEpoch, Offset, TopicPartition};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};

@@ -7,16 +7,16 @@
 //! across an `.await`.
 
 use super::config::BrokerConfig;
-use crate::log::topic_config::topic_log_config;
-use crate::replication::{Partition, ReplicaState, Transition};
 use super::controller_rpc;
 use crate::controller::rpc::{ControllerReply, ControllerRequest, RequestEnvelope};
-use crate::env::{now_ms, random_u128};
-use crate::types::{ApiError, ErrorCode};
 use crate::controller::{MetadataImage, MetadataRecord, PartitionImage};
+use crate::env::{now_ms, random_u128};
+use crate::log::topic_config::topic_log_config;
 use crate::log::{LogError, PartitionLog};
+use crate::replication::{Partition, ReplicaState, Transition};
 use crate::storage::{self, Disk};
 use crate::types::TopicPartition;
+use crate::types::{ApiError, ErrorCode};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -301,7 +301,9 @@ impl Broker {
 
     pub fn check_online(&self) -> Result<(), ApiError> {
         match self.offline_reason() {
-            Some(reason) => Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("log directory is offline: {reason}"))),
+            Some(reason) => {
+                Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("log directory is offline: {reason}")))
+            }
             None => Ok(()),
         }
     }
@@ -481,14 +483,25 @@ impl Broker {
                 return Ok(block.next - 1);
             }
         }
-        let broker_epoch =
-            self.meta().broker_epoch.ok_or_else(|| ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "not registered with the controller yet"))?;
+        let broker_epoch = self.meta().broker_epoch.ok_or_else(|| {
+            ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, "not registered with the controller yet")
+        })?;
         let reply =
             self.controller_call(ControllerRequest::AllocateProducerIds { node_id: self.node_id, broker_epoch }).await;
         let (first, size) = match reply {
             Ok(ControllerReply::ProducerIds { first, size }) => (first, size),
-            Ok(other) => return Err(ApiError::new(ErrorCode::UNKNOWN_SERVER_ERROR, format!("unexpected controller reply {other:?}"))),
-            Err(e) => return Err(ApiError::new(ErrorCode::COORDINATOR_NOT_AVAILABLE, format!("no producer id block: {}", e.message))),
+            Ok(other) => {
+                return Err(ApiError::new(
+                    ErrorCode::UNKNOWN_SERVER_ERROR,
+                    format!("unexpected controller reply {other:?}"),
+                ))
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                    format!("no producer id block: {}", e.message),
+                ))
+            }
         };
         let mut block = self.producer_ids.lock().expect("producer id lock poisoned");
         if block.next >= block.end {
@@ -569,10 +582,7 @@ impl Broker {
 
     /// The shortest `flush.ms` of any replica, for the housekeeping cadence.
     pub fn shortest_flush_interval_ms(&self) -> Option<i64> {
-        self.all_partitions()
-            .iter()
-            .filter_map(|p| p.lock().log().config().flush_interval_ms)
-            .min()
+        self.all_partitions().iter().filter_map(|p| p.lock().log().config().flush_interval_ms).min()
     }
 
     /// Clean shutdown: flush and close every log.

@@ -1,7 +1,11 @@
-//! leader-from-isr: every leader the controller elected was in the ISR or the ELR (members that
-//! left an ISR below min.insync.replicas, KIP-966) just before, unless its topic allows unclean
-//! election. Judged by replaying the controller's committed records into a model of its own
-//! (only leaders, ISRs, ELRs and the unclean flag), never the broker's `MetadataImage`.
+//! Checks on the controller's committed metadata records:
+//! - leader-from-isr: every leader the controller elected was in the ISR or the ELR (members
+//!   that left an ISR below min.insync.replicas, KIP-966) just before, unless its topic allows
+//!   unclean election. Judged by replaying the records into a model of its own (only leaders,
+//!   ISRs, ELRs and the unclean flag), never the broker's `MetadataImage`.
+//! - metadata-durable: what a controller process showed as committed (and may have sent to
+//!   brokers) is still there, as a prefix, after it restarts; within one process the committed
+//!   records only grow.
 
 use super::Violation;
 use broker::controller::{MetadataRecord, NO_LEADER};
@@ -62,6 +66,46 @@ pub fn check_leader_from_isr(records: &[MetadataRecord]) -> Vec<Violation> {
     found
 }
 
+/// metadata-durable: the committed records seen so far, and from which controller process.
+#[derive(Debug, Default)]
+pub struct MetadataDurability {
+    seen: Vec<MetadataRecord>,
+    incarnation: Option<u32>,
+    /// Reported once.
+    broken: bool,
+}
+
+impl MetadataDurability {
+    /// The controller process `incarnation` holds `held` as its committed records.
+    pub fn observe(&mut self, incarnation: u32, held: &[MetadataRecord]) -> Vec<Violation> {
+        let restarted = self.incarnation.is_some_and(|i| i != incarnation);
+        self.incarnation = Some(incarnation);
+        let lost = if held.len() < self.seen.len() {
+            Some(format!("holds {} committed records; {} were committed before", held.len(), self.seen.len()))
+        } else if restarted {
+            let first_difference = held.iter().zip(&self.seen).position(|(a, b)| a != b);
+            first_difference.map(|offset| format!("holds another record at offset {offset} than was committed before"))
+        } else {
+            None
+        };
+        let Some(why) = lost else {
+            self.seen.extend_from_slice(&held[self.seen.len()..]);
+            return Vec::new();
+        };
+        if std::mem::replace(&mut self.broken, true) {
+            return Vec::new();
+        }
+        vec![Violation {
+            invariant: "metadata-durable",
+            partition: -1,
+            offsets: vec![held.len() as i64, self.seen.len() as i64],
+            values: vec![],
+            operations: vec![],
+            detail: format!("controller process {incarnation} {why}: committed metadata was lost"),
+        }]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +159,20 @@ mod tests {
         let elr_leads = change(2, vec![2], vec![], 2);
         assert!(invariants(&[topic(false), partition(), shrink, elr_leads]).is_empty());
         assert!(invariants(&[topic(true), partition(), change(3, vec![3], vec![], 1)]).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_controller_missing_committed_records_breaks_metadata_durable() {
+        let records = [topic(false), partition(), change(2, vec![2], vec![], 1)];
+        let mut check = MetadataDurability::default();
+        assert!(check.observe(0, &records[..2]).is_empty());
+        assert!(check.observe(0, &records).is_empty());
+        assert!(check.observe(1, &records).is_empty(), "the same records after a restart: durable");
+        let found = check.observe(2, &records[..2]);
+        assert_eq!(found.iter().map(|v| v.invariant).collect::<Vec<_>>(), vec!["metadata-durable"]);
+        let mut other = MetadataDurability::default();
+        other.observe(0, &records);
+        let changed = [topic(false), partition(), change(3, vec![3], vec![], 1)];
+        assert_eq!(other.observe(1, &changed).len(), 1, "another decision at the same offset");
     }
 }

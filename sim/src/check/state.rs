@@ -119,7 +119,12 @@ impl StateChecker {
                         "partition {}: leader {leader_node} has HW {} but ISR member {member_node} ends at {}",
                         key.1, leader.high_watermark, member.log_end_offset
                     );
-                    found.push(violation("hw-bounded", key.1, vec![leader.high_watermark, member.log_end_offset], detail));
+                    found.push(violation(
+                        "hw-bounded",
+                        key.1,
+                        vec![leader.high_watermark, member.log_end_offset],
+                        detail,
+                    ));
                 }
             }
         }
@@ -209,8 +214,7 @@ mod tests {
 
     #[test]
     fn two_running_leaders_at_one_epoch_break_single_leader() {
-        let (_, found) =
-            run(&[at(1, 1, 0, state(true, 3, &[1, 2], 5, 5)), at(2, 2, 0, state(true, 3, &[1, 2], 5, 5))]);
+        let (_, found) = run(&[at(1, 1, 0, state(true, 3, &[1, 2], 5, 5)), at(2, 2, 0, state(true, 3, &[1, 2], 5, 5))]);
         assert_eq!(found, vec!["single-leader"]);
     }
 
@@ -222,8 +226,7 @@ mod tests {
             at(3, 2, 0, state(true, 3, &[2], 5, 5)),
         ]);
         assert!(found.is_empty(), "{found:?}");
-        let (_, zombie) =
-            run(&[at(1, 1, 0, state(true, 3, &[1, 2], 5, 5)), at(3, 2, 0, state(true, 4, &[2], 5, 5))]);
+        let (_, zombie) = run(&[at(1, 1, 0, state(true, 3, &[1, 2], 5, 5)), at(3, 2, 0, state(true, 4, &[2], 5, 5))]);
         assert!(zombie.is_empty(), "leaders at different epochs are not a split brain: {zombie:?}");
     }
 

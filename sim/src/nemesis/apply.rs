@@ -132,7 +132,10 @@ impl Nemesis<'_> {
             return;
         };
         if !fault.scripted && self.losing_data_now_breaks_budget(fault) {
-            self.note(&first.name(), format!("{:?} skipped: an earlier victim is not back in every ISR yet", fault.kind));
+            self.note(
+                &first.name(),
+                format!("{:?} skipped: an earlier victim is not back in every ISR yet", fault.kind),
+            );
             tokio::time::sleep(duration).await;
             return;
         }
@@ -264,4 +267,3 @@ impl Nemesis<'_> {
         }
     }
 }
-

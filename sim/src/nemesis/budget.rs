@@ -56,4 +56,3 @@ pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
     }
     Budget { within: true, reason: "every fault is one the configuration survives".to_string() }
 }
-

@@ -2,9 +2,9 @@
 //! each seed also draws which fault kinds are on and how often). Process, network and disk
 //! faults each draw from their own stream, so removing one kind does not reshuffle the others.
 
-pub mod budget;
 #[cfg(madsim)]
 pub mod apply;
+pub mod budget;
 
 pub use budget::{budget, Budget};
 

@@ -35,8 +35,9 @@ fn replica(min_insync_replicas: i32) -> Partition {
 }
 
 fn batch(records: usize) -> Bytes {
-    let records: Vec<BatchRecord> =
-        (0..records).map(|i| BatchRecord { key: None, value: Some(Bytes::from(vec![i as u8])), timestamp: 0 }).collect();
+    let records: Vec<BatchRecord> = (0..records)
+        .map(|i| BatchRecord { key: None, value: Some(Bytes::from(vec![i as u8])), timestamp: 0 })
+        .collect();
     encode_batch(&records, None, Compression::None)
 }
 
