@@ -1,32 +1,51 @@
 //! The workload client: a Kafka producer and consumer speaking the protocol over simulated TCP,
 //! recording every operation (invoke, then ok / fail / info) into the history.
 //!
-//! Producer: idempotent by default (InitProducerId, a sequence per partition), up to five
-//! requests in flight on one connection, retries of the *same* batch on retriable errors and timeouts (so the broker can
-//! deduplicate), a new producer id on OUT_OF_ORDER_SEQUENCE / UNKNOWN_PRODUCER_ID /
-//! INVALID_PRODUCER_EPOCH and after giving up on a batch (a sequence number is never reused
-//! for another record: the simulator caught exactly that in swarm seed 75). Consumer: manual assignment, fetch positions, reset to the earliest
+//! Producer: idempotent by default, and under faults it behaves like librdkafka's: one batch per
+//! Produce request, up to five batches per partition unresolved, pipelined on one connection per
+//! leader; an answer that does not come within [`ATTEMPT_TIMEOUT`] (shorter than the time the
+//! leader is given) or a lost connection makes it retry the whole window from the oldest
+//! unanswered batch with the same sequence numbers, so the leader meets retries of older batches
+//! while newer ones are already in its log and must deduplicate them. A sequence refusal of a
+//! partition's oldest batch bumps the epoch locally (KIP-360, as Java does); a value that may
+//! be in the log is never resent under an identity the leader could not deduplicate it against,
+//! unless the leader's refusal proves it is not there (`Producer::refused`), and a sequence
+//! number is never reused for another record (the simulator caught exactly that in swarm seed
+//! 75). Consumer: manual assignment, fetch positions, reset to the earliest
 //! offset on OFFSET_OUT_OF_RANGE (marked as a seek in the history). Every request has its own
 //! timeout: the simulator never times a connection out by itself.
 
 use crate::history::{History, Op, Operation, Outcome, Partition, Process, Value};
+use broker::log::producer_state::PRODUCER_BATCH_WINDOW;
 use broker::protocol::client::{self, BatchProducer, BatchRecord, Connection};
-use bytes::Bytes;
+use broker::protocol::{read_frame, write_frame};
+use broker::types::ErrorCode;
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Kafka's `request.timeout.ms`, scaled to the simulation.
+/// Kafka's `request.timeout.ms`, scaled to the simulation: the wait for any answer but a
+/// Produce one, and the `timeout_ms` a Produce request gives an acks=all leader to hear from
+/// its in-sync replicas.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The wait for one Produce answer, from its write. Shorter than the leader's
+/// [`REQUEST_TIMEOUT`] on purpose: a slow acks=all wait or a clogged answer is retried (on a new
+/// connection: like librdkafka, a request that times out in flight costs its connection) while
+/// the original may still be appended and answered.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The Produce version the producer speaks.
+const PRODUCE_VERSION: i16 = 9;
 /// Pause between retries.
 pub const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// A send that is not acknowledged within this is given up (recorded as info).
@@ -99,26 +118,6 @@ impl Link {
             self.conn = Some(conn);
         }
         Ok(())
-    }
-
-    /// Writes a request without waiting for its response (pipelining).
-    async fn write(&mut self, api: ApiKey, version: i16, body: RequestKind) -> Result<i32, String> {
-        self.ensure_connected().await?;
-        let result = self.conn.as_mut().expect("connected").write_request(api, version, body).await;
-        result.map_err(|e| {
-            self.conn = None;
-            e.to_string()
-        })
-    }
-
-    /// Reads the response to a pipelined request.
-    async fn read(&mut self, api: ApiKey, version: i16, correlation: i32) -> Result<ResponseKind, String> {
-        let Some(conn) = self.conn.as_mut() else { return Err("not connected".to_string()) };
-        let result = conn.read_response(api, version, correlation).await;
-        result.map_err(|e| {
-            self.conn = None;
-            e.to_string()
-        })
     }
 }
 
@@ -240,42 +239,30 @@ pub struct ProducerConfig {
     pub rate_per_second: u32,
 }
 
-/// Produce requests a producer keeps in flight on its connection (Kafka's
-/// `max.in.flight.requests.per.connection` limit for idempotence).
-pub const MAX_IN_FLIGHT: usize = 5;
+/// Batches a producer keeps unresolved per partition, counted from its oldest unacknowledged
+/// one (librdkafka's and Java's `max.in.flight.requests.per.connection` limit for idempotence).
+/// It equals the leader's deduplication window: every batch a producer may retry is among the
+/// last [`PRODUCER_BATCH_WINDOW`] the leader holds from it.
+pub const MAX_IN_FLIGHT: usize = PRODUCER_BATCH_WINDOW;
 
-/// Tells workers to stop; they finish what they have in flight first.
+/// Tells workers to stop; they finish what they have in flight first (a producer notices
+/// within [`RETRY_BACKOFF`]).
 #[derive(Default)]
 pub struct StopSignal {
     stopped: std::sync::atomic::AtomicBool,
-    notify: tokio::sync::Notify,
 }
 
 impl StopSignal {
     pub fn stop(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.notify.notify_waiters();
     }
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
-
-    /// Sleeps for `duration` or until stopped, whichever is first.
-    pub async fn sleep(&self, duration: Duration) {
-        let notified = self.notify.notified();
-        if self.is_stopped() {
-            return;
-        }
-        tokio::select! {
-            biased;
-            _ = notified => {}
-            _ = tokio::time::sleep(duration) => {}
-        }
-    }
 }
 
-/// One value on its way to the broker.
+/// One value on its way to the broker: one record, one batch, one Produce request per attempt.
 struct Pending {
     partition: Partition,
     value: Value,
@@ -283,23 +270,152 @@ struct Pending {
     sequence: Option<i32>,
     invoked_ns: u64,
     deadline: Instant,
-    /// A request carrying it got no definite answer: it may be in the log.
+    /// An attempt got no definite answer: it may be in the log.
     maybe_written: bool,
+    /// An attempt is on a connection, awaiting its answer.
+    in_flight: bool,
+    /// Attempts so far under the current identity.
+    attempts: u32,
+    /// Acknowledged (and recorded), but an older value of its partition is not yet: it keeps
+    /// its place in the partition's window until that one is resolved.
+    acked: bool,
+}
+
+/// Where one partition's sending stands.
+#[derive(Default)]
+struct PartitionState {
+    /// An attempt failed: nothing more is sent until the attempts still in flight are answered,
+    /// then the partition resends from its oldest unacknowledged value (librdkafka drains a
+    /// partition the same way before an idempotent retry, so retries keep sequence order).
+    draining: bool,
+    /// The retry backoff: nothing is sent before this.
+    retry_at: Option<Instant>,
+    /// The leader its attempts in flight went to (one at a time, so answers come in order).
+    leader: Option<String>,
+    /// A value of the current identity left the queue unacknowledged (given up or rejected):
+    /// the leader may or may not hold it, so a sequence refusal says nothing about what it holds.
+    hole: bool,
+}
+
+/// A Produce request written on a connection, awaiting its answer.
+struct Attempt {
+    correlation: i32,
+    value: Value,
+    /// The answer must come by then ([`ATTEMPT_TIMEOUT`] after the write).
+    deadline: Instant,
+}
+
+/// One connection to a leader, written and read by its own task so that the producer never
+/// waits on the network: it hands frames over and gets every answer frame back as an event.
+/// Dropping the pipe ends its task and closes the connection.
+struct Pipe {
+    id: u64,
+    next_correlation: i32,
+    outgoing: mpsc::UnboundedSender<Bytes>,
+    /// Oldest first: answers come back in this order.
+    attempts: VecDeque<Attempt>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a pipe's task reports, with the pipe's id (events of a dropped pipe are ignored).
+enum PipeEvent {
+    /// One answer frame (without its length prefix).
+    Answer(u64, Bytes),
+    /// The connection could not be opened: nothing written to it reached the leader.
+    ConnectFailed(u64),
+    /// The connection broke: what was written to it may have reached the leader.
+    Broken(u64),
+}
+
+/// Answers larger than this break the connection.
+const ANSWER_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Connects to `addr`, then writes every frame handed over and reports every answer frame,
+/// until the connection fails or the pipe is dropped.
+async fn run_pipe(id: u64, addr: String, mut outgoing: mpsc::UnboundedReceiver<Bytes>, events: EventSender) {
+    let stream = match tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(&addr)).await {
+        Ok(Ok(stream)) => stream,
+        _ => {
+            let _ = events.send(PipeEvent::ConnectFailed(id));
+            return;
+        }
+    };
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let answers = events.clone();
+    let reading = tokio::spawn(async move {
+        loop {
+            let event = match read_frame(&mut reader, ANSWER_BYTES_MAX).await {
+                Ok(frame) => PipeEvent::Answer(id, frame),
+                Err(_) => PipeEvent::Broken(id),
+            };
+            let broken = matches!(event, PipeEvent::Broken(_));
+            if answers.send(event).is_err() || broken {
+                return;
+            }
+        }
+    });
+    let _reading = AbortOnDrop(reading);
+    while let Some(frame) = outgoing.recv().await {
+        if write_frame(&mut writer, &frame).await.is_err() {
+            let _ = events.send(PipeEvent::Broken(id));
+            return;
+        }
+    }
+}
+
+type EventSender = mpsc::UnboundedSender<PipeEvent>;
+
+/// Aborts a task when dropped (the pipe's reader goes with its writer).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Producer {
     process: Process,
     config: ProducerConfig,
+    /// Metadata and InitProducerId (one request at a time, each with its own timeout).
     router: Router,
+    /// Producer id and epoch; `None` until InitProducerId answers (again after a fence).
     identity: Option<(i64, i16)>,
     next_sequence: BTreeMap<Partition, i32>,
-    /// Oldest first. Invariant: per partition, sequences increase along the queue.
-    queue: std::collections::VecDeque<Pending>,
+    partitions: BTreeMap<Partition, PartitionState>,
+    /// Oldest first. Invariants: per partition, sequences increase along the queue and at most
+    /// [`MAX_IN_FLIGHT`] values are queued; an `acked` value always has an older unacknowledged
+    /// one of its partition ahead of it.
+    queue: VecDeque<Pending>,
+    /// Leader address → its connection.
+    pipes: BTreeMap<String, Pipe>,
+    next_pipe_id: u64,
+    events: EventSender,
+    /// When leaders were last asked for (at most once per [`RETRY_BACKOFF`]).
+    refreshed_at: Option<Instant>,
+    /// Set when the identity must be left; that happens once nothing is in flight any more
+    /// (see [`Producer::leave_identity_when_drained`]).
+    leaving: Option<Leaving>,
     recorder: Recorder,
 }
 
-/// One producer process: sends unique values round-robin over the partitions, up to
-/// [`MAX_IN_FLIGHT`] at a time, until `stop`; then finishes what is in flight.
+/// Why the producer leaves its identity.
+#[derive(Default)]
+struct Leaving {
+    /// INVALID_PRODUCER_EPOCH: a newer epoch of this producer id exists; ask for a new id.
+    fenced: bool,
+    /// Partitions whose values are known not to be in the log (see [`Producer::refused`]).
+    known_unwritten: BTreeSet<Partition>,
+}
+
+/// One producer process: sends unique values round-robin over the partitions at the configured
+/// rate, up to [`MAX_IN_FLIGHT`] per partition, until `stop`; then finishes what is in flight.
 pub async fn run_producer(
     process: Process,
     bootstrap: Vec<String>,
@@ -309,56 +425,95 @@ pub async fn run_producer(
 ) {
     let router = Router::new(bootstrap, format!("producer-{}", process.0), config.topic.clone());
     let interval = Duration::from_nanos(1_000_000_000 / u64::from(config.rate_per_second.max(1)));
+    let (events, mut incoming) = mpsc::unbounded_channel();
     let mut producer = Producer {
         process,
         config,
         router,
         identity: None,
         next_sequence: BTreeMap::new(),
-        queue: Default::default(),
+        partitions: BTreeMap::new(),
+        queue: VecDeque::new(),
+        pipes: BTreeMap::new(),
+        next_pipe_id: 0,
+        events,
+        refreshed_at: None,
+        leaving: None,
         recorder,
     };
     let mut counter: u64 = 0;
     let mut next_value_at = Instant::now();
     loop {
-        while !stop.is_stopped() && producer.queue.len() < MAX_IN_FLIGHT && Instant::now() >= next_value_at {
+        // When the next value is due (none while stopped, or while its partition's window is
+        // full: an answer wakes the loop then).
+        let mut due = None;
+        while !stop.is_stopped() {
             let partition = (counter % producer.config.partitions as u64) as Partition;
-            let value = Value((u64::from(process.0) << 40) | counter);
-            counter += 1;
-            next_value_at += interval;
-            let deadline = Instant::now() + DELIVERY_TIMEOUT;
+            if Instant::now() < next_value_at {
+                due = Some(next_value_at);
+                break;
+            }
+            if producer.window(partition) >= MAX_IN_FLIGHT {
+                break; // back-pressure: the partition's window is full
+            }
             producer.queue.push_back(Pending {
                 partition,
-                value,
+                value: Value((u64::from(process.0) << 40) | counter),
                 sequence: None,
                 invoked_ns: producer.recorder.now_ns(),
-                deadline,
+                deadline: Instant::now() + DELIVERY_TIMEOUT,
                 maybe_written: false,
+                in_flight: false,
+                attempts: 0,
+                acked: false,
             });
+            counter += 1;
+            next_value_at += interval;
         }
-        if producer.queue.is_empty() {
-            if stop.is_stopped() {
-                return;
-            }
-            stop.sleep(next_value_at.saturating_duration_since(Instant::now())).await;
-            continue;
+        while let Ok(event) = incoming.try_recv() {
+            producer.handle(event);
         }
-        producer.round().await;
+        producer.expire_attempts();
         producer.give_up_expired();
+        if stop.is_stopped() && producer.queue.is_empty() {
+            return;
+        }
+        producer.leave_identity_when_drained();
+        producer.prepare().await;
+        producer.send_ready();
+        // Waking at least every RETRY_BACKOFF retries what waits on the network (an identity,
+        // leaders) without a timer of its own.
+        let wake = due.into_iter().chain(producer.next_wake()).min();
+        let nap =
+            wake.map_or(RETRY_BACKOFF, |t| t.saturating_duration_since(Instant::now()).clamp(MIN_NAP, RETRY_BACKOFF));
+        tokio::select! {
+            biased;
+            Some(event) = incoming.recv() => producer.handle(event),
+            _ = tokio::time::sleep(nap) => {}
+        }
     }
 }
 
+/// The shortest sleep of the producer's loop (simulated time has a 1 ms resolution anyway).
+const MIN_NAP: Duration = Duration::from_millis(1);
+
 impl Producer {
+    /// Queued values of `partition`, acknowledged ones held behind an older one included.
+    fn window(&self, partition: Partition) -> usize {
+        self.queue.iter().filter(|p| p.partition == partition).count()
+    }
+
+    fn state(&mut self, partition: Partition) -> &mut PartitionState {
+        self.partitions.entry(partition).or_default()
+    }
+
+    fn position(&self, value: Value) -> Option<usize> {
+        self.queue.iter().position(|p| p.value == value)
+    }
+
     fn finish(&self, pending: &Pending, outcome: Outcome, offset: Option<i64>) {
         let op = Op::Send { partition: pending.partition, value: pending.value, offset };
-        let operation = Operation {
-            process: self.process,
-            invoked_ns: pending.invoked_ns,
-            completed_ns: self.recorder.now_ns(),
-            outcome,
-            op,
-        };
-        self.recorder.history.lock().expect("history lock").push(operation);
+        self.recorder.record(self.process, pending.invoked_ns, outcome, op);
     }
 
     /// Records a value given up on: info if it may be in the log, fail if it certainly is not.
@@ -366,144 +521,369 @@ impl Producer {
         self.finish(pending, if pending.maybe_written { Outcome::Info } else { Outcome::Fail }, None);
     }
 
-    /// Gives up on values past their delivery timeout (oldest first, so order is kept).
+    /// Gives up on values past their delivery timeout and not in flight (oldest first, so
+    /// order is kept); their partitions get a hole. Acknowledged values at the front just leave.
     fn give_up_expired(&mut self) {
-        while self.queue.front().is_some_and(|p| Instant::now() >= p.deadline) {
+        while let Some(front) = self.queue.front() {
+            if !front.acked && (front.in_flight || Instant::now() < front.deadline) {
+                break;
+            }
             let pending = self.queue.pop_front().expect("checked");
-            self.give_up(&pending);
-        }
-    }
-
-    /// Starts over as a new producer: values that may be in the log under the old identity are
-    /// given up (resending them under a new one could store them twice); the rest get new
-    /// sequence numbers.
-    async fn new_identity(&mut self) -> bool {
-        let Some(identity) = init_producer_id(self.router.any()).await else {
-            self.router.next_bootstrap += 1;
-            return false;
-        };
-        self.identity = Some(identity);
-        self.next_sequence.clear();
-        let queue = std::mem::take(&mut self.queue);
-        for mut pending in queue {
-            if pending.maybe_written {
+            if !pending.acked {
                 self.give_up(&pending);
-            } else {
-                pending.sequence = None;
-                self.queue.push_back(pending);
+                self.state(pending.partition).hole = true;
             }
         }
-        true
+        self.drop_resolved();
     }
 
-    fn request(&self, pending: &Pending) -> RequestKind {
-        let (producer_id, epoch) = self.identity.unwrap_or((-1, -1));
-        let batch = encode_batch(pending.value, producer_id, epoch, pending.sequence.unwrap_or(0));
-        RequestKind::Produce(
-            ProduceRequest::default()
-                .with_transactional_id(None)
-                .with_acks(self.config.acks)
-                .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32)
-                .with_topic_data(vec![TopicProduceData::default()
-                    .with_name(topic_name(&self.config.topic))
-                    .with_partition_data(vec![PartitionProduceData::default()
-                        .with_index(pending.partition)
-                        .with_records(Some(batch))])]),
-        )
+    /// Acknowledged values leave the queue once nothing older of their partition is left.
+    fn drop_resolved(&mut self) {
+        let mut unresolved = BTreeSet::new();
+        self.queue.retain(|pending| {
+            if !pending.acked {
+                unresolved.insert(pending.partition);
+            }
+            !pending.acked || unresolved.contains(&pending.partition)
+        });
     }
 
-    /// One pipelined exchange: every queued value goes out (retries keep their sequence
-    /// numbers and their order), then the responses come back in order.
-    async fn round(&mut self) {
-        if self.config.idempotence && self.identity.is_none() && !self.new_identity().await {
-            tokio::time::sleep(RETRY_BACKOFF).await;
+    /// Asks for an identity and for leaders when needed. Waits on the network, so only with
+    /// nothing in flight for an identity; leaders are refreshed when a value has none.
+    async fn prepare(&mut self) {
+        let nothing_in_flight = self.pipes.values().all(|p| p.attempts.is_empty());
+        if self.config.idempotence && self.identity.is_none() && self.leaving.is_none() && nothing_in_flight {
+            match init_producer_id(self.router.any()).await {
+                Some(identity) => self.identity = Some(identity),
+                None => self.router.next_bootstrap += 1,
+            }
+        }
+        let leaderless = self.queue.iter().any(|p| !self.router.leaders.contains_key(&p.partition));
+        let now = Instant::now();
+        let may_refresh = self.refreshed_at.is_none_or(|t| now >= t + RETRY_BACKOFF);
+        if (self.router.stale || leaderless) && !self.queue.is_empty() && may_refresh {
+            self.refreshed_at = Some(now);
+            self.router.refresh().await;
+        }
+    }
+
+    /// Writes every value that may go now: per partition in sequence order, each after all
+    /// older unacknowledged ones of its partition are in flight, to the partition's leader.
+    fn send_ready(&mut self) {
+        if self.leaving.is_some() || (self.config.idempotence && self.identity.is_none()) {
             return;
         }
         if self.config.idempotence {
-            for pending in self.queue.iter_mut().filter(|p| p.sequence.is_none()) {
-                let next = self.next_sequence.entry(pending.partition).or_insert(0);
-                pending.sequence = Some(*next);
-                *next = if *next == i32::MAX { 0 } else { *next + 1 };
-            }
+            self.assign_sequences();
         }
-        if self.router.stale && !self.router.refresh().await {
-            tokio::time::sleep(RETRY_BACKOFF).await;
-            return;
-        }
-        // Each partition's values go to its leader, in queue order (so per partition in
-        // sequence order); one pipelined exchange per leader.
-        let mut by_leader: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for (i, pending) in self.queue.iter().enumerate() {
-            match self.router.leaders.get(&pending.partition) {
-                Some(addr) => by_leader.entry(addr.clone()).or_default().push(i),
-                None => self.router.stale = true,
+        let now = Instant::now();
+        let mut blocked = BTreeSet::new();
+        for i in 0..self.queue.len() {
+            let (partition, acked, in_flight) = {
+                let p = &self.queue[i];
+                (p.partition, p.acked, p.in_flight)
+            };
+            if acked || in_flight || blocked.contains(&partition) {
+                continue;
             }
-        }
-        let mut answered = vec![false; self.queue.len()];
-        let mut reset_identity = false;
-        for (addr, indices) in by_leader {
-            let mut correlations = Vec::with_capacity(indices.len());
-            for &i in &indices {
-                let request = self.request(&self.queue[i]);
-                match self.router.link(&addr).write(ApiKey::Produce, 9, request).await {
-                    Ok(correlation) => correlations.push((i, correlation)),
-                    Err(_) => break,
-                }
+            let Some(leader) = self.router.leaders.get(&partition).cloned() else {
+                blocked.insert(partition);
+                continue;
+            };
+            let state = self.state(partition);
+            let in_flight_elsewhere = state.leader.as_ref().is_some_and(|l| *l != leader);
+            let backing_off = state.retry_at.is_some_and(|t| now < t);
+            if state.draining || in_flight_elsewhere || backing_off {
+                blocked.insert(partition);
+                continue;
             }
-            let mut read = 0;
-            for &(i, correlation) in &correlations {
-                match self.router.link(&addr).read(ApiKey::Produce, 9, correlation).await {
-                    Ok(ResponseKind::Produce(response)) => {
-                        read += 1;
-                        let result = &response.responses[0].partition_responses[0];
-                        match result.error_code {
-                            0 => {
-                                self.finish(&self.queue[i], Outcome::Ok, Some(result.base_offset));
-                                answered[i] = true;
-                            }
-                            // A timeout, a failed fsync or a failure after the append: may be in the log.
-                            7 | 20 | 56 => self.queue[i].maybe_written = true,
-                            // Leadership moved: before the append, or while an acks=all append
-                            // waited for its replicas (Kafka answers both the same way), so it
-                            // may be in the log (the simulator found a retry under a new producer
-                            // id stored twice).
-                            6 | 74 | 79 => {
-                                self.queue[i].maybe_written = true;
-                                self.router.stale = true;
-                            }
-                            // The broker lost (or never had) our sequence history: not written.
-                            45 | 47 | 59 => reset_identity = true,
-                            code if retriable(code) => self.router.stale |= stale_metadata(code),
-                            _ => {
-                                self.give_up(&self.queue[i]);
-                                answered[i] = true;
-                                reset_identity = true; // the values behind it would now leave a gap
-                            }
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            // Sent but not answered (the connection broke): may or may not be in the log.
-            if read < correlations.len() || correlations.len() < indices.len() {
-                self.router.stale = true;
-                for &(i, _) in &correlations[read..] {
-                    self.queue[i].maybe_written = true;
-                }
-            }
-        }
-        let mut i = 0;
-        self.queue.retain(|_| {
-            i += 1;
-            !answered[i - 1]
-        });
-        if reset_identity {
-            self.identity = None;
-        }
-        if !self.queue.is_empty() {
-            tokio::time::sleep(RETRY_BACKOFF).await;
+            state.leader = Some(leader.clone());
+            self.write(i, &leader);
         }
     }
+
+    /// Hands the value at queue index `i` to the pipe to `leader` (opened if needed).
+    fn write(&mut self, i: usize, leader: &str) {
+        let request = self.request(&self.queue[i]);
+        if !self.pipes.contains_key(leader) {
+            let (outgoing, frames) = mpsc::unbounded_channel();
+            let id = self.next_pipe_id;
+            self.next_pipe_id += 1;
+            let task = tokio::spawn(run_pipe(id, leader.to_string(), frames, self.events.clone()));
+            let pipe = Pipe { id, next_correlation: 0, outgoing, attempts: VecDeque::new(), task };
+            self.pipes.insert(leader.to_string(), pipe);
+        }
+        let client_id = format!("producer-{}", self.process.0);
+        let pipe = self.pipes.get_mut(leader).expect("just opened");
+        let correlation = pipe.next_correlation;
+        pipe.next_correlation = pipe.next_correlation.wrapping_add(1);
+        let frame = encode_request(correlation, &client_id, &request);
+        let pending = &mut self.queue[i];
+        pipe.attempts.push_back(Attempt {
+            correlation,
+            value: pending.value,
+            deadline: Instant::now() + ATTEMPT_TIMEOUT,
+        });
+        pending.in_flight = true;
+        pending.attempts += 1;
+        if pending.attempts > 1 {
+            let (value, partition, sequence, attempt) =
+                (pending.value.0, pending.partition, pending.sequence, pending.attempts);
+            tracing::debug!(process = self.process.0, partition, value, ?sequence, attempt, leader, "produce retry");
+        }
+        if pipe.outgoing.send(frame).is_err() {
+            // The pipe's task has ended; its Broken or ConnectFailed event is on its way.
+        }
+    }
+
+    /// The earliest instant still to come at which something is due: an attempt's deadline,
+    /// the end of a retry backoff, an expiry.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let attempts = self.pipes.values().filter_map(|p| p.attempts.front().map(|a| a.deadline));
+        let retries = self.partitions.values().filter_map(|s| s.retry_at);
+        let expiries = self.queue.front().map(|p| p.deadline);
+        attempts.chain(retries).chain(expiries).filter(|&t| t > now).min()
+    }
+
+    /// Drops every connection whose oldest attempt is past its deadline (librdkafka closes a
+    /// connection whose request timed out in flight).
+    fn expire_attempts(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .pipes
+            .iter()
+            .filter(|(_, pipe)| pipe.attempts.front().is_some_and(|a| now >= a.deadline))
+            .map(|(addr, _)| addr.clone())
+            .collect();
+        for addr in expired {
+            self.drop_pipe(&addr, true);
+        }
+    }
+
+    /// Closes the connection to `addr`. Its attempts in flight failed: each may be in the log
+    /// if it may have been written (`written`), and its partition drains and retries.
+    fn drop_pipe(&mut self, addr: &str, written: bool) {
+        let Some(pipe) = self.pipes.remove(addr) else { return };
+        let in_flight = pipe.attempts.len();
+        tracing::debug!(process = self.process.0, addr, in_flight, written, "produce connection dropped");
+        self.router.stale = true;
+        for attempt in &pipe.attempts {
+            self.attempt_failed(attempt.value, written);
+        }
+    }
+
+    /// An attempt of `value` got no answer, or a retriable one: retry after a backoff, once the
+    /// partition's other attempts are answered. `maybe_written`: it may be in the log.
+    fn attempt_failed(&mut self, value: Value, maybe_written: bool) {
+        let Some(i) = self.position(value) else { return };
+        let pending = &mut self.queue[i];
+        pending.in_flight = false;
+        pending.maybe_written |= maybe_written;
+        let partition = pending.partition;
+        let state = self.state(partition);
+        state.draining = true;
+        state.retry_at = Some(Instant::now() + RETRY_BACKOFF);
+        self.settle_partition(partition);
+    }
+
+    /// A partition with nothing in flight any more stops draining and forgets its leader.
+    fn settle_partition(&mut self, partition: Partition) {
+        if self.queue.iter().any(|p| p.partition == partition && p.in_flight) {
+            return;
+        }
+        let state = self.state(partition);
+        state.draining = false;
+        state.leader = None;
+    }
+
+    fn handle(&mut self, event: PipeEvent) {
+        let (id, frame, written) = match event {
+            PipeEvent::Answer(id, frame) => (id, Some(frame), true),
+            PipeEvent::ConnectFailed(id) => (id, None, false),
+            PipeEvent::Broken(id) => (id, None, true),
+        };
+        let Some(addr) = self.pipes.iter().find(|(_, p)| p.id == id).map(|(a, _)| a.clone()) else {
+            return; // a pipe dropped already
+        };
+        let Some(frame) = frame else { return self.drop_pipe(&addr, written) };
+        let pipe = self.pipes.get_mut(&addr).expect("found");
+        let Some(attempt) = pipe.attempts.pop_front() else { return self.drop_pipe(&addr, true) };
+        match decode_produce_response(frame, attempt.correlation) {
+            Some(response) => self.answer(attempt.value, &response),
+            None => {
+                self.attempt_failed(attempt.value, true);
+                self.drop_pipe(&addr, true);
+            }
+        }
+    }
+
+    /// Applies one Produce answer to `value`.
+    fn answer(&mut self, value: Value, response: &ProduceResponse) {
+        let Some(i) = self.position(value) else { return };
+        let Some(result) = response.responses.first().and_then(|t| t.partition_responses.first()) else {
+            return self.attempt_failed(value, true);
+        };
+        let partition = self.queue[i].partition;
+        match ErrorCode(result.error_code) {
+            ErrorCode::NONE => {
+                self.finish(&self.queue[i], Outcome::Ok, Some(result.base_offset));
+                self.queue[i].acked = true;
+                self.queue[i].in_flight = false;
+                self.settle_partition(partition);
+                self.drop_resolved();
+            }
+            // A timeout, a failed fsync or a failure after the append: may be in the log.
+            ErrorCode::REQUEST_TIMED_OUT
+            | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            | ErrorCode::KAFKA_STORAGE_ERROR => self.attempt_failed(value, true),
+            // Leadership moved: before the append, or while an acks=all append waited for its
+            // replicas (Kafka answers both the same way), so it may be in the log (the simulator
+            // found a retry under a new producer id stored twice).
+            ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::FENCED_LEADER_EPOCH | ErrorCode::UNKNOWN_LEADER_EPOCH => {
+                self.router.stale = true;
+                self.attempt_failed(value, true);
+            }
+            ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER | ErrorCode::UNKNOWN_PRODUCER_ID => self.refused(i),
+            ErrorCode::INVALID_PRODUCER_EPOCH => {
+                self.leave().fenced = true;
+                self.attempt_failed(value, false);
+            }
+            ErrorCode(code) if retriable(code) => {
+                self.router.stale |= stale_metadata(code);
+                self.attempt_failed(value, false);
+            }
+            _ => {
+                // Rejected for good: the values behind it would now leave a gap.
+                let pending = self.queue.remove(i).expect("found");
+                self.give_up(&pending);
+                self.state(partition).hole = true;
+                self.settle_partition(partition);
+                if self.config.idempotence {
+                    self.leave();
+                }
+            }
+        }
+    }
+
+    /// A sequence refusal (OUT_OF_ORDER_SEQUENCE_NUMBER or UNKNOWN_PRODUCER_ID) of the value at
+    /// queue index `i`; this attempt appended nothing.
+    ///
+    /// A refusal of a value behind the partition's oldest unacknowledged one only says an older
+    /// one is missing: it is retried after that one. A refusal of the oldest one makes the
+    /// producer leave its identity, and may tell more. A leader deduplicates a retry of any of a
+    /// producer's last [`PRODUCER_BATCH_WINDOW`] batches, and no value is sent that is more than
+    /// [`MAX_IN_FLIGHT`] after the partition's oldest unacknowledged one. So when a leader
+    /// refuses that oldest value, every earlier value of the partition acknowledged under this
+    /// identity (no hole), it does not hold it, nor (a producer's sequences in a log being
+    /// contiguous) any value behind it: the partition's values are known not to be in the log
+    /// and go on under the new epoch even if an earlier attempt went unanswered. A correct
+    /// leader within the fault budget never refuses so (it holds the acknowledged predecessor);
+    /// one that lost data does, and then holds none of these values either. A leader that
+    /// refuses a retry it holds (`dedup-newest-only`) or forgot (`producer-state-not-recovered`)
+    /// makes the producer store the value twice, which the `duplicate` checker reports.
+    fn refused(&mut self, i: usize) {
+        let (partition, value) = (self.queue[i].partition, self.queue[i].value);
+        let oldest = self.queue.iter().find(|p| p.partition == partition && !p.acked).map(|p| p.value) == Some(value);
+        if !oldest {
+            return self.attempt_failed(value, false);
+        }
+        let known_unwritten = !self.state(partition).hole;
+        tracing::debug!(process = self.process.0, partition, value = value.0, known_unwritten, "oldest value refused");
+        if known_unwritten {
+            self.leave().known_unwritten.insert(partition);
+        }
+        self.leave();
+        self.attempt_failed(value, false);
+    }
+
+    /// Marks the identity to be left.
+    fn leave(&mut self) -> &mut Leaving {
+        self.leaving.get_or_insert_with(Leaving::default)
+    }
+
+    /// Leaves the identity once nothing is in flight (so no answer to the old one is pending).
+    /// Like Java's idempotent producer, bumps the epoch locally (same producer id, epoch + 1,
+    /// every partition's sequences restart at 0: a leader takes a newer epoch from sequence 0
+    /// on and refuses the older one from then on); a fenced producer or an exhausted epoch asks
+    /// InitProducerId for a new id instead. A value that may be in the log is given up (info):
+    /// the new identity could not be deduplicated against it. Values of `known_unwritten`
+    /// partitions are exempt (see [`Producer::refused`]).
+    fn leave_identity_when_drained(&mut self) {
+        if self.leaving.is_none() || self.queue.iter().any(|p| p.in_flight) {
+            return;
+        }
+        let leaving = self.leaving.take().expect("checked");
+        self.identity = match self.identity {
+            Some((id, epoch)) if !leaving.fenced && epoch < i16::MAX => Some((id, epoch + 1)),
+            _ => None,
+        };
+        let (identity, known_unwritten) = (self.identity, &leaving.known_unwritten);
+        tracing::debug!(process = self.process.0, ?identity, ?known_unwritten, "producer identity left");
+        self.next_sequence.clear();
+        self.partitions.clear();
+        for mut pending in std::mem::take(&mut self.queue) {
+            if pending.acked {
+                continue; // recorded already; the new epoch's windows start empty
+            }
+            if pending.maybe_written && !leaving.known_unwritten.contains(&pending.partition) {
+                self.give_up(&pending);
+                continue;
+            }
+            pending.sequence = None;
+            pending.maybe_written = false;
+            pending.attempts = 0;
+            self.queue.push_back(pending);
+        }
+    }
+
+    fn assign_sequences(&mut self) {
+        for pending in self.queue.iter_mut().filter(|p| p.sequence.is_none()) {
+            let next = self.next_sequence.entry(pending.partition).or_insert(0);
+            pending.sequence = Some(*next);
+            *next = if *next == i32::MAX { 0 } else { *next + 1 };
+        }
+    }
+
+    fn request(&self, pending: &Pending) -> ProduceRequest {
+        let (producer_id, epoch) = self.identity.unwrap_or((-1, -1));
+        let batch = encode_batch(pending.value, producer_id, epoch, pending.sequence.unwrap_or(0));
+        ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(self.config.acks)
+            .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name(&self.config.topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(pending.partition)
+                    .with_records(Some(batch))])])
+    }
+}
+
+/// A Produce request frame, length prefix included.
+fn encode_request(correlation_id: i32, client_id: &str, request: &ProduceRequest) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(PRODUCE_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())))
+        .encode(&mut buf, ApiKey::Produce.request_header_version(PRODUCE_VERSION))
+        .expect("a request header encodes");
+    request.encode(&mut buf, PRODUCE_VERSION).expect("a produce request encodes");
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.freeze()
+}
+
+/// The Produce answer in `frame` if it decodes and answers `correlation_id`.
+fn decode_produce_response(mut frame: Bytes, correlation_id: i32) -> Option<ProduceResponse> {
+    let header = ResponseHeader::decode(&mut frame, ApiKey::Produce.response_header_version(PRODUCE_VERSION)).ok()?;
+    if header.correlation_id != correlation_id {
+        return None;
+    }
+    ProduceResponse::decode(&mut frame, PRODUCE_VERSION).ok()
 }
 
 async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {

@@ -450,9 +450,9 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::DedupNewestOnly, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ProducerStateNotRecovered, "scenarios/planted/producer-crash-in-flight.toml"),
         (broker::planted::Bug::ProducerReplayStopsShort, "scenarios/planted/producer-crash-in-flight.toml"),
-        (broker::planted::Bug::TruncateToEpochStart, "scenarios/leader-crash.toml"),
-        (broker::planted::Bug::ElectOutOfSync, "scenarios/isr-shrink-expand.toml"),
-        (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/swarm-replicated.toml"),
+        (broker::planted::Bug::TruncateToEpochStart, "scenarios/planted/lagging-follower-leader-crash.toml"),
+        (broker::planted::Bug::ElectOutOfSync, "scenarios/planted/lagging-follower-leader-crash.toml"),
+        (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/planted/controller-power-loss.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

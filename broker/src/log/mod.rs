@@ -23,8 +23,8 @@
 pub mod batch;
 pub mod leader_epoch;
 pub mod producer_state;
-pub mod topic_config;
 mod segment;
+pub mod topic_config;
 
 #[cfg(test)]
 mod tests;
@@ -833,7 +833,11 @@ impl PartitionLog {
             }
         }
         self.producers.remove_before(self.log_start_offset().0);
-        self.replay_producer_batches(from)
+        self.replay_producer_batches(from)?;
+        if crate::planted::active(crate::planted::Bug::ProducerStateNotRecovered) {
+            self.producers = ProducerStateManager::default();
+        }
+        Ok(())
     }
 
     /// The epoch history from the epoch stamped in every batch, from the log start: the first
@@ -853,6 +857,7 @@ impl PartitionLog {
     }
 
     fn replay_producer_batches(&mut self, from: i64) -> Result<(), LogError> {
+        let log_end = self.log_end_offset().0;
         for segment in &self.segments {
             if segment.next_offset <= from {
                 continue;
@@ -861,7 +866,10 @@ impl PartitionLog {
             let mut expected = first.base_offset;
             // Checked batches only: replay never trusts a bad read.
             while let Some((header, _)) = segment.batch_at(position, expected)? {
-                if header.producer_id >= 0 && header.base_offset >= from {
+                // Planted (simulator only): stop short of the last batch of the log.
+                let skipped = crate::planted::active(crate::planted::Bug::ProducerReplayStopsShort)
+                    && header.last_offset() + 1 >= log_end;
+                if header.producer_id >= 0 && header.base_offset >= from && !skipped {
                     self.producers.update(header.producer_id, header.producer_epoch, batch_metadata(&header));
                 }
                 if header.base_offset >= from {

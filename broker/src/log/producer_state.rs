@@ -86,7 +86,11 @@ impl ProducerStateManager {
             }
             return Ok(SequenceCheck::Append);
         }
-        if let Some(original) = entry.batches.iter().find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
+        // Planted (simulator only): look at the newest batch alone, not the whole window.
+        let window =
+            if crate::planted::active(crate::planted::Bug::DedupNewestOnly) { 1 } else { PRODUCER_BATCH_WINDOW };
+        let mut recent = entry.batches.iter().rev().take(window);
+        if let Some(original) = recent.find(|b| b.first_seq == first_seq && b.last_seq == last_seq) {
             return Ok(SequenceCheck::Duplicate(*original));
         }
         match entry.batches.back() {
