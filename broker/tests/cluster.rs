@@ -191,7 +191,8 @@ async fn acks_all_writes_reach_every_replica_and_survive_a_leader_shutdown() {
     // Every replica holds the acknowledged records.
     for broker in cluster.brokers.iter().flatten() {
         let observed = broker.broker.as_ref().unwrap().observe();
-        eventually("followers catch up", || broker.broker.as_ref().unwrap().observe()[0].log_end_offset == 20).await;
+        eventually("followers catch up", || broker.broker.as_ref().unwrap().observe()[0].state.log_end_offset == 20)
+            .await;
         assert_eq!(observed[0].topic, "orders");
     }
     // The leader goes away; another ISR member leads at the next epoch with every record.
@@ -248,5 +249,5 @@ async fn a_restarted_follower_catches_up_and_rejoins_the_isr() {
     cluster.brokers[follower as usize - 1] = Some(server::start(config, Arc::new(RealDisk)).await.unwrap());
     eventually("the follower rejoins the ISR", || cluster.leadership("rejoin").1.len() == 3).await;
     let restarted = cluster.brokers[follower as usize - 1].as_ref().unwrap().broker.as_ref().unwrap();
-    eventually("the follower has every record", || restarted.observe()[0].log_end_offset == 10).await;
+    eventually("the follower has every record", || restarted.observe()[0].state.log_end_offset == 10).await;
 }

@@ -840,7 +840,7 @@ mod tests {
         let p = create(&mut c, None);
         let mut isr = p.isr.clone();
         isr.retain(|&r| r == p.leader);
-        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, isr, &joining(&c))).unwrap();
+        c.run(|c| c.decide_alter_partition(p.leader, epoch(c, p.leader), 7, 0, 0, 0, isr, &joining(c))).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let offline = c.image().partitions[&(7, 0)].clone();
         assert_eq!(offline.leader, NO_LEADER, "an out-of-sync replica must not be elected");
@@ -858,7 +858,7 @@ mod tests {
     fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
         let mut c = controller(false);
         let p = create(&mut c, Some(true));
-        c.run(|c| c.decide_alter_partition(p.leader, epoch(&c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(&c)))
+        c.run(|c| c.decide_alter_partition(p.leader, epoch(c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(c)))
             .unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let after = &c.image().partitions[&(7, 0)];
@@ -873,31 +873,31 @@ mod tests {
         let leader_epoch = epoch(&c, p.leader);
         let shrunk = vec![p.replicas[0], p.replicas[1]];
         let changed =
-            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(&c))).unwrap();
+            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(c))).unwrap();
         assert_eq!(changed.partition_epoch, 1);
         // The same proposal again: its partition epoch is stale.
         let err = c
-            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(&c)))
+            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(c)))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INVALID_UPDATE_VERSION);
         let err = c
             .run(|c| {
                 c.decide_alter_partition(
                     p.replicas[1],
-                    epoch(&c, p.replicas[1]),
+                    epoch(c, p.replicas[1]),
                     7,
                     0,
                     0,
                     1,
                     p.replicas.clone(),
-                    &joining(&c),
+                    &joining(c),
                 )
             })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
         let err = c
-            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(&c)))
+            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(c)))
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
@@ -914,7 +914,7 @@ mod tests {
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
         // becomes an eligible leader replica (it has every acks=all record).
-        c.run(|c| c.decide_alter_partition(a, epoch(&c, a), 7, 0, 0, 0, vec![a, b], &joining(&c))).unwrap();
+        c.run(|c| c.decide_alter_partition(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c))).unwrap();
         heartbeat_all_but(&mut c, &[b], 2_000);
         let shrunk = c.image().partitions[&(7, 0)].clone();
         assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
@@ -940,7 +940,7 @@ mod tests {
         let p = create(&mut c, None);
         let (leader, follower) = (p.replicas[0], p.replicas[1]);
         let shrunk: Vec<i32> = p.isr.iter().copied().filter(|&r| r != follower).collect();
-        c.run(|c| c.decide_alter_partition(leader, epoch(&c, leader), 7, 0, 0, 0, shrunk, &[])).unwrap();
+        c.run(|c| c.decide_alter_partition(leader, epoch(c, leader), 7, 0, 0, 0, shrunk, &[])).unwrap();
         let seen_before_restart = joining(&c);
         c.run(|c| c.decide_register(follower, 4242, "h".to_string(), 1, 10)).unwrap();
         let e = epoch(&c, follower);
@@ -950,7 +950,7 @@ mod tests {
             .run(|c| {
                 c.decide_alter_partition(
                     leader,
-                    epoch(&c, leader),
+                    epoch(c, leader),
                     7,
                     0,
                     0,
@@ -964,13 +964,13 @@ mod tests {
         let ok = c.run(|c| {
             c.decide_alter_partition(
                 leader,
-                epoch(&c, leader),
+                epoch(c, leader),
                 7,
                 0,
                 0,
                 current.partition_epoch,
                 p.isr.clone(),
-                &joining(&c),
+                &joining(c),
             )
         });
         assert_eq!(ok.unwrap().isr.len(), 3);

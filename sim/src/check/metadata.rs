@@ -11,11 +11,14 @@ use super::Violation;
 use broker::controller::{MetadataRecord, NO_LEADER};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A partition as elections see it: (leader, ISR, ELR).
+type Electorate = (i32, Vec<i32>, Vec<i32>);
+
 /// The model: what an election may pick from.
 #[derive(Debug, Default)]
 struct ElectionModel {
-    /// (topic id, partition) → (leader, ISR, ELR).
-    partitions: BTreeMap<(u128, i32), (i32, Vec<i32>, Vec<i32>)>,
+    /// (topic id, partition) → its electorate.
+    partitions: BTreeMap<(u128, i32), Electorate>,
     /// Topics whose config allows unclean election.
     unclean_topics: BTreeSet<u128>,
 }

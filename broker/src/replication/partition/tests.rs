@@ -62,7 +62,8 @@ fn leader(isr: &[i32], min_insync_replicas: i32, records: usize) -> Partition {
 #[test]
 fn the_high_watermark_is_the_smallest_log_end_in_the_isr() {
     // (story, ISR, follower fetches (replica, offset), expected HW)
-    let table: [(&str, &[i32], &[(i32, i64)], i64); 5] = [
+    type Row<'a> = (&'a str, &'a [i32], &'a [(i32, i64)], i64);
+    let table: [Row; 5] = [
         ("a leader alone: its own log end", &[1], &[], 10),
         ("a member that has not fetched holds the HW back", &[1, 2, 3], &[(2, 10)], 0),
         ("the slowest member sets it", &[1, 2, 3], &[(2, 10), (3, 4)], 4),
