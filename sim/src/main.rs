@@ -437,13 +437,15 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         exit
     }
 
-    /// The planted-bug catalog and the scenario that should catch each bug.
-    const PLANTED: [(broker::planted::Bug, &str); 14] = [
+    /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
+    /// two: one where several checkers catch it, one where a single checker must).
+    const PLANTED: [(broker::planted::Bug, &str); 15] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
         (broker::planted::Bug::TruncateSyncedTail, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::HwBeforeIsr, "scenarios/isr-shrink-expand.toml"),
+        (broker::planted::Bug::HwBeforeIsr, "scenarios/planted/acks1-follower-isolated.toml"),
         (broker::planted::Bug::SkipTruncation, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::IgnoreMinIsr, "scenarios/isr-below-min.toml"),
         (broker::planted::Bug::LoseEpochHistory, "scenarios/rolling-restart.toml"),
