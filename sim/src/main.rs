@@ -565,7 +565,12 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             walls[walls.len() / 2] * 1e3,
             walls.last().copied().unwrap_or(0.0) * 1e3
         );
-        println!("| simulated seconds per wall second | {:.0} |", simulated_s / total);
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        println!("| simulated seconds per wall second, one core | {:.0} |", simulated_s / total);
+        println!(
+            "| simulated seconds per wall second, this machine ({cores} cores, one seed per core) | {:.0} |",
+            simulated_s / total * cores as f64
+        );
         println!("| client operations per seed | {:.0} |", operations as f64 / n);
         println!("| seeds per hour, one core | {:.0} |", 3600.0 / (total / n));
         println!(

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 /// How often the state checkers take the replica changes recorded since the last time (each
 /// change carries its own time: this is bookkeeping, not a sampling rate).
-const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
