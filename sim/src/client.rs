@@ -123,12 +123,35 @@ impl Link {
 
 /// Kafka errors after which the same request may simply be retried.
 fn retriable(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 7 | 13 | 14 | 15 | 19 | 20 | 56 | 74 | 78 | 79)
+    matches!(
+        ErrorCode(code),
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::REQUEST_TIMED_OUT
+            | ErrorCode::NETWORK_EXCEPTION
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::NOT_ENOUGH_REPLICAS
+            | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            | ErrorCode::KAFKA_STORAGE_ERROR
+            | ErrorCode::FENCED_LEADER_EPOCH
+            | ErrorCode::OFFSET_NOT_AVAILABLE
+            | ErrorCode::UNKNOWN_LEADER_EPOCH
+    )
 }
 
 /// Kafka errors that mean "ask the cluster who leads now".
 fn stale_metadata(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 74 | 78 | 79)
+    matches!(
+        ErrorCode(code),
+        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+            | ErrorCode::LEADER_NOT_AVAILABLE
+            | ErrorCode::NOT_LEADER_OR_FOLLOWER
+            | ErrorCode::FENCED_LEADER_EPOCH
+            | ErrorCode::OFFSET_NOT_AVAILABLE
+            | ErrorCode::UNKNOWN_LEADER_EPOCH
+    )
 }
 
 /// Where each partition's leader is, as the last Metadata answer said, and one connection per
@@ -191,7 +214,7 @@ impl Router {
             let Ok(ResponseKind::Metadata(response)) = answer else { continue };
             let brokers: BTreeMap<i32, String> =
                 response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
-            let Some(topic) = response.topics.first().filter(|t| t.error_code == 0) else { continue };
+            let Some(topic) = response.topics.first().filter(|t| ErrorCode(t.error_code).is_none()) else { continue };
             answered = true;
             for p in &topic.partitions {
                 let known = self.epochs.get(&p.partition_index).copied().unwrap_or(-1);
@@ -893,7 +916,7 @@ async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     match link.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(request)).await {
-        Ok(ResponseKind::InitProducerId(r)) if r.error_code == 0 => Some((r.producer_id.0, r.producer_epoch)),
+        Ok(ResponseKind::InitProducerId(r)) if ErrorCode(r.error_code).is_none() => Some((r.producer_id.0, r.producer_epoch)),
         _ => None,
     }
 }
@@ -950,7 +973,7 @@ async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i
         Ok(ResponseKind::Fetch(response)) => {
             let data = response.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
             match data {
-                Some(data) if data.error_code == 0 => match decode_values(data.records) {
+                Some(data) if ErrorCode(data.error_code).is_none() => match decode_values(data.records) {
                     // Whole batches come back: drop records before the position.
                     Ok(records) => FetchResult::Records {
                         records: records.into_iter().filter(|(o, _)| *o >= offset).collect(),
@@ -958,7 +981,7 @@ async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i
                     },
                     Err(_) => FetchResult::Error,
                 },
-                Some(data) if data.error_code == 1 => FetchResult::OutOfRange,
+                Some(data) if ErrorCode(data.error_code) == ErrorCode::OFFSET_OUT_OF_RANGE => FetchResult::OutOfRange,
                 Some(data) => {
                     router.stale |= stale_metadata(data.error_code);
                     FetchResult::Error
@@ -985,7 +1008,7 @@ async fn list_offset(router: &mut Router, topic: &str, partition: Partition, tim
         Ok(ResponseKind::ListOffsets(r)) => {
             let p = r.topics.first()?.partitions.first()?;
             router.stale |= stale_metadata(p.error_code);
-            (p.error_code == 0).then_some(p.offset)
+            ErrorCode(p.error_code).is_none().then_some(p.offset)
         }
         _ => {
             router.stale = true;

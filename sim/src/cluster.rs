@@ -13,7 +13,7 @@ use broker::controller::{Controller, MetadataImage, MetadataRecord};
 use broker::protocol::client::Connection;
 use broker::server::state::PartitionObservation;
 use broker::server::{self, Broker, BrokerConfig};
-use broker::types::TopicPartition;
+use broker::types::{ErrorCode, TopicPartition};
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -336,10 +336,10 @@ pub async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(
             if let Ok(ResponseKind::CreateTopics(r)) =
                 conn.send(ApiKey::CreateTopics, 7, RequestKind::CreateTopics(request)).await
             {
-                match r.topics[0].error_code {
-                    0 | 36 => return Ok(()),
+                match ErrorCode(r.topics[0].error_code) {
+                    ErrorCode::NONE | ErrorCode::TOPIC_ALREADY_EXISTS => return Ok(()),
                     // Not every broker has registered yet.
-                    7 | 38 => {}
+                    ErrorCode::REQUEST_TIMED_OUT | ErrorCode::INVALID_REPLICATION_FACTOR => {}
                     code => {
                         return Err(format!(
                             "CreateTopics refused the scenario's topic: error {code} {:?}",
