@@ -42,10 +42,13 @@ pub enum Bug {
     /// The controller's metadata log acknowledges appends without fsyncing them: a power loss
     /// of the controller forgets committed decisions (epochs, registrations) it already sent.
     MetadataAckBeforeFsync = 8192,
+    /// Recovery loads the newest producer-state snapshot but does not replay the batches after
+    /// it (rebuilt from the wrong point): retries of those batches are not recognised.
+    ProducerSnapshotTailSkipped = 16384,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -60,6 +63,7 @@ impl Bug {
         Bug::TruncateToEpochStart,
         Bug::ElectOutOfSync,
         Bug::MetadataAckBeforeFsync,
+        Bug::ProducerSnapshotTailSkipped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Bug {
             Bug::TruncateToEpochStart => "truncate-to-epoch-start",
             Bug::ElectOutOfSync => "elect-out-of-sync",
             Bug::MetadataAckBeforeFsync => "metadata-ack-before-fsync",
+            Bug::ProducerSnapshotTailSkipped => "producer-snapshot-tail-skipped",
         }
     }
 

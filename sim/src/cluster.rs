@@ -309,6 +309,9 @@ pub async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(
     if let Some(messages) = scenario.topic.flush_messages {
         configs.push(("flush.messages", messages.to_string()));
     }
+    if let Some(bytes) = scenario.topic.segment_bytes {
+        configs.push(("segment.bytes", bytes.to_string()));
+    }
     if let Some(ms) = scenario.topic.flush_ms {
         configs.push(("flush.ms", ms.to_string()));
     }

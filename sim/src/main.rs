@@ -439,7 +439,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 15] = [
+    const PLANTED: [(broker::planted::Bug, &str); 16] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -455,6 +455,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::TruncateToEpochStart, "scenarios/planted/lagging-follower-leader-crash.toml"),
         (broker::planted::Bug::ElectOutOfSync, "scenarios/planted/lagging-follower-leader-crash.toml"),
         (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/planted/controller-power-loss.toml"),
+        (broker::planted::Bug::ProducerSnapshotTailSkipped, "scenarios/planted/producer-crash-small-segments.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

@@ -86,6 +86,9 @@ pub struct TopicSpec {
     pub flush_messages: Option<u64>,
     /// `flush.ms`; absent = Kafka's default (never fsync by time).
     pub flush_ms: Option<i64>,
+    /// `segment.bytes`; absent = the simulator's 64 KiB. Small segments roll often, so
+    /// producer-state snapshots (written at each roll) are in play at recovery.
+    pub segment_bytes: Option<u64>,
     pub unclean_leader_election: bool,
 }
 
@@ -98,6 +101,7 @@ impl Default for TopicSpec {
             min_insync_replicas: 1,
             flush_messages: None,
             flush_ms: None,
+            segment_bytes: None,
             unclean_leader_election: false,
         }
     }
