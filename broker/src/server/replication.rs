@@ -340,6 +340,10 @@ async fn fetch_step(
             // its end (our tail diverges).
             if fetch_offset.0 < data.log_start_offset {
                 let mut p = shared.lock();
+                if !p.follows_at(leader_epoch) || p.log().log_end_offset() != fetch_offset {
+                    // Leadership or the log moved while we waited: this answer is stale.
+                    return Ok(FetchStep::Continue);
+                }
                 tracing::info!(%tp, log_start = data.log_start_offset, "follower log is behind the leader's log start: starting over there");
                 if let Err(e) = p.restart_as_follower_at(Offset(data.log_start_offset)) {
                     broker.note_log_error(&e);
