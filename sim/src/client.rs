@@ -916,7 +916,9 @@ async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     match link.send(ApiKey::InitProducerId, 4, RequestKind::InitProducerId(request)).await {
-        Ok(ResponseKind::InitProducerId(r)) if ErrorCode(r.error_code).is_none() => Some((r.producer_id.0, r.producer_epoch)),
+        Ok(ResponseKind::InitProducerId(r)) if ErrorCode(r.error_code).is_none() => {
+            Some((r.producer_id.0, r.producer_epoch))
+        }
         _ => None,
     }
 }
