@@ -241,10 +241,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         violations.extend(check_replica_prefix(partition, high_watermark, &leader, &members));
     }
     violations.extend(world.epoch_history_violations());
-    if let Some(controller) = world.controller_node().controller() {
-        let records = controller.lock().expect("controller lock").records_from(0, usize::MAX).to_vec();
-        violations.extend(check_leader_from_isr(&records));
-    }
+    violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = world.observe_all();
     let faults = faults.lock().expect("faults").clone();

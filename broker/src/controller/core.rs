@@ -66,6 +66,21 @@ pub struct ReplicaLog {
     pub log_end: i64,
 }
 
+/// An ISR change a partition leader proposes (AlterPartition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    pub node_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: u128,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+    /// The registration (broker epoch) of each member joining the ISR, as the leader saw it
+    /// caught up: a member that restarted since is refused (KIP-903).
+    pub joining: Vec<(i32, i64)>,
+}
+
 /// A topic to create, as CreateTopics (or auto-creation) asks for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewTopic {
@@ -429,18 +444,17 @@ impl Controller {
 
     /// AlterPartition: the leader proposes a new ISR (shrink or expand). It must be the current
     /// leader at `leader_epoch`, and `partition_epoch` must be current (no lost update).
-    #[allow(clippy::too_many_arguments)]
-    pub fn decide_alter_partition(
-        &self,
-        node_id: i32,
-        broker_epoch: i64,
-        topic_id: u128,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        new_isr: Vec<i32>,
-        joining: &[(i32, i64)],
-    ) -> Result<Decision<PartitionImage>, ApiError> {
+    pub fn decide_alter_partition(&self, request: AlterPartition) -> Result<Decision<PartitionImage>, ApiError> {
+        let AlterPartition {
+            node_id,
+            broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch,
+            partition_epoch,
+            isr: new_isr,
+            joining,
+        } = request;
         self.check_broker(node_id, broker_epoch)?;
         let image = self.image();
         let current = image.partitions.get(&(topic_id, partition)).ok_or_else(|| {
@@ -734,6 +748,22 @@ mod tests {
         assert!(matches!(fencing.records[0], MetadataRecord::FenceBroker { .. }));
     }
 
+    /// An AlterPartition request, positionally.
+    #[allow(clippy::too_many_arguments)]
+    fn alter(
+        node_id: i32,
+        broker_epoch: i64,
+        topic_id: u128,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+        joining: &[(i32, i64)],
+    ) -> AlterPartition {
+        let joining = joining.to_vec();
+        AlterPartition { node_id, broker_epoch, topic_id, partition, leader_epoch, partition_epoch, isr, joining }
+    }
+
     /// Every broker's current registration, as a leader that saw them all catch up would send.
     fn joining(c: &Controller) -> Vec<(i32, i64)> {
         c.image().brokers.values().map(|b| (b.node_id, b.broker_epoch)).collect()
@@ -840,7 +870,7 @@ mod tests {
         let p = create(&mut c, None);
         let mut isr = p.isr.clone();
         isr.retain(|&r| r == p.leader);
-        c.run(|c| c.decide_alter_partition(p.leader, epoch(c, p.leader), 7, 0, 0, 0, isr, &joining(c))).unwrap();
+        c.run(|c| c.decide_alter_partition(alter(p.leader, epoch(c, p.leader), 7, 0, 0, 0, isr, &joining(c)))).unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let offline = c.image().partitions[&(7, 0)].clone();
         assert_eq!(offline.leader, NO_LEADER, "an out-of-sync replica must not be elected");
@@ -858,8 +888,10 @@ mod tests {
     fn unclean_election_elects_an_out_of_sync_replica_when_enabled() {
         let mut c = controller(false);
         let p = create(&mut c, Some(true));
-        c.run(|c| c.decide_alter_partition(p.leader, epoch(c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(c)))
-            .unwrap();
+        c.run(|c| {
+            c.decide_alter_partition(alter(p.leader, epoch(c, p.leader), 7, 0, 0, 0, vec![p.leader], &joining(c)))
+        })
+        .unwrap();
         heartbeat_all_but(&mut c, &[p.leader], 2_000);
         let after = &c.image().partitions[&(7, 0)];
         assert_eq!(after.leader, p.replicas[1]);
@@ -872,17 +904,20 @@ mod tests {
         let p = create(&mut c, None);
         let leader_epoch = epoch(&c, p.leader);
         let shrunk = vec![p.replicas[0], p.replicas[1]];
-        let changed =
-            c.run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(c))).unwrap();
+        let changed = c
+            .run(|c| c.decide_alter_partition(alter(p.leader, leader_epoch, 7, 0, 0, 0, shrunk, &joining(c))))
+            .unwrap();
         assert_eq!(changed.partition_epoch, 1);
         // The same proposal again: its partition epoch is stale.
         let err = c
-            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(c)))
+            .run(|c| {
+                c.decide_alter_partition(alter(p.leader, leader_epoch, 7, 0, 0, 0, p.replicas.clone(), &joining(c)))
+            })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INVALID_UPDATE_VERSION);
         let err = c
             .run(|c| {
-                c.decide_alter_partition(
+                c.decide_alter_partition(alter(
                     p.replicas[1],
                     epoch(c, p.replicas[1]),
                     7,
@@ -891,13 +926,15 @@ mod tests {
                     1,
                     p.replicas.clone(),
                     &joining(c),
-                )
+                ))
             })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::NOT_LEADER_OR_FOLLOWER);
         heartbeat_all_but(&mut c, &[p.replicas[2]], 2_000);
         let err = c
-            .run(|c| c.decide_alter_partition(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(c)))
+            .run(|c| {
+                c.decide_alter_partition(alter(p.leader, leader_epoch, 7, 0, 0, 1, p.replicas.clone(), &joining(c)))
+            })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
@@ -914,7 +951,7 @@ mod tests {
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
         // becomes an eligible leader replica (it has every acks=all record).
-        c.run(|c| c.decide_alter_partition(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c))).unwrap();
+        c.run(|c| c.decide_alter_partition(alter(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c)))).unwrap();
         heartbeat_all_but(&mut c, &[b], 2_000);
         let shrunk = c.image().partitions[&(7, 0)].clone();
         assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
@@ -940,7 +977,7 @@ mod tests {
         let p = create(&mut c, None);
         let (leader, follower) = (p.replicas[0], p.replicas[1]);
         let shrunk: Vec<i32> = p.isr.iter().copied().filter(|&r| r != follower).collect();
-        c.run(|c| c.decide_alter_partition(leader, epoch(c, leader), 7, 0, 0, 0, shrunk, &[])).unwrap();
+        c.run(|c| c.decide_alter_partition(alter(leader, epoch(c, leader), 7, 0, 0, 0, shrunk, &[]))).unwrap();
         let seen_before_restart = joining(&c);
         c.run(|c| c.decide_register(follower, 4242, "h".to_string(), 1, 10)).unwrap();
         let e = epoch(&c, follower);
@@ -948,7 +985,7 @@ mod tests {
         let current = c.image().partitions[&(7, 0)].clone();
         let err = c
             .run(|c| {
-                c.decide_alter_partition(
+                c.decide_alter_partition(alter(
                     leader,
                     epoch(c, leader),
                     7,
@@ -957,12 +994,12 @@ mod tests {
                     current.partition_epoch,
                     p.isr.clone(),
                     &seen_before_restart,
-                )
+                ))
             })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
         let ok = c.run(|c| {
-            c.decide_alter_partition(
+            c.decide_alter_partition(alter(
                 leader,
                 epoch(c, leader),
                 7,
@@ -971,7 +1008,7 @@ mod tests {
                 current.partition_epoch,
                 p.isr.clone(),
                 &joining(c),
-            )
+            ))
         });
         assert_eq!(ok.unwrap().isr.len(), 3);
     }

@@ -15,6 +15,8 @@ pub mod image;
 pub mod log;
 pub mod rpc;
 
-pub use self::core::{validate_topic_name, ApiError, Controller, ControllerConfig, CreatedTopic, NewTopic, ReplicaLog};
+pub use self::core::{
+    validate_topic_name, AlterPartition, ApiError, Controller, ControllerConfig, CreatedTopic, NewTopic, ReplicaLog,
+};
 pub use image::{BrokerImage, MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 pub use log::MetadataLog;

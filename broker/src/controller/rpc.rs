@@ -6,7 +6,7 @@
 //! This module holds the messages and [`handle`] (synchronous); the listener and the call are in
 //! `server::controller_rpc`.
 
-use super::core::{ApiError, Controller, CreatedTopic, NewTopic, ReplicaLog};
+use super::core::{AlterPartition, ApiError, Controller, CreatedTopic, NewTopic, ReplicaLog};
 use super::image::{MetadataRecord, PartitionImage};
 use serde::{Deserialize, Serialize};
 
@@ -27,18 +27,7 @@ pub enum ControllerRequest {
         broker_epoch: i64,
         logs: Vec<ReplicaLog>,
     },
-    AlterPartition {
-        node_id: i32,
-        broker_epoch: i64,
-        topic_id: u128,
-        partition: i32,
-        leader_epoch: i32,
-        partition_epoch: i32,
-        isr: Vec<i32>,
-        /// The registration (broker epoch) of each member joining the ISR, as the leader saw
-        /// it caught up: a member that restarted since is refused (KIP-903).
-        joining: Vec<(i32, i64)>,
-    },
+    AlterPartition(AlterPartition),
     CreateTopics {
         topics: Vec<NewTopic>,
         validate_only: bool,
@@ -90,29 +79,9 @@ pub fn handle(controller: &mut Controller, envelope: RequestEnvelope, now_ms: i6
         ControllerRequest::Heartbeat { node_id, broker_epoch, logs } => controller
             .run(|c| c.decide_heartbeat(node_id, broker_epoch, envelope.metadata_offset, &logs, now_ms))
             .map(|fenced| ControllerReply::Heartbeat { fenced }),
-        ControllerRequest::AlterPartition {
-            node_id,
-            broker_epoch,
-            topic_id,
-            partition,
-            leader_epoch,
-            partition_epoch,
-            isr,
-            joining,
-        } => controller
-            .run(|c| {
-                c.decide_alter_partition(
-                    node_id,
-                    broker_epoch,
-                    topic_id,
-                    partition,
-                    leader_epoch,
-                    partition_epoch,
-                    isr,
-                    &joining,
-                )
-            })
-            .map(ControllerReply::Partition),
+        ControllerRequest::AlterPartition(request) => {
+            controller.run(|c| c.decide_alter_partition(request)).map(ControllerReply::Partition)
+        }
         ControllerRequest::CreateTopics { topics, validate_only } => {
             let mut records_budget = super::core::MAX_RECORDS_PER_USER_OP;
             let results = topics

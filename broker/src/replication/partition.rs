@@ -241,17 +241,14 @@ impl Partition {
         }
     }
 
-    /// The ISR the HW and acks=all wait for: committed, plus any member of a pending change.
-    pub fn maximal_isr(&self) -> Vec<i32> {
-        let mut isr = self.image.isr.clone();
-        if let Role::Leader(LeaderState { pending_isr: Some(pending), .. }) = &self.role {
-            for r in pending {
-                if !isr.contains(r) {
-                    isr.push(*r);
-                }
-            }
-        }
-        isr
+    /// The ISR the HW and acks=all wait for: committed, plus any member of a pending change
+    /// (a member of both may come twice).
+    fn maximal_isr(&self) -> impl Iterator<Item = i32> + '_ {
+        let pending = match &self.role {
+            Role::Leader(LeaderState { pending_isr: Some(pending), .. }) => pending.as_slice(),
+            _ => &[],
+        };
+        self.image.isr.iter().chain(pending).copied()
     }
 
     // ------------------------------------------------------------ metadata

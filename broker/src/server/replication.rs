@@ -11,6 +11,7 @@
 
 use super::state::{Broker, SharedPartition};
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
+use crate::controller::AlterPartition;
 use crate::controller::NO_LEADER;
 use crate::env::now_ms;
 use crate::protocol::client::Connection;
@@ -131,7 +132,7 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
             };
             let IsrProposal { image, isr, joining } = proposal;
             tracing::info!(topic_id = image.topic_id, partition = image.partition, from = ?image.isr, to = ?isr, "proposing an ISR change");
-            let request = ControllerRequest::AlterPartition {
+            let request = ControllerRequest::AlterPartition(AlterPartition {
                 node_id: broker.node_id,
                 broker_epoch,
                 topic_id: image.topic_id,
@@ -140,7 +141,7 @@ pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) 
                 partition_epoch: image.partition_epoch,
                 isr,
                 joining,
-            };
+            });
             let result = broker.controller_call(request).await;
             if let Err(e) = &result {
                 tracing::info!(error = %e, "ISR change refused");
