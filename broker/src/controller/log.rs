@@ -17,13 +17,21 @@ const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// `length u32 | crc32c u32 | JSON array of records`, fsynced before `append` returns, so only
 /// the last frame can be torn by a crash. On open a torn last frame (running past the end of
 /// the file, failing its checksum at the end, or followed only by zeros) is truncated; an
-/// invalid frame followed by other data refuses to open.
+/// invalid frame followed by other data refuses to open (with what to do about it).
+///
+/// After a failed write or fsync the log refuses every further append: bytes written after a
+/// failed fsync could reach the disk while the failed ones do not, and a power loss would then
+/// leave a hole before later frames. The process is expected to halt (`server::halt`); reopening
+/// it is the recovery.
 #[derive(Debug)]
 pub struct MetadataLog {
     path: PathBuf,
     file: Arc<dyn DiskFile>,
-    /// Byte length of the valid frames. Invariant: equals the file length after open/append.
+    /// Byte length of the valid frames. Invariant: equals the file length after open and after
+    /// every successful append.
     end: u64,
+    /// Set by the first failed write or fsync; from then on nothing is appended.
+    failed: Option<String>,
 }
 
 /// What is at a position of the log.
@@ -79,7 +87,10 @@ impl MetadataLog {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(
-                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by more data",
+                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by more data: \
+                                 the log lost a write before a later one (or the disk corrupted it). Records from \
+                                 byte {position} on cannot be trusted; restore this directory from a replica or \
+                                 a backup, or truncate the file to {position} bytes to keep the valid prefix",
                                 path.display()
                             ),
                         ));
@@ -93,7 +104,7 @@ impl MetadataLog {
         }
         // Replayed records must be durable: they may have survived a failed fsync in the page cache.
         file.sync()?;
-        Ok((MetadataLog { path, file, end: position }, records))
+        Ok((MetadataLog { path, file, end: position, failed: None }, records))
     }
 
     /// Encodes records as one frame, or says why they cannot be one (too large): a request
@@ -120,14 +131,41 @@ impl MetadataLog {
         self.append_frame(&frame)
     }
 
-    /// Appends a frame from [`MetadataLog::encode_frame`] and fsyncs.
+    /// Appends a frame from [`MetadataLog::encode_frame`] and fsyncs. After a failed write or
+    /// fsync, this and every later append fails without touching the file.
     pub fn append_frame(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(buf, self.end)?;
-        if !crate::planted::active(crate::planted::Bug::MetadataAckBeforeFsync) {
-            self.file.sync()?;
+        if let Some(reason) = &self.failed {
+            return Err(io::Error::other(format!(
+                "{}: an earlier write or fsync failed ({reason}); nothing more is appended until restart",
+                self.path.display()
+            )));
         }
-        self.end += buf.len() as u64;
-        Ok(())
+        let written = self.file.write_all_at(buf, self.end).and_then(|()| {
+            if crate::planted::active(crate::planted::Bug::MetadataAckBeforeFsync) {
+                return Ok(());
+            }
+            self.file.sync()
+        });
+        match written {
+            Ok(()) => {
+                self.end += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if crate::planted::active(crate::planted::Bug::AppendAfterFailedFsync) => {
+                // The planted bug: carry on after the last frame as if the failed one were there.
+                self.end += buf.len() as u64;
+                Err(e)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+            }
+        }
+    }
+
+    /// Why the log stopped taking appends, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     pub fn path(&self) -> &Path {
@@ -237,6 +275,81 @@ mod tests {
         log.append(&[topic("c", 3)]).unwrap();
         let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
         assert_eq!(read, vec![topic("a", 1), topic("c", 3)]);
+    }
+
+    /// Fails every fsync while switched on.
+    #[derive(Debug, Default)]
+    struct FailingSyncs(std::sync::atomic::AtomicBool);
+
+    impl crate::storage::mem::FaultHook for FailingSyncs {
+        fn check(&self, op: crate::storage::mem::DiskOp, path: &Path) -> io::Result<()> {
+            if op == crate::storage::mem::DiskOp::Sync && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::other(format!("EIO syncing {}", path.display())));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_failed_fsync_nothing_is_appended_and_a_power_loss_keeps_exactly_the_synced_prefix() {
+        use crate::storage::mem::MemDisk;
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let hook = Arc::new(FailingSyncs::default());
+        disk.set_fault_hook(Some(hook.clone()));
+        let dir = Path::new("/data/__cluster_metadata-0");
+        let (mut log, _) = MetadataLog::open(&disk, dir).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        hook.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = log.append(&[topic("b", 2)]).unwrap_err();
+        assert!(err.to_string().contains("metadata.log"), "names the file: {err}");
+        hook.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let err = log.append(&[topic("c", 3)]).unwrap_err();
+        assert!(err.to_string().contains("nothing more is appended until restart"), "{err}");
+        assert!(log.failed().is_some());
+        drop(log);
+        disk.crash();
+        let (_, read) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(read, vec![topic("a", 1)], "exactly what was synced");
+    }
+
+    #[test]
+    fn a_process_restart_after_a_failed_fsync_makes_the_page_cache_durable_before_serving_it() {
+        use crate::storage::mem::MemDisk;
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let hook = Arc::new(FailingSyncs::default());
+        disk.set_fault_hook(Some(hook.clone()));
+        let dir = Path::new("/data/__cluster_metadata-0");
+        let (mut log, _) = MetadataLog::open(&disk, dir).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        hook.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        log.append(&[topic("b", 2)]).unwrap_err();
+        drop(log); // the process halts; the page cache keeps the frame
+        assert!(MetadataLog::open(&disk, dir).is_err(), "a restart whose fsync fails does not start");
+        hook.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (_, read) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(read, vec![topic("a", 1), topic("b", 2)], "the restart reads the page cache");
+        disk.crash();
+        let (_, after) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(after, read, "and what it read was made durable before it was used");
+    }
+
+    #[test]
+    fn a_lost_write_before_a_later_frame_refuses_to_open_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        let hole_at = RealDisk.open(log.path(), false).unwrap().len().unwrap();
+        log.append(&[topic("b", 2)]).unwrap();
+        log.append(&[topic("c", 3)]).unwrap();
+        let file = RealDisk.open(log.path(), false).unwrap();
+        file.write_all_at(&[0u8; 16], hole_at).unwrap();
+        let err = MetadataLog::open(&RealDisk, dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("corrupt metadata frame at byte {hole_at}")), "{err}");
+        assert!(err.contains("followed by more data") && err.contains("truncate the file"), "{err}");
     }
 
     #[test]
