@@ -15,9 +15,9 @@ const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
 /// The durable metadata log: `<dir>/metadata.log`. Each append is one frame,
 /// `length u32 | crc32c u32 | JSON array of records`, fsynced before `append` returns, so only
-/// the last frame can be torn by a crash. On open a torn last frame (running past the end of
-/// the file, failing its checksum at the end, or followed only by zeros) is truncated; an
-/// invalid frame followed by other data refuses to open (with what to do about it).
+/// the last frame can be torn by a crash. On open a torn last frame (cut short, failing its
+/// checksum, or with lost sectors) is truncated; an invalid frame followed by a whole frame, or
+/// by more than one frame's worth of bytes, refuses to open (with what to do about it).
 ///
 /// After a failed write or fsync the log refuses every further append: bytes written after a
 /// failed fsync could reach the disk while the failed ones do not, and a power loss would then
@@ -40,9 +40,8 @@ enum Frame {
         records: Vec<MetadataRecord>,
         next: u64,
     },
-    /// Not a valid frame; `end` is where it claims to end (may be past the file).
+    /// Not a valid frame.
     Invalid {
-        end: u64,
         reason: String,
     },
     End,
@@ -82,12 +81,12 @@ impl MetadataLog {
                     position = next;
                 }
                 Frame::End => break,
-                Frame::Invalid { end, reason } => {
-                    if end < len && !is_zeros(&*file, end, len)? {
+                Frame::Invalid { reason } => {
+                    if let Some(why) = not_a_torn_tail(&*file, position, len)? {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(
-                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by more data: \
+                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by {why}: \
                                  the log lost a write before a later one (or the disk corrupted it). Records from \
                                  byte {position} on cannot be trusted; restore this directory from a replica or \
                                  a backup, or truncate the file to {position} bytes to keep the valid prefix",
@@ -178,23 +177,23 @@ fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame>
         return Ok(Frame::End);
     }
     if position + FRAME_HEADER_BYTES > len {
-        return Ok(Frame::Invalid { end: len, reason: "header cut short".to_string() });
+        return Ok(Frame::Invalid { reason: "header cut short".to_string() });
     }
     let mut header = [0u8; 8];
     file.read_exact_at(&mut header, position)?;
     let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
     if size == 0 || size > FRAME_BYTES_MAX {
-        return Ok(Frame::Invalid { end: position, reason: format!("impossible length {size}") });
+        return Ok(Frame::Invalid { reason: format!("impossible length {size}") });
     }
     let end = position + FRAME_HEADER_BYTES + u64::from(size);
     if end > len {
-        return Ok(Frame::Invalid { end: len, reason: "frame runs past the end of the file".to_string() });
+        return Ok(Frame::Invalid { reason: "frame runs past the end of the file".to_string() });
     }
     let mut payload = vec![0u8; size as usize];
     file.read_exact_at(&mut payload, position + FRAME_HEADER_BYTES)?;
     if crc32c::crc32c(&payload) != crc {
-        return Ok(Frame::Invalid { end, reason: "checksum mismatch".to_string() });
+        return Ok(Frame::Invalid { reason: "checksum mismatch".to_string() });
     }
     let records = serde_json::from_slice(&payload).map_err(|e| {
         io::Error::new(
@@ -205,18 +204,53 @@ fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame>
     Ok(Frame::Valid { records, next: end })
 }
 
-fn is_zeros(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<bool> {
-    const CHUNK_BYTES: u64 = 64 * 1024;
-    let mut position = from;
-    while position < to {
-        let mut chunk = vec![0u8; CHUNK_BYTES.min(to - position) as usize];
-        file.read_exact_at(&mut chunk, position)?;
-        if chunk.iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        position += chunk.len() as u64;
+/// Whether the bytes from an invalid frame at `from` to the end of the file can be the torn
+/// tail of the last append: `None` if so, else what follows instead. Every append is fsynced
+/// before the next is written (and none after a failed one), so at most the last frame is
+/// unsynced, and a power loss may keep any of its sectors and lose others (a zeroed header
+/// followed by the rest of the frame is a torn tail). A torn tail is therefore at most one frame
+/// long and holds no whole frame; a whole frame after a bad one means a write was lost before a
+/// later one reached the disk.
+fn not_a_torn_tail(file: &dyn DiskFile, from: u64, len: u64) -> io::Result<Option<String>> {
+    let tail = len - from;
+    if tail > FRAME_HEADER_BYTES + u64::from(FRAME_BYTES_MAX) {
+        return Ok(Some(format!("{tail} more bytes, more than one frame holds")));
     }
-    Ok(true)
+    // Read until two reads agree: a flipped bit must not hide a whole frame.
+    let read = || -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; tail as usize];
+        file.read_exact_at(&mut bytes, from)?;
+        Ok(bytes)
+    };
+    let mut bytes = read()?;
+    let mut agreed = false;
+    for _ in 1..READ_ATTEMPTS {
+        let again = read()?;
+        if again == bytes {
+            agreed = true;
+            break;
+        }
+        bytes = again;
+    }
+    if !agreed {
+        return Err(io::Error::other(format!("the {tail} bytes after byte {from} read differently every time")));
+    }
+    for start in 1..bytes.len() {
+        let Some(header) = bytes.get(start..start + FRAME_HEADER_BYTES as usize) else { break };
+        let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let payload_start = start + FRAME_HEADER_BYTES as usize;
+        if size == 0 || size > FRAME_BYTES_MAX {
+            continue;
+        }
+        match bytes.get(payload_start..payload_start + size as usize) {
+            Some(payload) if crc32c::crc32c(payload) == crc => {
+                return Ok(Some(format!("a whole frame at byte {}", from + start as u64)));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 impl crate::replay::RecordLog<MetadataRecord> for MetadataLog {
@@ -349,7 +383,22 @@ mod tests {
         file.write_all_at(&[0u8; 16], hole_at).unwrap();
         let err = MetadataLog::open(&RealDisk, dir.path()).unwrap_err().to_string();
         assert!(err.contains(&format!("corrupt metadata frame at byte {hole_at}")), "{err}");
-        assert!(err.contains("followed by more data") && err.contains("truncate the file"), "{err}");
+        assert!(err.contains("followed by a whole frame") && err.contains("truncate the file"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_frame_whose_header_sector_was_lost_is_a_torn_tail_not_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        let last_at = RealDisk.open(log.path(), false).unwrap().len().unwrap();
+        log.append(&[topic(&"b".repeat(900), 2)]).unwrap();
+        // The power loss kept the frame's later sector but not the one with its header.
+        let file = RealDisk.open(log.path(), false).unwrap();
+        file.write_all_at(&[0u8; 64], last_at).unwrap();
+        let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        assert_eq!(read, vec![topic("a", 1)]);
+        assert_eq!(RealDisk.open(log.path(), false).unwrap().len().unwrap(), last_at, "truncated");
     }
 
     #[test]

@@ -85,6 +85,16 @@ impl BrokerHandle {
 /// listener; partition logs opened and recovered as the controller's metadata assigns them).
 /// Serves until [`BrokerHandle::shutdown`].
 pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<BrokerHandle> {
+    start_observed(config, disk, |_| {}).await
+}
+
+/// [`start`], handing the broker to `opened` as soon as it exists (before it registers and
+/// serves): the simulator reads its observation tap from then on, also when the start fails.
+pub async fn start_observed(
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    opened: impl FnOnce(Arc<Broker>),
+) -> anyhow::Result<BrokerHandle> {
     config.check()?;
     for ignored in &config.ignored {
         tracing::info!(key = ignored, "configuration key accepted but has no effect in Gregor");
@@ -137,6 +147,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         local_addr = Some(bound);
         let advertised = config.advertised_address(bound);
         let shared = Arc::new(Broker::open(config, disk, advertised, controller_address, halt.clone())?);
+        opened(shared.clone());
         tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown_rx.clone())));
