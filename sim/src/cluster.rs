@@ -358,9 +358,9 @@ struct NodeSpec {
     exits: Arc<Exits>,
 }
 
-/// A node whose process starts the broker and/or controller, serves until it halts (a fatal
-/// disk error) and then returns, which ends the process; a start that fails ends it too. Each
-/// exit is reported to the supervisor.
+/// A node whose process starts the broker and/or controller and serves until it halts (a fatal
+/// disk error) or its start fails; either is reported to the supervisor, which ends the process
+/// at once (`World::take_exit`) and later starts it again.
 fn start_node(
     handle: &Handle,
     spec: &NodeSpec,
@@ -419,7 +419,10 @@ fn start_node(
                     while_starting,
                     reason,
                 });
-                // Returning ends the process: madsim stops every task of the node.
+                // The supervisor ends the process now (a kill: the same path as the nemesis's,
+                // which closes its connections); nothing runs on it that could write: the
+                // failed log refuses appends and the offline directory refuses everything.
+                std::future::pending::<()>().await;
             }
         })
         .build();

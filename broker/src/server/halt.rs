@@ -15,50 +15,54 @@
 //! Restart is the recovery: every log keeps the prefix of whole, checksummed frames or batches
 //! and truncates a torn tail.
 
-use std::sync::Arc;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Cloned into everything that can hit a fatal disk error. The first reason wins.
-#[derive(Clone, Debug)]
+///
+/// A mutex and a `Notify`, not a `watch` channel: tokio's `watch` spreads its waiters over
+/// several `Notify`s chosen by a generator seeded from process-wide state, so the order waiters
+/// wake in differs between two runs of one seed in the same process (the simulator's
+/// determinism check caught it).
+#[derive(Clone, Debug, Default)]
 pub struct Halt {
-    reason: Arc<watch::Sender<Option<String>>>,
+    inner: Arc<HaltInner>,
 }
 
-impl Default for Halt {
-    fn default() -> Self {
-        Halt { reason: Arc::new(watch::channel(None).0) }
-    }
+#[derive(Debug, Default)]
+struct HaltInner {
+    reason: Mutex<Option<String>>,
+    halted: Notify,
 }
 
 impl Halt {
     /// Asks the process to stop now. The caller has already stopped writing.
     pub fn halt(&self, reason: String) {
-        self.reason.send_if_modified(|current| {
+        {
+            let mut current = self.inner.reason.lock().expect("halt lock poisoned");
             if current.is_some() {
-                return false;
+                return;
             }
             tracing::error!(reason, "fatal disk error: the process halts (restart it to recover)");
             *current = Some(reason);
-            true
-        });
+        }
+        self.inner.halted.notify_waiters();
     }
 
     /// The reason, once halted.
     pub fn reason(&self) -> Option<String> {
-        self.reason.borrow().clone()
+        self.inner.reason.lock().expect("halt lock poisoned").clone()
     }
 
     /// Resolves with the reason once something halted the process.
     pub async fn halted(&self) -> String {
-        let mut receiver = self.reason.subscribe();
         loop {
-            if let Some(reason) = receiver.borrow_and_update().clone() {
+            // Created before the check: `notify_waiters` reaches futures that exist, polled or not.
+            let notified = self.inner.halted.notified();
+            if let Some(reason) = self.reason() {
                 return reason;
             }
-            if receiver.changed().await.is_err() {
-                // Unreachable while `self` holds the sender; never resolve rather than invent one.
-                std::future::pending::<()>().await;
-            }
+            notified.await;
         }
     }
 }

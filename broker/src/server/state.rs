@@ -309,7 +309,9 @@ impl Broker {
                 }
                 newly
             };
-            if newly_offline {
+            // A disk error halts the process. Corruption found on read (a checksum that fails)
+            // keeps the directory offline without halting: restarting would read it again.
+            if newly_offline && matches!(error, LogError::Storage { .. }) {
                 self.halt.halt(format!(
                     "log directory {} is offline ({error}) and it is the only one",
                     self.config.log_dir.display()
