@@ -20,5 +20,3 @@ pub mod hostile;
 pub mod report;
 #[cfg(madsim)]
 pub mod run;
-#[cfg(madsim)]
-pub mod supervisor;

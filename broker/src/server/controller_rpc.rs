@@ -4,7 +4,6 @@
 use crate::controller::rpc::{self, RequestEnvelope, ResponseEnvelope};
 use crate::controller::Controller;
 use crate::protocol::{read_frame, write_frame};
-use crate::server::halt::Halt;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,27 +37,10 @@ async fn write_json<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io:
     write_frame(stream, &frame).await
 }
 
-/// Halts the process if the controller's metadata log failed; true if it did.
-fn halt_if_log_failed(controller: &Controller, halt: &Halt) -> bool {
-    match controller.log_failed() {
-        Some(reason) => {
-            halt.halt(reason);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Serves the controller listener until `shutdown`, and fences silent brokers. A failed
-/// metadata log halts the process (`halt`): no answer goes out after it.
-pub async fn serve(
-    listener: TcpListener,
-    controller: Arc<Mutex<Controller>>,
-    halt: Halt,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Serves the controller listener until `shutdown`, and fences silent brokers.
+pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mut shutdown: watch::Receiver<bool>) {
     let ticker = {
-        let (controller, halt) = (controller.clone(), halt.clone());
+        let controller = controller.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -67,12 +49,9 @@ pub async fn serve(
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(Duration::from_millis(TICK_INTERVAL_MS)) => {}
                 }
-                let mut controller = controller.lock().expect("controller lock poisoned");
-                if let Err(e) = controller.tick(crate::env::now_ms()) {
+                let result = controller.lock().expect("controller lock poisoned").tick(crate::env::now_ms());
+                if let Err(e) = result {
                     tracing::error!(error = %e, "controller tick failed");
-                }
-                if halt_if_log_failed(&controller, &halt) {
-                    return;
                 }
             }
         })
@@ -93,7 +72,7 @@ pub async fn serve(
             tracing::warn!(%peer, "controller listener: {CONNECTIONS_MAX} connections open, refusing another");
             continue;
         }
-        let (controller, halt) = (controller.clone(), halt.clone());
+        let controller = controller.clone();
         let mut shutdown = shutdown.clone();
         let open = open.clone();
         tokio::spawn(async move {
@@ -115,11 +94,7 @@ pub async fn serve(
                 };
                 let response = {
                     let mut controller = controller.lock().expect("controller lock poisoned");
-                    let response = rpc::handle(&mut controller, envelope, crate::env::now_ms());
-                    if halt_if_log_failed(&controller, &halt) {
-                        break;
-                    }
-                    response
+                    rpc::handle(&mut controller, envelope, crate::env::now_ms())
                 };
                 match tokio::time::timeout(request_wait, write_json(&mut stream, &response)).await {
                     Ok(Ok(())) => {}
