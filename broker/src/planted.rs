@@ -45,10 +45,14 @@ pub enum Bug {
     /// Recovery loads the newest producer-state snapshot but does not replay the batches after
     /// it (rebuilt from the wrong point): retries of those batches are not recognised.
     ProducerSnapshotTailSkipped = 16384,
+    /// After a failed write or fsync of the metadata log, the controller keeps appending after
+    /// the failed frame and keeps running (no halt): a later frame can become durable while the
+    /// failed one is lost, and after a power loss the log has a hole and the node cannot start.
+    AppendAfterFailedFsync = 32768,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -64,6 +68,7 @@ impl Bug {
         Bug::ElectOutOfSync,
         Bug::MetadataAckBeforeFsync,
         Bug::ProducerSnapshotTailSkipped,
+        Bug::AppendAfterFailedFsync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl Bug {
             Bug::ElectOutOfSync => "elect-out-of-sync",
             Bug::MetadataAckBeforeFsync => "metadata-ack-before-fsync",
             Bug::ProducerSnapshotTailSkipped => "producer-snapshot-tail-skipped",
+            Bug::AppendAfterFailedFsync => "append-after-failed-fsync",
         }
     }
 

@@ -97,6 +97,11 @@ where
         &self.log
     }
 
+    /// Why commits stopped (a failed append), if they did: the process should halt.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// The offset the next committed record gets.
     pub fn next_offset(&self) -> i64 {
         self.records.len() as i64
@@ -121,6 +126,9 @@ where
             Ok(()) => {}
             Err(AppendError::Refused(why)) => return Err(ApiError::new(ErrorCode::POLICY_VIOLATION, why)),
             Err(AppendError::Failed(why)) => {
+                if crate::planted::active(crate::planted::Bug::AppendAfterFailedFsync) {
+                    return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("append failed: {why}")));
+                }
                 tracing::error!(error = why, "append failed: nothing more is committed until restart");
                 self.failed = Some(why.clone());
                 return Err(ApiError::new(ErrorCode::KAFKA_STORAGE_ERROR, format!("append failed: {why}")));

@@ -7,7 +7,7 @@ use crate::check::replicas::ReplicaCopy;
 use crate::check::Violation;
 use crate::disk::SimDisk;
 use crate::nemesis::stream_seed;
-use crate::observation::{NodeRef, StateEvent};
+use crate::observation::{NodeExit, NodeRef, StateEvent};
 use crate::scenario::Scenario;
 use broker::controller::{Controller, MetadataImage, MetadataRecord};
 use broker::protocol::client::Connection;
@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Where every simulated node keeps its data (`log.dirs`).
@@ -40,13 +41,45 @@ const SIM_TIMINGS: &[(&str, &str)] = &[
     ("replica.fetch.wait.max.ms", "200"),
 ];
 
-/// What runs on a node, for observation: set while it runs, cleared when it dies.
+/// What runs on a node, for observation: set while it runs, cleared when it is killed.
 #[derive(Clone, Default)]
 struct Running {
     broker: Option<Arc<Broker>>,
     controller: Option<Arc<Mutex<Controller>>>,
     /// Which start of the node's process this is (0 = the first).
     incarnation: u32,
+    /// The process ended by itself (halted, or its start failed) and nobody has killed or
+    /// restarted it since: its supervisor will.
+    exited: bool,
+}
+
+/// Exits the nodes report, for the supervisor (`crate::supervisor`) and the exit checks.
+#[derive(Default)]
+pub struct Exits {
+    /// Not yet taken by the supervisor.
+    new: Mutex<Vec<NodeExit>>,
+    /// Every exit of the run.
+    all: Mutex<Vec<NodeExit>>,
+    /// Woken on each report.
+    pub reported: Notify,
+}
+
+impl Exits {
+    fn report(&self, exit: NodeExit) {
+        self.new.lock().expect("exits lock").push(exit.clone());
+        self.all.lock().expect("exits lock").push(exit);
+        self.reported.notify_one();
+    }
+
+    /// The exits reported since the last call.
+    pub fn take_new(&self) -> Vec<NodeExit> {
+        std::mem::take(&mut *self.new.lock().expect("exits lock"))
+    }
+
+    /// Every exit of the run so far, in the order they happened.
+    pub fn all(&self) -> Vec<NodeExit> {
+        self.all.lock().expect("exits lock").clone()
+    }
 }
 
 /// A node (broker, or the controller): its disk survives restarts; `live` is its observation
@@ -72,9 +105,13 @@ impl SimNode {
         self.live.lock().expect("live lock").controller.clone()
     }
 
-    /// Whether the node runs and serves: a broker whose log directory went offline does not.
+    /// Whether the node runs and serves: a broker whose log directory went offline, or a
+    /// process that exited, does not.
     pub fn healthy(&self) -> bool {
         let running = self.live.lock().expect("live lock").clone();
+        if running.exited {
+            return false;
+        }
         match (&running.broker, &running.controller) {
             (Some(broker), _) => broker.offline_reason().is_none(),
             (None, Some(_)) => true,
@@ -109,10 +146,13 @@ pub struct World {
     origin: Instant,
     /// State events drained but not yet given to the checkers.
     pending: Mutex<Vec<StateEvent>>,
+    /// What the nodes' processes reported as they exited by themselves.
+    pub exits: Arc<Exits>,
 }
 
 impl World {
     pub fn start(handle: &Handle, scenario: &Scenario, seed: u64, origin: Instant) -> World {
+        let exits: Arc<Exits> = Arc::default();
         let separate_controller = scenario.cluster.brokers > 1;
         let controller = separate_controller.then(|| {
             let settings = [
@@ -122,7 +162,8 @@ impl World {
             ];
             let config = node_config(scenario, CONTROLLER_NODE_ID, &settings);
             let ip: IpAddr = CONTROLLER_ADDR.split(':').next().expect("ip").parse().expect("valid ip");
-            start_node(handle, seed, NodeRef::Controller, ip, CONTROLLER_ADDR.to_string(), config)
+            let spec = NodeSpec { seed, origin, exits: exits.clone() };
+            start_node(handle, &spec, NodeRef::Controller, ip, CONTROLLER_ADDR.to_string(), config)
         });
         let brokers = (1..=scenario.cluster.brokers as i32)
             .map(|id| {
@@ -134,10 +175,48 @@ impl World {
                     settings.push(("controller.quorum.voters", format!("{CONTROLLER_NODE_ID}@{CONTROLLER_ADDR}")));
                 }
                 let config = node_config(scenario, id, &settings);
-                start_node(handle, seed, NodeRef::Broker(id), ip, addr, config)
+                let spec = NodeSpec { seed, origin, exits: exits.clone() };
+                start_node(handle, &spec, NodeRef::Broker(id), ip, addr, config)
             })
             .collect();
-        World { brokers, controller, handle: handle.clone(), origin, pending: Mutex::default() }
+        World { brokers, controller, handle: handle.clone(), origin, pending: Mutex::default(), exits }
+    }
+
+    /// The node `id` names.
+    pub fn node(&self, id: NodeRef) -> &SimNode {
+        self.nodes().find(|n| n.id == id).expect("every exit names a node of this world")
+    }
+
+    /// The supervisor takes an exit: if nobody killed or restarted the node since, its
+    /// process's last changes go to the checkers, then it is down. Returns whether the node
+    /// is still the exited process (so the supervisor should start it again).
+    pub fn take_exit(&self, exit: &NodeExit) -> bool {
+        let node = self.node(exit.node);
+        let running = node.live.lock().expect("live lock").clone();
+        if !running.exited || running.incarnation != exit.incarnation {
+            return false;
+        }
+        let mut events = node.drain(self.origin);
+        // The process is gone: its connections close, as the OS closes an exited process's.
+        self.handle.kill(node.node.id());
+        *node.live.lock().expect("live lock") =
+            Running { broker: None, controller: None, incarnation: exit.incarnation, exited: true };
+        events.push(StateEvent::Down { at_ns: exit.at_ns, node: node.id });
+        self.pending.lock().expect("pending lock").extend(events);
+        true
+    }
+
+    /// The supervisor's restart: only if the node is still the process that exited as
+    /// `incarnation` (the nemesis or the heal phase may have restarted it meanwhile).
+    pub fn restart_exited(&self, id: NodeRef, incarnation: u32) -> bool {
+        let node = self.node(id);
+        let running = node.live.lock().expect("live lock").clone();
+        if !running.exited || running.incarnation != incarnation {
+            return false;
+        }
+        *node.live.lock().expect("live lock") = Running::default();
+        self.restart(node);
+        true
     }
 
     /// Every node, brokers first.
@@ -272,31 +351,78 @@ fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -
     config
 }
 
-fn start_node(handle: &Handle, seed: u64, id: NodeRef, ip: IpAddr, addr: String, config: BrokerConfig) -> SimNode {
-    let disk = SimDisk::new(stream_seed(seed, &format!("disk-{id}")));
+/// What every node of a world shares.
+struct NodeSpec {
+    seed: u64,
+    origin: Instant,
+    exits: Arc<Exits>,
+}
+
+/// A node whose process starts the broker and/or controller and serves until it halts (a fatal
+/// disk error) or its start fails; either is reported to the supervisor, which ends the process
+/// at once (`World::take_exit`) and later starts it again.
+fn start_node(
+    handle: &Handle,
+    spec: &NodeSpec,
+    id: NodeRef,
+    ip: IpAddr,
+    addr: String,
+    config: BrokerConfig,
+) -> SimNode {
+    let disk = SimDisk::new(stream_seed(spec.seed, &format!("disk-{id}")));
     let live: Arc<Mutex<Running>> = Arc::default();
     let starts = Arc::new(AtomicU32::new(0));
     let (node_disk, node_live, node_starts) = (disk.disk.clone(), live.clone(), starts.clone());
+    let (origin, exits) = (spec.origin, spec.exits.clone());
     let node = handle
         .create_node()
         .name(id.to_string())
         .ip(ip)
         .init(move || {
-            let (disk, live, config) = (node_disk.clone(), node_live.clone(), config.clone());
+            let (disk, live, config, exits) = (node_disk.clone(), node_live.clone(), config.clone(), exits.clone());
             let incarnation = node_starts.fetch_add(1, Ordering::SeqCst);
+            let since_origin = move || origin.elapsed().as_nanos() as u64;
+            let started_at_ns = since_origin();
+            let opened = {
+                let live = live.clone();
+                // The broker's replica changes are observed from its first one, also when the
+                // start fails later.
+                move |broker| {
+                    *live.lock().expect("live lock") =
+                        Running { broker: Some(broker), controller: None, incarnation, exited: false }
+                }
+            };
             async move {
-                match server::start(config, Arc::new(disk)).await {
+                let (while_starting, reason) = match server::start_observed(config, Arc::new(disk), opened).await {
                     Ok(running) => {
                         *live.lock().expect("live lock") = Running {
                             broker: running.broker.clone(),
                             controller: running.controller.clone(),
                             incarnation,
+                            exited: false,
                         };
-                        std::future::pending::<()>().await;
+                        (false, running.halt.halted().await)
                     }
-                    // A node that refuses to start (corruption it will not serve) stays down.
-                    Err(e) => tracing::warn!(node = %id, error = %format!("{e:#}"), "node refused to start"),
+                    Err(e) => (true, format!("{e:#}")),
+                };
+                tracing::warn!(node = %id, while_starting, reason, "the process exits");
+                {
+                    let mut live = live.lock().expect("live lock");
+                    live.incarnation = incarnation;
+                    live.exited = true;
                 }
+                exits.report(NodeExit {
+                    at_ns: since_origin(),
+                    node: id,
+                    incarnation,
+                    started_at_ns,
+                    while_starting,
+                    reason,
+                });
+                // The supervisor ends the process now (a kill: the same path as the nemesis's,
+                // which closes its connections); nothing runs on it that could write: the
+                // failed log refuses appends and the offline directory refuses everything.
+                std::future::pending::<()>().await;
             }
         })
         .build();

@@ -20,3 +20,5 @@ pub mod hostile;
 pub mod report;
 #[cfg(madsim)]
 pub mod run;
+#[cfg(madsim)]
+pub mod supervisor;

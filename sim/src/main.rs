@@ -54,6 +54,22 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         jobs: usize,
         check_determinism: bool,
         reports: PathBuf,
+        /// `--shard K/N`: this process runs the seeds with `seed % N == K - 1`.
+        shard: Option<(u64, u64)>,
+    }
+
+    impl Options {
+        /// The seeds a sweep runs for `scenario`: the asked range plus the scenario's regression
+        /// seeds (each once), within the shard.
+        fn seeds_for(&self, scenario: &Scenario) -> Vec<u64> {
+            let mut seeds = self.seeds.clone();
+            for &seed in &scenario.expect.regression_seeds {
+                if !seeds.contains(&seed) && self.shard.is_none_or(|(k, n)| seed % n == k - 1) {
+                    seeds.push(seed);
+                }
+            }
+            seeds
+        }
     }
 
     pub fn main() -> i32 {
@@ -105,6 +121,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             jobs: 1,
             check_determinism: false,
             reports: PathBuf::from("reports"),
+            shard: None,
         };
         let mut shard: Option<(u64, u64)> = None;
         let mut it = args.iter();
@@ -136,6 +153,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         if let Some((k, n)) = shard {
             options.seeds.retain(|s| s % n == k - 1);
         }
+        options.shard = shard;
         options.jobs = options.jobs.max(1);
         Ok(options)
     }
@@ -279,8 +297,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         }
         let scenarios: Vec<(PathBuf, Scenario)> =
             options.scenarios.iter().map(|p| load(p).map(|s| (p.clone(), s))).collect::<Result<_, _>>()?;
-        let jobs: Vec<(usize, u64)> =
-            (0..scenarios.len()).flat_map(|i| options.seeds.iter().map(move |&s| (i, s))).collect();
+        let jobs: Vec<(usize, u64)> = scenarios
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (_, scenario))| options.seeds_for(scenario).into_iter().map(move |s| (i, s)))
+            .collect();
         let total = jobs.len();
         let queue = Arc::new(Mutex::new(jobs.into_iter()));
         let results: Arc<Mutex<Vec<SeedResult>>> = Arc::default();
@@ -439,7 +460,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 16] = [
+    const PLANTED: [(broker::planted::Bug, &str); 17] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -455,6 +476,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::TruncateToEpochStart, "scenarios/planted/lagging-follower-leader-crash.toml"),
         (broker::planted::Bug::ElectOutOfSync, "scenarios/planted/lagging-follower-leader-crash.toml"),
         (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/planted/controller-power-loss.toml"),
+        (broker::planted::Bug::AppendAfterFailedFsync, "scenarios/planted/controller-disk-errors.toml"),
         (broker::planted::Bug::ProducerSnapshotTailSkipped, "scenarios/planted/producer-crash-small-segments.toml"),
     ];
 

@@ -59,3 +59,19 @@ impl StateEvent {
         }
     }
 }
+
+/// A node's process ended by itself, as its supervisor saw it: a fail-stop halt on a disk error,
+/// or a start that failed (with the error it printed). Kills by the nemesis are not exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeExit {
+    pub at_ns: u64,
+    pub node: NodeRef,
+    /// The process start that ended (the simulator's count).
+    pub incarnation: u32,
+    /// When that process started.
+    pub started_at_ns: u64,
+    /// The start itself failed (the node never served).
+    pub while_starting: bool,
+    /// What the process said as it exited.
+    pub reason: String,
+}

@@ -1,12 +1,14 @@
 //! One run: a scenario and a seed → a world, a workload, faults, a heal phase, checks.
 //!
 //! Phases: **setup** (brokers start, the topic is created), **fault phase** (the workload runs
-//! while the nemesis injects the planned faults), **heal phase** (faults stop, crashed and
+//! while the nemesis injects the planned faults; the supervisor starts every process that exits
+//! by itself again), **heal phase** (faults stop, crashed, exited and
 //! offline brokers restart, links heal, producers finish, final reads read every partition to
 //! its end within `heal_s`: not getting there is a liveness failure), **checks** (history
 //! checkers, and the state checkers, which took every replica change as it happened).
 //! The world is in `cluster`, the faults in `nemesis`, the checkers in `check`.
 
+use crate::check::exits::check_exits;
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
@@ -20,6 +22,7 @@ use crate::nemesis::apply::{note, Nemesis};
 use crate::nemesis::{budget, plan, stream_seed, Budget, FaultEvent};
 use crate::observation::NodeRef;
 use crate::scenario::{Acks, Scenario};
+use crate::supervisor::supervise;
 use broker::server::state::PartitionObservation;
 use madsim::runtime::Handle;
 use serde::Serialize;
@@ -70,6 +73,17 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let faults: Arc<Mutex<Vec<FaultEvent>>> = Arc::default();
     let state_checker: Arc<Mutex<StateCheckers>> = Arc::default();
     let state_violations: Arc<Mutex<Vec<Violation>>> = Arc::default();
+
+    // The supervisor starts exited processes again, from the first start on.
+    let supervisor_node = handle.create_node().name("supervisor").ip("10.0.6.1".parse().expect("ip")).build();
+    let supervisor_stop = Arc::new(Notify::new());
+    supervisor_node.spawn(supervise(
+        world.clone(),
+        stream_seed(seed, "supervisor"),
+        faults.clone(),
+        recorder.clone(),
+        supervisor_stop.clone(),
+    ));
 
     let setup = handle.create_node().name("setup").ip("10.0.2.1".parse().expect("ip")).build();
     let setup_result = setup.spawn({
@@ -181,6 +195,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
 
     // The heal phase.
     let heal_deadline = Instant::now() + Duration::from_secs(scenario.workload.heal_s);
+    let healed_at_ns = recorder.now_ns();
     nemesis.heal();
     producers_stop.stop();
     workload_stop.notify_waiters();
@@ -241,6 +256,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         violations.extend(check_replica_prefix(partition, high_watermark, &leader, &members));
     }
     violations.extend(world.epoch_history_violations());
+    violations.extend(check_exits(&world.exits.all(), healed_at_ns));
     violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = world.observe_all();
@@ -254,6 +270,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     // Stop every node before the runtime goes: tasks still pending when it is dropped (the
     // brokers' listeners, fetchers, timers) are never freed, and a sweep process grew by
     // megabytes per seed.
+    supervisor_stop.notify_waiters();
+    handle.kill(supervisor_node.id());
     for node in world.nodes() {
         world.kill(node);
     }

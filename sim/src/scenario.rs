@@ -206,6 +206,10 @@ pub struct ScriptedFault {
     pub target: String,
     #[serde(default)]
     pub duration_s: f64,
+    /// For `disk-error` and `disk-corruption`: the chance each disk operation fails (or reads a
+    /// flipped bit) while the fault is on. Default 0.02.
+    #[serde(default)]
+    pub probability: Option<f64>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -232,6 +236,10 @@ pub struct Expectation {
     pub outcome: ExpectedOutcome,
     #[serde(default)]
     pub anomalies: Vec<String>,
+    /// Seeds that once failed this scenario: every sweep of it runs them as well as its seed
+    /// range (so the CI tier keeps them passing).
+    #[serde(default)]
+    pub regression_seeds: Vec<u64>,
 }
 
 /// Invariant names a scenario may expect.
@@ -253,6 +261,10 @@ pub const KNOWN_ANOMALIES: &[&str] = &[
     "replica-prefix",
     "isr-enforced",
     "leader-from-isr",
+    "metadata-durable",
+    "epoch-history",
+    "node-cannot-start",
+    "halt-without-fault",
 ];
 
 impl Scenario {
@@ -337,6 +349,20 @@ impl Scenario {
             }
             if fault.duration_s < 0.0 {
                 return bad("faults.scripted.duration_s", format!("must not be negative, got {}", fault.duration_s));
+            }
+            if let Some(probability) = fault.probability {
+                if !matches!(fault.kind, FaultKind::DiskError | FaultKind::DiskCorruption) {
+                    return bad(
+                        "faults.scripted.probability",
+                        "only `disk-error` and `disk-corruption` faults have a probability".to_string(),
+                    );
+                }
+                if !(probability > 0.0 && probability <= 1.0) {
+                    return bad(
+                        "faults.scripted.probability",
+                        format!("must be above 0 and at most 1, got {probability}"),
+                    );
+                }
             }
         }
         if let Some(swarm) = &self.faults.swarm {

@@ -177,6 +177,12 @@ impl Controller {
         self.metadata.next_offset()
     }
 
+    /// Set once an append to the metadata log failed: nothing more is committed, and the
+    /// process must halt (see `server::halt`); the reason names the file.
+    pub fn log_failed(&self) -> Option<String> {
+        Some(format!("the metadata log failed: {}", self.metadata.failed()?))
+    }
+
     /// Decides with `decide`, commits the records, and returns the reply.
     pub fn run<T>(&mut self, decide: impl FnOnce(&mut Self) -> Result<Decision<T>, ApiError>) -> Result<T, ApiError> {
         let decision = decide(self)?;

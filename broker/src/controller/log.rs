@@ -15,15 +15,23 @@ const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
 /// The durable metadata log: `<dir>/metadata.log`. Each append is one frame,
 /// `length u32 | crc32c u32 | JSON array of records`, fsynced before `append` returns, so only
-/// the last frame can be torn by a crash. On open a torn last frame (running past the end of
-/// the file, failing its checksum at the end, or followed only by zeros) is truncated; an
-/// invalid frame followed by other data refuses to open.
+/// the last frame can be torn by a crash. On open a torn last frame (cut short, failing its
+/// checksum, or with lost sectors) is truncated; an invalid frame followed by a whole frame, or
+/// by more than one frame's worth of bytes, refuses to open (with what to do about it).
+///
+/// After a failed write or fsync the log refuses every further append: bytes written after a
+/// failed fsync could reach the disk while the failed ones do not, and a power loss would then
+/// leave a hole before later frames. The process is expected to halt (`server::halt`); reopening
+/// it is the recovery.
 #[derive(Debug)]
 pub struct MetadataLog {
     path: PathBuf,
     file: Arc<dyn DiskFile>,
-    /// Byte length of the valid frames. Invariant: equals the file length after open/append.
+    /// Byte length of the valid frames. Invariant: equals the file length after open and after
+    /// every successful append.
     end: u64,
+    /// Set by the first failed write or fsync; from then on nothing is appended.
+    failed: Option<String>,
 }
 
 /// What is at a position of the log.
@@ -32,9 +40,8 @@ enum Frame {
         records: Vec<MetadataRecord>,
         next: u64,
     },
-    /// Not a valid frame; `end` is where it claims to end (may be past the file).
+    /// Not a valid frame.
     Invalid {
-        end: u64,
         reason: String,
     },
     End,
@@ -74,12 +81,15 @@ impl MetadataLog {
                     position = next;
                 }
                 Frame::End => break,
-                Frame::Invalid { end, reason } => {
-                    if end < len && !is_zeros(&*file, end, len)? {
+                Frame::Invalid { reason } => {
+                    if let Some(why) = not_a_torn_tail(&*file, position, len)? {
                         return Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             format!(
-                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by more data",
+                                "{}: corrupt metadata frame at byte {position} ({reason}) followed by {why}: \
+                                 the log lost a write before a later one (or the disk corrupted it). Records from \
+                                 byte {position} on cannot be trusted; restore this directory from a replica or \
+                                 a backup, or truncate the file to {position} bytes to keep the valid prefix",
                                 path.display()
                             ),
                         ));
@@ -93,7 +103,7 @@ impl MetadataLog {
         }
         // Replayed records must be durable: they may have survived a failed fsync in the page cache.
         file.sync()?;
-        Ok((MetadataLog { path, file, end: position }, records))
+        Ok((MetadataLog { path, file, end: position, failed: None }, records))
     }
 
     /// Encodes records as one frame, or says why they cannot be one (too large): a request
@@ -120,14 +130,41 @@ impl MetadataLog {
         self.append_frame(&frame)
     }
 
-    /// Appends a frame from [`MetadataLog::encode_frame`] and fsyncs.
+    /// Appends a frame from [`MetadataLog::encode_frame`] and fsyncs. After a failed write or
+    /// fsync, this and every later append fails without touching the file.
     pub fn append_frame(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(buf, self.end)?;
-        if !crate::planted::active(crate::planted::Bug::MetadataAckBeforeFsync) {
-            self.file.sync()?;
+        if let Some(reason) = &self.failed {
+            return Err(io::Error::other(format!(
+                "{}: an earlier write or fsync failed ({reason}); nothing more is appended until restart",
+                self.path.display()
+            )));
         }
-        self.end += buf.len() as u64;
-        Ok(())
+        let written = self.file.write_all_at(buf, self.end).and_then(|()| {
+            if crate::planted::active(crate::planted::Bug::MetadataAckBeforeFsync) {
+                return Ok(());
+            }
+            self.file.sync()
+        });
+        match written {
+            Ok(()) => {
+                self.end += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if crate::planted::active(crate::planted::Bug::AppendAfterFailedFsync) => {
+                // The planted bug: carry on after the last frame as if the failed one were there.
+                self.end += buf.len() as u64;
+                Err(e)
+            }
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                Err(io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))
+            }
+        }
+    }
+
+    /// Why the log stopped taking appends, if it did.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     pub fn path(&self) -> &Path {
@@ -140,23 +177,23 @@ fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame>
         return Ok(Frame::End);
     }
     if position + FRAME_HEADER_BYTES > len {
-        return Ok(Frame::Invalid { end: len, reason: "header cut short".to_string() });
+        return Ok(Frame::Invalid { reason: "header cut short".to_string() });
     }
     let mut header = [0u8; 8];
     file.read_exact_at(&mut header, position)?;
     let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
     let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
     if size == 0 || size > FRAME_BYTES_MAX {
-        return Ok(Frame::Invalid { end: position, reason: format!("impossible length {size}") });
+        return Ok(Frame::Invalid { reason: format!("impossible length {size}") });
     }
     let end = position + FRAME_HEADER_BYTES + u64::from(size);
     if end > len {
-        return Ok(Frame::Invalid { end: len, reason: "frame runs past the end of the file".to_string() });
+        return Ok(Frame::Invalid { reason: "frame runs past the end of the file".to_string() });
     }
     let mut payload = vec![0u8; size as usize];
     file.read_exact_at(&mut payload, position + FRAME_HEADER_BYTES)?;
     if crc32c::crc32c(&payload) != crc {
-        return Ok(Frame::Invalid { end, reason: "checksum mismatch".to_string() });
+        return Ok(Frame::Invalid { reason: "checksum mismatch".to_string() });
     }
     let records = serde_json::from_slice(&payload).map_err(|e| {
         io::Error::new(
@@ -167,18 +204,53 @@ fn read_frame(file: &dyn DiskFile, position: u64, len: u64) -> io::Result<Frame>
     Ok(Frame::Valid { records, next: end })
 }
 
-fn is_zeros(file: &dyn DiskFile, from: u64, to: u64) -> io::Result<bool> {
-    const CHUNK_BYTES: u64 = 64 * 1024;
-    let mut position = from;
-    while position < to {
-        let mut chunk = vec![0u8; CHUNK_BYTES.min(to - position) as usize];
-        file.read_exact_at(&mut chunk, position)?;
-        if chunk.iter().any(|&b| b != 0) {
-            return Ok(false);
-        }
-        position += chunk.len() as u64;
+/// Whether the bytes from an invalid frame at `from` to the end of the file can be the torn
+/// tail of the last append: `None` if so, else what follows instead. Every append is fsynced
+/// before the next is written (and none after a failed one), so at most the last frame is
+/// unsynced, and a power loss may keep any of its sectors and lose others (a zeroed header
+/// followed by the rest of the frame is a torn tail). A torn tail is therefore at most one frame
+/// long and holds no whole frame; a whole frame after a bad one means a write was lost before a
+/// later one reached the disk.
+fn not_a_torn_tail(file: &dyn DiskFile, from: u64, len: u64) -> io::Result<Option<String>> {
+    let tail = len - from;
+    if tail > FRAME_HEADER_BYTES + u64::from(FRAME_BYTES_MAX) {
+        return Ok(Some(format!("{tail} more bytes, more than one frame holds")));
     }
-    Ok(true)
+    // Read until two reads agree: a flipped bit must not hide a whole frame.
+    let read = || -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0u8; tail as usize];
+        file.read_exact_at(&mut bytes, from)?;
+        Ok(bytes)
+    };
+    let mut bytes = read()?;
+    let mut agreed = false;
+    for _ in 1..READ_ATTEMPTS {
+        let again = read()?;
+        if again == bytes {
+            agreed = true;
+            break;
+        }
+        bytes = again;
+    }
+    if !agreed {
+        return Err(io::Error::other(format!("the {tail} bytes after byte {from} read differently every time")));
+    }
+    for start in 1..bytes.len() {
+        let Some(header) = bytes.get(start..start + FRAME_HEADER_BYTES as usize) else { break };
+        let size = u32::from_be_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_be_bytes(header[4..].try_into().expect("4 bytes"));
+        let payload_start = start + FRAME_HEADER_BYTES as usize;
+        if size == 0 || size > FRAME_BYTES_MAX {
+            continue;
+        }
+        match bytes.get(payload_start..payload_start + size as usize) {
+            Some(payload) if crc32c::crc32c(payload) == crc => {
+                return Ok(Some(format!("a whole frame at byte {}", from + start as u64)));
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
 }
 
 impl crate::replay::RecordLog<MetadataRecord> for MetadataLog {
@@ -237,6 +309,96 @@ mod tests {
         log.append(&[topic("c", 3)]).unwrap();
         let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
         assert_eq!(read, vec![topic("a", 1), topic("c", 3)]);
+    }
+
+    /// Fails every fsync while switched on.
+    #[derive(Debug, Default)]
+    struct FailingSyncs(std::sync::atomic::AtomicBool);
+
+    impl crate::storage::mem::FaultHook for FailingSyncs {
+        fn check(&self, op: crate::storage::mem::DiskOp, path: &Path) -> io::Result<()> {
+            if op == crate::storage::mem::DiskOp::Sync && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::other(format!("EIO syncing {}", path.display())));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_failed_fsync_nothing_is_appended_and_a_power_loss_keeps_exactly_the_synced_prefix() {
+        use crate::storage::mem::MemDisk;
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let hook = Arc::new(FailingSyncs::default());
+        disk.set_fault_hook(Some(hook.clone()));
+        let dir = Path::new("/data/__cluster_metadata-0");
+        let (mut log, _) = MetadataLog::open(&disk, dir).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        hook.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = log.append(&[topic("b", 2)]).unwrap_err();
+        assert!(err.to_string().contains("metadata.log"), "names the file: {err}");
+        hook.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let err = log.append(&[topic("c", 3)]).unwrap_err();
+        assert!(err.to_string().contains("nothing more is appended until restart"), "{err}");
+        assert!(log.failed().is_some());
+        drop(log);
+        disk.crash();
+        let (_, read) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(read, vec![topic("a", 1)], "exactly what was synced");
+    }
+
+    #[test]
+    fn a_process_restart_after_a_failed_fsync_makes_the_page_cache_durable_before_serving_it() {
+        use crate::storage::mem::MemDisk;
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/data")).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        let hook = Arc::new(FailingSyncs::default());
+        disk.set_fault_hook(Some(hook.clone()));
+        let dir = Path::new("/data/__cluster_metadata-0");
+        let (mut log, _) = MetadataLog::open(&disk, dir).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        hook.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        log.append(&[topic("b", 2)]).unwrap_err();
+        drop(log); // the process halts; the page cache keeps the frame
+        assert!(MetadataLog::open(&disk, dir).is_err(), "a restart whose fsync fails does not start");
+        hook.0.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (_, read) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(read, vec![topic("a", 1), topic("b", 2)], "the restart reads the page cache");
+        disk.crash();
+        let (_, after) = MetadataLog::open(&disk, dir).unwrap();
+        assert_eq!(after, read, "and what it read was made durable before it was used");
+    }
+
+    #[test]
+    fn a_lost_write_before_a_later_frame_refuses_to_open_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        let hole_at = RealDisk.open(log.path(), false).unwrap().len().unwrap();
+        log.append(&[topic("b", 2)]).unwrap();
+        log.append(&[topic("c", 3)]).unwrap();
+        let file = RealDisk.open(log.path(), false).unwrap();
+        file.write_all_at(&[0u8; 16], hole_at).unwrap();
+        let err = MetadataLog::open(&RealDisk, dir.path()).unwrap_err().to_string();
+        assert!(err.contains(&format!("corrupt metadata frame at byte {hole_at}")), "{err}");
+        assert!(err.contains("followed by a whole frame") && err.contains("truncate the file"), "{err}");
+    }
+
+    #[test]
+    fn a_torn_last_frame_whose_header_sector_was_lost_is_a_torn_tail_not_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        log.append(&[topic("a", 1)]).unwrap();
+        let last_at = RealDisk.open(log.path(), false).unwrap().len().unwrap();
+        log.append(&[topic(&"b".repeat(900), 2)]).unwrap();
+        // The power loss kept the frame's later sector but not the one with its header.
+        let file = RealDisk.open(log.path(), false).unwrap();
+        file.write_all_at(&[0u8; 64], last_at).unwrap();
+        let (_, read) = MetadataLog::open(&RealDisk, dir.path()).unwrap();
+        assert_eq!(read, vec![topic("a", 1)]);
+        assert_eq!(RealDisk.open(log.path(), false).unwrap().len().unwrap(), last_at, "truncated");
     }
 
     #[test]

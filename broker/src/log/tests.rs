@@ -403,6 +403,23 @@ fn a_failed_fsync_fails_the_log_for_good() {
     assert!(log.read(Offset(0), 100, Offset(1), true).is_err());
 }
 
+#[test]
+fn after_a_failed_fsync_a_power_loss_keeps_exactly_the_synced_prefix() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    append(&mut log, &[1], 1000);
+    append(&mut log, &[2], 1000);
+    disk.set_fault_hook(Some(Arc::new(FailSync)));
+    assert!(log.append(batch(&[3], 1000, None), LeaderEpoch(0), 1000).is_err(), "the fsync failed");
+    disk.set_fault_hook(None);
+    assert!(log.append(batch(&[4], 1000, None), LeaderEpoch(0), 1000).is_err(), "nothing appended after it");
+    drop(log);
+    disk.crash();
+    let log = open(&disk, cfg);
+    assert_eq!(read_all(&log), vec![(0, 1), (1, 2)], "exactly the synced prefix");
+}
+
 /// Found by the simulator (swarm seed 16): recovery ran while reads flipped bits, took a
 /// transient checksum failure for a torn tail, and truncated fsynced, acknowledged data.
 #[test]

@@ -4,6 +4,7 @@
 use crate::controller::rpc::{self, RequestEnvelope, ResponseEnvelope};
 use crate::controller::Controller;
 use crate::protocol::{read_frame, write_frame};
+use crate::server::halt::Halt;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,10 +38,27 @@ async fn write_json<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io:
     write_frame(stream, &frame).await
 }
 
-/// Serves the controller listener until `shutdown`, and fences silent brokers.
-pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mut shutdown: watch::Receiver<bool>) {
+/// Halts the process if the controller's metadata log failed; true if it did.
+fn halt_if_log_failed(controller: &Controller, halt: &Halt) -> bool {
+    match controller.log_failed() {
+        Some(reason) => {
+            halt.halt(reason);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Serves the controller listener until `shutdown`, and fences silent brokers. A failed
+/// metadata log halts the process (`halt`): no answer goes out after it.
+pub async fn serve(
+    listener: TcpListener,
+    controller: Arc<Mutex<Controller>>,
+    halt: Halt,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let ticker = {
-        let controller = controller.clone();
+        let (controller, halt) = (controller.clone(), halt.clone());
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -49,9 +67,12 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mu
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(Duration::from_millis(TICK_INTERVAL_MS)) => {}
                 }
-                let result = controller.lock().expect("controller lock poisoned").tick(crate::env::now_ms());
-                if let Err(e) = result {
+                let mut controller = controller.lock().expect("controller lock poisoned");
+                if let Err(e) = controller.tick(crate::env::now_ms()) {
                     tracing::error!(error = %e, "controller tick failed");
+                }
+                if halt_if_log_failed(&controller, &halt) {
+                    return;
                 }
             }
         })
@@ -72,7 +93,7 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mu
             tracing::warn!(%peer, "controller listener: {CONNECTIONS_MAX} connections open, refusing another");
             continue;
         }
-        let controller = controller.clone();
+        let (controller, halt) = (controller.clone(), halt.clone());
         let mut shutdown = shutdown.clone();
         let open = open.clone();
         tokio::spawn(async move {
@@ -94,7 +115,11 @@ pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, mu
                 };
                 let response = {
                     let mut controller = controller.lock().expect("controller lock poisoned");
-                    rpc::handle(&mut controller, envelope, crate::env::now_ms())
+                    let response = rpc::handle(&mut controller, envelope, crate::env::now_ms());
+                    if halt_if_log_failed(&controller, &halt) {
+                        break;
+                    }
+                    response
                 };
                 match tokio::time::timeout(request_wait, write_json(&mut stream, &response)).await {
                     Ok(Ok(())) => {}

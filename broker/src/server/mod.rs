@@ -13,12 +13,14 @@
 pub mod config;
 pub mod connection;
 pub mod controller_rpc;
+pub mod halt;
 pub mod handlers;
 pub mod replication;
 pub mod state;
 
 pub use config::BrokerConfig;
 pub use connection::handle_frame;
+pub use halt::Halt;
 pub use state::Broker;
 
 use crate::controller::{Controller, ControllerConfig, MetadataLog};
@@ -48,6 +50,9 @@ pub struct BrokerHandle {
     pub broker: Option<Arc<Broker>>,
     pub controller: Option<Arc<Mutex<Controller>>>,
     shutdown: watch::Sender<bool>,
+    /// Pulled on a fatal disk error: whoever runs the node must then end the process (see
+    /// [`halt`]).
+    pub halt: Halt,
     /// Client connections and their limits (broker role only).
     pub connections: Option<Arc<Connections>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -80,6 +85,16 @@ impl BrokerHandle {
 /// listener; partition logs opened and recovered as the controller's metadata assigns them).
 /// Serves until [`BrokerHandle::shutdown`].
 pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<BrokerHandle> {
+    start_observed(config, disk, |_| {}).await
+}
+
+/// [`start`], handing the broker to `opened` as soon as it exists (before it registers and
+/// serves): the simulator reads its observation tap from then on, also when the start fails.
+pub async fn start_observed(
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    opened: impl FnOnce(Arc<Broker>),
+) -> anyhow::Result<BrokerHandle> {
     config.check()?;
     for ignored in &config.ignored {
         tracing::info!(key = ignored, "configuration key accepted but has no effect in Gregor");
@@ -87,6 +102,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
     disk.create_dir_all(&config.log_dir)?;
     state::sync_parent(&*disk, &config.log_dir)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let halt = Halt::default();
     let mut tasks = Vec::new();
     let mut controller = None;
     let mut controller_addr = None;
@@ -110,7 +126,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
             min_insync_replicas: config.min_insync_replicas,
         };
         let shared = Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, now_ms())?));
-        tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), halt.clone(), shutdown_rx.clone())));
         tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
         controller = Some(shared);
     }
@@ -130,13 +146,20 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         let bound = listener.local_addr()?;
         local_addr = Some(bound);
         let advertised = config.advertised_address(bound);
-        let shared = Arc::new(Broker::open(config, disk, advertised, controller_address)?);
+        let shared = Arc::new(Broker::open(config, disk, advertised, controller_address, halt.clone())?);
+        opened(shared.clone());
         tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown_rx.clone())));
         tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown_rx.clone())));
         // Clients are served once the broker is part of the cluster, as in Kafka: before that
         // it knows no topics and leads nothing.
-        wait_until_unfenced(&shared).await;
+        // A fatal disk error while waiting (opening logs, or the controller's own log) ends
+        // the start: the caller exits the process.
+        tokio::select! {
+            biased;
+            reason = halt.halted() => anyhow::bail!("halted while starting: {reason}"),
+            _ = wait_until_unfenced(&shared) => {}
+        }
         let shared_connections = Connections::new(shared.clone());
         tasks.push(tokio::spawn(connection::accept_loop(listener, shared_connections.clone(), shutdown_rx.clone())));
         connections = Some(shared_connections);
@@ -149,6 +172,7 @@ pub async fn start(config: BrokerConfig, disk: Arc<dyn Disk>) -> anyhow::Result<
         broker,
         controller,
         shutdown,
+        halt,
         connections,
         tasks,
     })
@@ -215,8 +239,16 @@ pub fn cli_main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let handle = start(config, Arc::new(crate::storage::real::RealDisk)).await?;
-        wait_for_signal().await;
-        handle.shutdown().await
+        tokio::select! {
+            biased;
+            reason = handle.halt.halted() => {
+                // Like Kafka's Exit.halt: no clean shutdown, nothing more is written; the next
+                // start recovers every log.
+                eprintln!("gregor: fatal disk error, exiting: {reason}");
+                std::process::exit(1);
+            }
+            _ = wait_for_signal() => handle.shutdown().await,
+        }
     })
 }
 

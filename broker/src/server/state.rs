@@ -8,6 +8,7 @@
 
 use super::config::BrokerConfig;
 use super::controller_rpc;
+use super::halt::Halt;
 use crate::controller::rpc::{ControllerReply, ControllerRequest, RequestEnvelope};
 use crate::controller::{MetadataImage, MetadataRecord, PartitionImage};
 use crate::env::{now_ms, random_u128};
@@ -204,8 +205,12 @@ pub struct Broker {
     meta: Mutex<MetaState>,
     producer_ids: Mutex<ProducerIdBlock>,
     /// Set when a write or fsync failed: the log directory is offline and nothing on it is
-    /// served again until restart (Kafka's behaviour: never acknowledge what may be lost).
+    /// served or written again by this process (Kafka's behaviour: never acknowledge what may be
+    /// lost). It is the only log directory, so the process then halts, as Kafka does when its
+    /// last log directory fails.
     offline: Mutex<Option<String>>,
+    /// The process's fail-stop switch (see `server::halt`).
+    pub halt: Halt,
     /// Woken after every append, for fetches waiting on `min_bytes`.
     pub data_appended: Notify,
     /// Woken when a high watermark moves or leadership changes, for acks=all produces.
@@ -238,6 +243,7 @@ impl Broker {
         disk: Arc<dyn Disk>,
         advertised: (String, i32),
         controller_address: String,
+        halt: Halt,
     ) -> anyhow::Result<Broker> {
         let log_dir = config.log_dir.clone();
         disk.create_dir_all(&log_dir)?;
@@ -253,6 +259,7 @@ impl Broker {
             meta: Mutex::new(MetaState::default()),
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             offline: Mutex::new(None),
+            halt,
             data_appended: Notify::new(),
             hw_changed: Notify::new(),
             // On in simulator builds: the simulator's state checks read every change.
@@ -287,14 +294,28 @@ impl Broker {
         self.offline.lock().expect("offline lock poisoned").clone()
     }
 
-    /// Records a storage failure: from now on the log directory is offline (and the broker
-    /// stops heartbeating, so the controller moves its leaderships elsewhere).
+    /// Records a storage failure: from now on the log directory is offline (nothing on it is
+    /// served or written, and the broker stops heartbeating), and, since it is the broker's only
+    /// log directory, the process halts. The controller fences the broker and moves its
+    /// leaderships; the restarted process recovers its logs.
     pub fn note_log_error(&self, error: &LogError) {
         if matches!(error, LogError::Storage { .. } | LogError::Corruption { .. }) {
-            let mut offline = self.offline.lock().expect("offline lock poisoned");
-            if offline.is_none() {
-                tracing::error!(%error, dir = %self.config.log_dir.display(), "log directory is offline: no partition on it is served until restart");
-                *offline = Some(error.to_string());
+            let newly_offline = {
+                let mut offline = self.offline.lock().expect("offline lock poisoned");
+                let newly = offline.is_none();
+                if newly {
+                    tracing::error!(%error, dir = %self.config.log_dir.display(), "log directory is offline: no partition on it is served or written again by this process");
+                    *offline = Some(error.to_string());
+                }
+                newly
+            };
+            // A disk error halts the process. Corruption found on read (a checksum that fails)
+            // keeps the directory offline without halting: restarting would read it again.
+            if newly_offline && matches!(error, LogError::Storage { .. }) {
+                self.halt.halt(format!(
+                    "log directory {} is offline ({error}) and it is the only one",
+                    self.config.log_dir.display()
+                ));
             }
         }
     }

@@ -15,6 +15,7 @@
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 
 pub mod epochs;
+pub mod exits;
 pub mod metadata;
 pub mod replicas;
 pub mod state;

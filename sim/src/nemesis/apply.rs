@@ -226,16 +226,11 @@ impl Nemesis<'_> {
                 self.note("network", "normal");
             }
             FaultKind::DiskCorruption | FaultKind::DiskError | FaultKind::DiskSlow => {
+                let probability = fault.probability.unwrap_or(DISK_FAULT_PROBABILITY);
                 let faults_on = match fault.kind {
-                    FaultKind::DiskCorruption => {
-                        DiskFaults { corrupt_read: DISK_FAULT_PROBABILITY, ..DiskFaults::default() }
-                    }
+                    FaultKind::DiskCorruption => DiskFaults { corrupt_read: probability, ..DiskFaults::default() },
                     FaultKind::DiskSlow => DiskFaults { slow_ms_max: DISK_SLOW_MS_MAX, ..DiskFaults::default() },
-                    _ => DiskFaults {
-                        io_error: DISK_FAULT_PROBABILITY,
-                        no_space: DISK_FAULT_PROBABILITY / 4.0,
-                        ..DiskFaults::default()
-                    },
+                    _ => DiskFaults { io_error: probability, no_space: probability / 4.0, ..DiskFaults::default() },
                 };
                 first.disk.set_faults(faults_on);
                 self.note(&first.name(), format!("{:?} on", fault.kind));

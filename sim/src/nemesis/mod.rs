@@ -53,6 +53,8 @@ pub struct PlannedFault {
     /// Scripted faults run at their time even while others are on (a story may need two at
     /// once); swarm faults come one after another.
     pub scripted: bool,
+    /// A disk fault's chance per operation (the nemesis's default when `None`).
+    pub probability: Option<f64>,
 }
 
 /// Something the nemesis did, for the report's timeline.
@@ -131,6 +133,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
             target: Target::parse(&f.target),
             duration: Duration::from_secs_f64(f.duration_s),
             scripted: true,
+            probability: f.probability,
         })
         .collect();
     if let Some(swarm) = &scenario.faults.swarm {
@@ -156,7 +159,7 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
                     Target::Broker(rng.gen_range(0..scenario.cluster.brokers as usize))
                 };
                 let duration = Duration::from_secs_f64(rng.gen_range(0.5..5.0));
-                faults.push(PlannedFault { at, kind, target, duration, scripted: false });
+                faults.push(PlannedFault { at, kind, target, duration, scripted: false, probability: None });
             }
         }
     }
