@@ -15,6 +15,7 @@
 //! where the API has a top-level error code, otherwise a closed connection; either way one WARN
 //! naming the peer, API and reason, rate-limited by [`WarnLimiter`].
 
+use super::signal::Signal;
 use super::{handlers, Broker};
 use crate::protocol::{self, DecodeError, Request};
 use crate::types::ErrorCode;
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Warnings about bad requests: at most this many per window, then one summary.
 const WARNINGS_PER_WINDOW_MAX: u32 = 10;
@@ -167,11 +168,11 @@ impl Connections {
     }
 }
 
-pub async fn accept_loop(listener: TcpListener, connections: Arc<Connections>, mut shutdown: watch::Receiver<bool>) {
+pub async fn accept_loop(listener: TcpListener, connections: Arc<Connections>, shutdown: Signal<()>) {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -214,12 +215,7 @@ fn closed(api: impl Into<String>, reason: impl Into<String>) -> Closed {
     Closed::Because { api: api.into(), reason: reason.into() }
 }
 
-async fn serve_connection(
-    connections: &Connections,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_connection(connections: &Connections, stream: TcpStream, peer: SocketAddr, shutdown: Signal<()>) {
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = tokio::io::split(stream);
     let mut reader = tokio::io::BufReader::new(reader);
@@ -228,7 +224,7 @@ async fn serve_connection(
     let outcome: Closed = loop {
         let read = tokio::select! {
             biased;
-            _ = shutdown.changed() => break Closed::Quietly,
+            _ = shutdown.wait() => break Closed::Quietly,
             read = read_request(connections, &mut reader) => read,
         };
         let (frame, _permit) = match read {

@@ -5,11 +5,11 @@ use crate::controller::rpc::{self, RequestEnvelope, ResponseEnvelope};
 use crate::controller::Controller;
 use crate::protocol::{read_frame, write_frame};
 use crate::server::halt::Halt;
+use crate::server::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// Frames larger than this close the connection.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -51,20 +51,15 @@ fn halt_if_log_failed(controller: &Controller, halt: &Halt) -> bool {
 
 /// Serves the controller listener until `shutdown`, and fences silent brokers. A failed
 /// metadata log halts the process (`halt`): no answer goes out after it.
-pub async fn serve(
-    listener: TcpListener,
-    controller: Arc<Mutex<Controller>>,
-    halt: Halt,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, controller: Arc<Mutex<Controller>>, halt: Halt, shutdown: Signal<()>) {
     let ticker = {
         let (controller, halt) = (controller.clone(), halt.clone());
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     biased;
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.wait() => return,
                     _ = tokio::time::sleep(Duration::from_millis(TICK_INTERVAL_MS)) => {}
                 }
                 let mut controller = controller.lock().expect("controller lock poisoned");
@@ -81,7 +76,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
             accepted = listener.accept() => accepted,
         };
         let Ok((mut stream, peer)) = accepted else {
@@ -94,7 +89,7 @@ pub async fn serve(
             continue;
         }
         let (controller, halt) = (controller.clone(), halt.clone());
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         let open = open.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -102,7 +97,7 @@ pub async fn serve(
             loop {
                 let request = tokio::select! {
                     biased;
-                    _ = shutdown.changed() => break,
+                    _ = shutdown.wait() => break,
                     request = tokio::time::timeout(request_wait, read_json::<RequestEnvelope>(&mut stream)) => request,
                 };
                 let envelope = match request {

@@ -15,55 +15,31 @@
 //! Restart is the recovery: every log keeps the prefix of whole, checksummed frames or batches
 //! and truncates a torn tail.
 
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use super::signal::Signal;
 
 /// Cloned into everything that can hit a fatal disk error. The first reason wins.
-///
-/// A mutex and a `Notify`, not a `watch` channel: tokio's `watch` spreads its waiters over
-/// several `Notify`s chosen by a generator seeded from process-wide state, so the order waiters
-/// wake in differs between two runs of one seed in the same process (the simulator's
-/// determinism check caught it).
 #[derive(Clone, Debug, Default)]
 pub struct Halt {
-    inner: Arc<HaltInner>,
-}
-
-#[derive(Debug, Default)]
-struct HaltInner {
-    reason: Mutex<Option<String>>,
-    halted: Notify,
+    reason: Signal<String>,
 }
 
 impl Halt {
     /// Asks the process to stop now. The caller has already stopped writing.
     pub fn halt(&self, reason: String) {
-        {
-            let mut current = self.inner.reason.lock().expect("halt lock poisoned");
-            if current.is_some() {
-                return;
-            }
-            tracing::error!(reason, "fatal disk error: the process halts (restart it to recover)");
-            *current = Some(reason);
+        let logged = reason.clone();
+        if self.reason.raise(reason) {
+            tracing::error!(reason = logged, "fatal disk error: the process halts (restart it to recover)");
         }
-        self.inner.halted.notify_waiters();
     }
 
     /// The reason, once halted.
     pub fn reason(&self) -> Option<String> {
-        self.inner.reason.lock().expect("halt lock poisoned").clone()
+        self.reason.get()
     }
 
     /// Resolves with the reason once something halted the process.
     pub async fn halted(&self) -> String {
-        loop {
-            // Created before the check: `notify_waiters` reaches futures that exist, polled or not.
-            let notified = self.inner.halted.notified();
-            if let Some(reason) = self.reason() {
-                return reason;
-            }
-            notified.await;
-        }
+        self.reason.wait().await
     }
 }
 

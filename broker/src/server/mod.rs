@@ -16,6 +16,7 @@ pub mod controller_rpc;
 pub mod halt;
 pub mod handlers;
 pub mod replication;
+pub mod signal;
 pub mod state;
 
 pub use config::BrokerConfig;
@@ -26,11 +27,11 @@ pub use state::Broker;
 use crate::controller::{Controller, ControllerConfig, MetadataLog};
 use crate::env::now_ms;
 use connection::Connections;
+use signal::Signal;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::storage::Disk;
 
@@ -49,7 +50,7 @@ pub struct BrokerHandle {
     pub controller_addr: Option<SocketAddr>,
     pub broker: Option<Arc<Broker>>,
     pub controller: Option<Arc<Mutex<Controller>>>,
-    shutdown: watch::Sender<bool>,
+    shutdown: Signal<()>,
     /// Pulled on a fatal disk error: whoever runs the node must then end the process (see
     /// [`halt`]).
     pub halt: Halt,
@@ -63,7 +64,7 @@ impl BrokerHandle {
     /// closes every log.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down");
-        let _ = self.shutdown.send(true);
+        self.shutdown.raise(());
         for task in self.tasks {
             let _ = task.await;
         }
@@ -101,7 +102,7 @@ pub async fn start_observed(
     }
     disk.create_dir_all(&config.log_dir)?;
     state::sync_parent(&*disk, &config.log_dir)?;
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = Signal::default();
     let halt = Halt::default();
     let mut tasks = Vec::new();
     let mut controller = None;
@@ -126,7 +127,7 @@ pub async fn start_observed(
             min_insync_replicas: config.min_insync_replicas,
         };
         let shared = Arc::new(Mutex::new(Controller::new(log, records, cluster_id, controller_config, now_ms())?));
-        tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), halt.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(controller_rpc::serve(listener, shared.clone(), halt.clone(), shutdown.clone())));
         tracing::info!(address = %controller_addr.expect("bound"), node_id = config.node_id, "Gregor controller listening");
         controller = Some(shared);
     }
@@ -148,9 +149,9 @@ pub async fn start_observed(
         let advertised = config.advertised_address(bound);
         let shared = Arc::new(Broker::open(config, disk, advertised, controller_address, halt.clone())?);
         opened(shared.clone());
-        tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown_rx.clone())));
-        tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown.clone())));
         // Clients are served once the broker is part of the cluster, as in Kafka: before that
         // it knows no topics and leads nothing.
         // A fatal disk error while waiting (opening logs, or the controller's own log) ends
@@ -161,7 +162,7 @@ pub async fn start_observed(
             _ = wait_until_unfenced(&shared) => {}
         }
         let shared_connections = Connections::new(shared.clone());
-        tasks.push(tokio::spawn(connection::accept_loop(listener, shared_connections.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(connection::accept_loop(listener, shared_connections.clone(), shutdown.clone())));
         connections = Some(shared_connections);
         tracing::info!(%bound, advertised = ?shared.advertised, node_id = shared.node_id, "Gregor broker listening");
         broker = Some(shared);
@@ -202,7 +203,7 @@ async fn wait_until_unfenced(broker: &Broker) {
     }
 }
 
-async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping_loop(broker: Arc<Broker>, shutdown: Signal<()>) {
     let retention_interval = broker.config.retention_check_interval_ms;
     let mut next_retention = now_ms() + retention_interval;
     loop {
@@ -212,7 +213,7 @@ async fn housekeeping_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bo
             .clamp(HOUSEKEEPING_INTERVAL_MS_MIN, HOUSEKEEPING_INTERVAL_MS_MAX);
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             _ = tokio::time::sleep(Duration::from_millis(interval as u64)) => {}
         }
         let now = now_ms();

@@ -9,6 +9,7 @@
 //!
 //! Every network call has its own timeout; all loops stop on shutdown or when the node dies.
 
+use super::signal::Signal;
 use super::state::{Broker, SharedPartition};
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
 use crate::controller::AlterPartition;
@@ -28,7 +29,6 @@ use kafka_protocol::protocol::StrBytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 /// Pause after a failed call before trying again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
@@ -40,13 +40,13 @@ const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
 /// Sleeps `duration` unless shutdown comes first. Returns false on shutdown.
-async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool {
-    if *shutdown.borrow() {
+async fn pause(shutdown: &Signal<()>, duration: Duration) -> bool {
+    if shutdown.get().is_some() {
         return false;
     }
     tokio::select! {
         biased;
-        _ = shutdown.changed() => false,
+        _ = shutdown.wait() => false,
         _ = tokio::time::sleep(duration) => true,
     }
 }
@@ -56,7 +56,7 @@ async fn pause(shutdown: &mut watch::Receiver<bool>, duration: Duration) -> bool
 /// Registers, then heartbeats every `broker.heartbeat.interval.ms`. A broker whose log
 /// directory went offline stops heartbeating, so the controller fences it and moves its
 /// leaderships (Kafka halts such a broker).
-pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn controller_link(broker: Arc<Broker>, shutdown: Signal<()>) {
     let interval = Duration::from_millis(broker.config.heartbeat_interval_ms as u64);
     loop {
         let mut wait = interval;
@@ -106,7 +106,7 @@ pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<
                 }
             }
         }
-        if !pause(&mut shutdown, wait).await {
+        if !pause(&shutdown, wait).await {
             return;
         }
     }
@@ -115,9 +115,9 @@ pub async fn controller_link(broker: Arc<Broker>, mut shutdown: watch::Receiver<
 // ------------------------------------------------------------ ISR
 
 /// Leaders propose ISR changes; one proposal per partition at a time.
-pub async fn isr_loop(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>) {
+pub async fn isr_loop(broker: Arc<Broker>, shutdown: Signal<()>) {
     loop {
-        if !pause(&mut shutdown, ISR_CHECK_INTERVAL).await {
+        if !pause(&shutdown, ISR_CHECK_INTERVAL).await {
             return;
         }
         if broker.offline_reason().is_some() {
