@@ -309,9 +309,7 @@ impl Broker {
                 }
                 newly
             };
-            // A disk error halts the process. Corruption found on read (a checksum that fails)
-            // keeps the directory offline without halting: restarting would read it again.
-            if newly_offline && matches!(error, LogError::Storage { .. }) {
+            if newly_offline {
                 self.halt.halt(format!(
                     "log directory {} is offline ({error}) and it is the only one",
                     self.config.log_dir.display()
