@@ -904,7 +904,7 @@ fn read_recovery_point(disk: &dyn Disk, dir: &Path) -> i64 {
     if !disk.exists(&path) {
         return 0;
     }
-    let parsed = storage::read_all(disk, &path).ok().and_then(|bytes| {
+    let parsed = storage::read_all_stable(disk, &path).ok().and_then(|bytes| {
         let text = String::from_utf8(bytes).ok()?;
         let mut lines = text.lines();
         (lines.next()? == "1").then_some(())?;

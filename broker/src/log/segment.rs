@@ -13,10 +13,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
-/// A batch that fails its checks is read again this many times before it is declared torn or
-/// corrupt: a transient read error (a flipped bit on the bus) goes away, rot and torn writes
-/// do not. Recovery must never truncate acknowledged data because of one bad read.
-pub const READ_ATTEMPTS: usize = 5;
+/// How recovery reads a batch: once (a batch that passes its checks was read right), or until
+/// the reads agree ([`crate::storage::read_stable_at`]) before a failed check is believed.
+#[derive(Clone, Copy, Debug)]
+enum Reads {
+    Once,
+    UntilStable,
+}
+
+/// Header-only scans ([`Segment::find`]) that meet a header that does not fit its neighbours
+/// start over this many times before the segment is declared corrupt: a transient read error
+/// goes away, rot does not.
+const READ_ATTEMPTS: usize = 5;
 const TIME_INDEX_ENTRY_BYTES: usize = 12;
 
 pub fn file_name(base_offset: i64, extension: &str) -> String {
@@ -161,15 +169,15 @@ impl Segment {
         let mut position = 0;
         let mut last_batch_position = None;
         while position < file_len {
-            let mut checked = self.check_batch_at(position, file_len);
-            for _ in 1..READ_ATTEMPTS {
-                if checked.is_ok() {
-                    break;
-                }
-                checked = self.check_batch_at(position, file_len);
-            }
+            // A batch that fails its checks once is judged on bytes that read the same several
+            // times in a row: one bad read must never truncate acknowledged data. Reads that never
+            // agree are a storage error (fail-stop), not a verdict.
+            let checked = match self.check_batch(position, file_len, self.next_offset, Reads::Once)? {
+                Ok(found) => Ok(found),
+                Err(_) => self.check_batch(position, file_len, self.next_offset, Reads::UntilStable)?,
+            };
             match checked {
-                Ok(header) => {
+                Ok((header, _)) => {
                     last_batch_position = Some(position);
                     self.index_batch(&header, position, index_interval_bytes);
                     position += header.size as u64;
@@ -196,35 +204,54 @@ impl Segment {
         Ok(())
     }
 
-    /// Validates the batch at `position` as recovery sees it; `Err` says why it is not one.
-    fn check_batch_at(&self, position: u64, file_len: u64) -> Result<BatchHeader, String> {
+    /// Validates the batch at `position`, which must start at offset `expected` and end by
+    /// `file_len`: framing, header fields outside the CRC, the CRC. `Ok(Err(why))` if it is not a
+    /// batch, `Err` if the disk failed to answer.
+    fn check_batch(
+        &self,
+        position: u64,
+        file_len: u64,
+        expected: i64,
+        reads: Reads,
+    ) -> Result<Result<(BatchHeader, Vec<u8>), String>, LogError> {
         if position + BATCH_HEADER_BYTES as u64 > file_len {
-            return Err(format!("{} bytes left, less than a batch header", file_len - position));
+            return Ok(Err(format!("{} bytes left, less than a batch header", file_len - position)));
         }
-        let mut head = [0u8; BATCH_HEADER_BYTES];
-        self.file.read_exact_at(&mut head, position).map_err(|e| format!("read failed: {e}"))?;
-        let header = batch::parse_header(&head).map_err(|e| e.to_string())?;
+        let head = self.read_for_check(position, BATCH_HEADER_BYTES, reads)?;
+        let header = match batch::parse_header(&head) {
+            Ok(header) => header,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
         if position + header.size as u64 > file_len {
-            return Err(format!("batch of {} bytes runs past the end of the file", header.size));
+            return Ok(Err(format!("batch of {} bytes runs past the end of the file", header.size)));
         }
-        if header.base_offset != self.next_offset {
-            return Err(format!("batch base offset {} where {} was expected", header.base_offset, self.next_offset));
+        if header.base_offset != expected {
+            return Ok(Err(format!("batch base offset {} where {expected} was expected", header.base_offset)));
         }
         if header.last_offset_delta < 0 || header.record_count <= 0 {
-            return Err(format!(
+            return Ok(Err(format!(
                 "impossible batch: last offset delta {}, {} records",
                 header.last_offset_delta, header.record_count
-            ));
+            )));
         }
-        let bytes = self.read_bytes(position, header.size).map_err(|e| e.to_string())?;
+        let bytes = self.read_for_check(position, header.size, reads)?;
         // The header was read separately: it must be the one the checksummed bytes carry.
         if batch::parse_header(&bytes).ok() != Some(header) {
-            return Err("the batch header changed between two reads".to_string());
+            return Ok(Err("the batch header changed between two reads".to_string()));
         }
         if !batch::crc_matches(&bytes) {
-            return Err("CRC-32C mismatch".to_string());
+            return Ok(Err("CRC-32C mismatch".to_string()));
         }
-        Ok(header)
+        Ok(Ok((header, bytes)))
+    }
+
+    fn read_for_check(&self, position: u64, len: usize, reads: Reads) -> Result<Vec<u8>, LogError> {
+        match reads {
+            Reads::Once => self.read_bytes(position, len),
+            Reads::UntilStable => {
+                crate::storage::read_stable_at(&*self.file, &self.path, position, len).map_err(storage(&self.path))
+            }
+        }
     }
 
     fn reset_indexes(&mut self) {
@@ -261,8 +288,8 @@ impl Segment {
 
     fn load_indexes(&mut self, disk: &dyn Disk) -> Option<()> {
         let dir = self.path.parent()?;
-        let offsets = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "index"))).ok()?;
-        let times = crate::storage::read_all(disk, &dir.join(file_name(self.base_offset, "timeindex"))).ok()?;
+        let offsets = crate::storage::read_all_stable(disk, &dir.join(file_name(self.base_offset, "index"))).ok()?;
+        let times = crate::storage::read_all_stable(disk, &dir.join(file_name(self.base_offset, "timeindex"))).ok()?;
         if offsets.len() % OFFSET_INDEX_ENTRY_BYTES != 0
             || times.len() % TIME_INDEX_ENTRY_BYTES != 0
             || (offsets.is_empty() && self.size > 0)
@@ -409,8 +436,9 @@ impl Segment {
     }
 
     /// The whole batch at `position`, which must start at offset `expected`: header fields
-    /// outside the CRC consistent, the CRC correct. Header and body are read again on any
-    /// mismatch; [`LogError::Corruption`] if it persists. `None` at the end of the segment.
+    /// outside the CRC consistent, the CRC correct. Read again until the reads agree on any
+    /// mismatch; [`LogError::Corruption`] if the agreed bytes fail too, [`LogError::Storage`] if
+    /// the reads never agree. `None` at the end of the segment.
     pub fn batch_at(&self, position: u64, expected: i64) -> Result<Option<(BatchHeader, Vec<u8>)>, LogError> {
         if position >= self.size {
             return Ok(None);
@@ -420,41 +448,19 @@ impl Segment {
             let size = header.size.min((self.size - position) as usize);
             return Ok(Some((header, self.read_bytes(position, size)?)));
         }
-        let mut reason = String::new();
-        for _ in 0..READ_ATTEMPTS {
-            let header = match self.header_at(position) {
-                Ok(Some(header)) => header,
-                Ok(None) => {
-                    reason = "the segment ends inside a batch header".to_string();
-                    continue;
-                }
-                Err(e @ LogError::Storage { .. }) => return Err(e),
-                Err(e) => {
-                    reason = e.to_string();
-                    continue;
-                }
-            };
-            if header.base_offset != expected
-                || header.last_offset_delta < 0
-                || position + header.size as u64 > self.size
-            {
-                reason = format!(
-                    "batch at byte {position} claims offset {} and {} bytes; expected offset {expected}",
-                    header.base_offset, header.size
-                );
-                continue;
-            }
-            let bytes = self.read_bytes(position, header.size)?;
-            if batch::parse_header(&bytes).is_ok_and(|h| h == header) && batch::crc_matches(&bytes) {
-                return Ok(Some((header, bytes)));
-            }
-            reason = "CRC-32C mismatch".to_string();
+        // As in recovery: a batch that fails its checks once is judged on bytes that agree.
+        let checked = match self.check_batch(position, self.size, expected, Reads::Once)? {
+            Ok(found) => Ok(found),
+            Err(_) => self.check_batch(position, self.size, expected, Reads::UntilStable)?,
+        };
+        match checked {
+            Ok(found) => Ok(Some(found)),
+            Err(reason) => Err(LogError::Corruption {
+                path: self.path.clone(),
+                position,
+                reason: format!("{reason} ({} reads in a row agree)", crate::storage::AGREEING_READS),
+            }),
         }
-        Err(LogError::Corruption {
-            path: self.path.clone(),
-            position,
-            reason: format!("{reason} on every one of {READ_ATTEMPTS} reads"),
-        })
     }
 
     /// Position of the first batch whose max timestamp is `>= timestamp`.

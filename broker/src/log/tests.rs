@@ -453,6 +453,48 @@ fn transient_read_corruption_during_recovery_never_truncates_synced_data() {
     assert_eq!(read_all(&log), expected, "and nothing corrupt was served");
 }
 
+/// Found by the simulator (swarm-single-node seed 25579): five bad reads in a row of one
+/// batch made recovery take it for a torn tail and truncate 104 acknowledged, fsynced records.
+#[test]
+fn a_burst_of_bad_reads_at_one_batch_never_truncates_synced_data() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    for i in 0..4 {
+        append(&mut log, &[i], 1000);
+    }
+    let expected = read_all(&log);
+    let second = log.segments[0].find(1).unwrap().unwrap().0;
+    drop(log);
+    disk.crash();
+    let burst = crate::storage::testing::FlipReadsAt::new("00000000000000000000.log", second, 10, false);
+    disk.set_fault_hook(Some(Arc::new(burst)));
+    let log = open(&disk, cfg);
+    assert_eq!(read_all(&log), expected, "nothing synced was truncated");
+}
+
+/// A disk that never reads a batch the same way twice gives no verdict: opening fails with a
+/// storage error (the broker fails stop) and the file is left as it was.
+#[test]
+fn reads_that_never_agree_fail_the_open_and_truncate_nothing() {
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, ..config() };
+    let mut log = open(&disk, cfg.clone());
+    for i in 0..4 {
+        append(&mut log, &[i], 1000);
+    }
+    let expected = read_all(&log);
+    let second = log.segments[0].find(1).unwrap().unwrap().0;
+    drop(log);
+    disk.crash();
+    let never = crate::storage::testing::FlipReadsAt::new("00000000000000000000.log", second, u64::MAX, false);
+    disk.set_fault_hook(Some(Arc::new(never)));
+    let opened = PartitionLog::open(Arc::new(disk.clone()), PathBuf::from(DIR), cfg.clone(), 0);
+    assert!(matches!(opened, Err(LogError::Storage { .. })), "{opened:?}");
+    disk.set_fault_hook(None);
+    assert_eq!(read_all(&open(&disk, cfg)), expected, "the disk healed: everything is there");
+}
+
 /// Found by the simulator (disk-corruption seeds 11 and 14): baseOffset is outside the CRC, so
 /// a corrupt one passed the checksum and a record was served at offset 2^57 + 69.
 #[test]

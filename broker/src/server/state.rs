@@ -633,7 +633,7 @@ pub fn sync_parent(disk: &dyn Disk, dir: &Path) -> std::io::Result<()> {
 fn check_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32) -> anyhow::Result<()> {
     let path = log_dir.join("meta.properties");
     if disk.exists(&path) {
-        let text = String::from_utf8(storage::read_all(disk, &path)?)?;
+        let text = String::from_utf8(storage::read_all_stable(disk, &path)?)?;
         let stored_node =
             text.lines().find_map(|l| l.strip_prefix("node.id=")).and_then(|v| v.trim().parse::<i32>().ok());
         let Some(stored_node) = stored_node else {
@@ -656,7 +656,7 @@ fn check_meta_properties(disk: &dyn Disk, log_dir: &Path, node_id: i32) -> anyho
 pub fn load_or_create_cluster_id(disk: &dyn Disk, metadata_dir: &Path) -> anyhow::Result<String> {
     let path = metadata_dir.join("cluster.id");
     if disk.exists(&path) {
-        let text = String::from_utf8(storage::read_all(disk, &path)?)?;
+        let text = String::from_utf8(storage::read_all_stable(disk, &path)?)?;
         return Ok(text.trim().to_string());
     }
     let cluster_id = encode_cluster_id(random_u128());
