@@ -49,10 +49,14 @@ pub enum Bug {
     /// the failed frame and keeps running (no halt): a later frame can become durable while the
     /// failed one is lost, and after a power loss the log has a hole and the node cannot start.
     AppendAfterFailedFsync = 32768,
+    /// The leader advances the high watermark while the ISR is below `min.insync.replicas`
+    /// (no strict min ISR): acks=0/1 records become readable on a lone leader, and an election
+    /// among eligible leader replicas can then take them away.
+    HwBelowMinIsr = 65536,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -69,6 +73,7 @@ impl Bug {
         Bug::MetadataAckBeforeFsync,
         Bug::ProducerSnapshotTailSkipped,
         Bug::AppendAfterFailedFsync,
+        Bug::HwBelowMinIsr,
     ];
 
     pub fn name(self) -> &'static str {
@@ -89,6 +94,7 @@ impl Bug {
             Bug::MetadataAckBeforeFsync => "metadata-ack-before-fsync",
             Bug::ProducerSnapshotTailSkipped => "producer-snapshot-tail-skipped",
             Bug::AppendAfterFailedFsync => "append-after-failed-fsync",
+            Bug::HwBelowMinIsr => "hw-below-min-isr",
         }
     }
 

@@ -1084,7 +1084,10 @@ pub async fn final_read(
 ) -> bool {
     let mut link = Router::new(bootstrap, format!("final-reader-{}", process.0), topic.clone());
     let target = loop {
+        let invoked = recorder.now_ns();
         if let Some(latest) = list_offset(&mut link, &topic, partition, -1).await {
+            // The end this read goes to: what the checkers compare earlier reads with.
+            recorder.record(process, invoked, Outcome::Ok, Op::ListLatest { partition, offset: Some(latest) });
             break latest;
         }
         if Instant::now() >= deadline {

@@ -20,6 +20,21 @@ impl fmt::Display for Value {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Process(pub u32);
 
+impl Process {
+    /// Process ids from here on are the heal phase's final readers, one per partition.
+    const FINAL_READER_BASE: u32 = 2000;
+
+    /// The final reader of `partition`: it reads the partition from its log start to its end
+    /// once the faults are over, and records the end it read to as a ListLatest.
+    pub fn final_reader(partition: Partition) -> Process {
+        Process(Self::FINAL_READER_BASE + u32::try_from(partition).expect("partitions are non-negative"))
+    }
+
+    pub fn is_final_reader(self) -> bool {
+        self.0 >= Self::FINAL_READER_BASE
+    }
+}
+
 /// Partition index within the workload's topic.
 pub type Partition = i32;
 

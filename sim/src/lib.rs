@@ -9,6 +9,7 @@ pub mod history;
 pub mod nemesis;
 pub mod observation;
 pub mod scenario;
+pub mod verdict;
 
 #[cfg(madsim)]
 pub mod client;

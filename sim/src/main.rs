@@ -190,16 +190,17 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             })
     }
 
-    /// Safety first: a run that also stalled still reports the safety violations it found.
+    fn judge(scenario: &Scenario, outcome: &RunOutcome) -> sim::verdict::Judgement {
+        sim::verdict::judge(
+            &scenario.expect,
+            outcome.budget.within,
+            &outcome.violations,
+            outcome.liveness_failure.as_deref(),
+        )
+    }
+
     fn verdict(scenario: &Scenario, outcome: &RunOutcome) -> Verdict {
-        let must_pass = scenario.expect.outcome == ExpectedOutcome::Pass || outcome.budget.within;
-        if must_pass && !outcome.violations.is_empty() {
-            return Verdict::Safety;
-        }
-        if outcome.liveness_failure.is_some() {
-            return Verdict::Liveness;
-        }
-        Verdict::Pass
+        judge(scenario, outcome).verdict
     }
 
     fn anomalies(outcome: &RunOutcome) -> Vec<String> {
@@ -213,13 +214,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         let wall_ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(outcome) => {
-                let verdict = verdict(scenario, &outcome);
-                let detail = match (&outcome.liveness_failure, outcome.violations.first()) {
-                    (_, Some(v)) if verdict == Verdict::Safety => format!("{}: {}", v.invariant, v.detail),
-                    (Some(l), _) => l.clone(),
-                    (None, Some(v)) => format!("{}: {}", v.invariant, v.detail),
-                    (None, None) => String::new(),
-                };
+                let sim::verdict::Judgement { verdict, detail } = judge(scenario, &outcome);
                 if verdict != Verdict::Pass {
                     let _ = report::write_report(reports, &path.display().to_string(), &outcome, verdict);
                 }
@@ -405,11 +400,6 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 if found_text.is_empty() { "-".to_string() } else { found_text.join(", ") },
             );
             for row in rows.iter().filter(|r| r.verdict != Verdict::Pass) {
-                // A safety violation is the exit code whatever else failed.
-                exit = if exit == Verdict::Safety.exit_code() { exit } else { exit.max(row.verdict.exit_code()) };
-                if row.verdict == Verdict::Safety {
-                    exit = Verdict::Safety.exit_code();
-                }
                 println!(
                     "  FAILED {} seed {}: {:?}: {}\n    replay: cargo sim replay {}",
                     row.scenario,
@@ -439,6 +429,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 }
             }
         }
+        // A failed run's code wins over an unmet expectation; safety wins over everything.
+        let failed = Verdict::sweep_exit_code(results.iter().map(|r| r.verdict));
+        if failed != 0 {
+            exit = failed;
+        }
         let seeds_per_hour = results.len() as f64 / wall_s * 3600.0;
         println!(
             "\n{} runs in {wall_s:.1} s ({seeds_per_hour:.0} seeds/hour with {} jobs)",
@@ -460,7 +455,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 17] = [
+    const PLANTED: [(broker::planted::Bug, &str); 18] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -478,6 +473,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::MetadataAckBeforeFsync, "scenarios/planted/controller-power-loss.toml"),
         (broker::planted::Bug::AppendAfterFailedFsync, "scenarios/planted/controller-disk-errors.toml"),
         (broker::planted::Bug::ProducerSnapshotTailSkipped, "scenarios/planted/producer-crash-small-segments.toml"),
+        (broker::planted::Bug::HwBelowMinIsr, "scenarios/lone-leader-disk-loss.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its
@@ -496,7 +492,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         };
         let options = parse_options(&args)?;
         let explicit = !options.scenarios.is_empty();
-        println!("| planted bug | scenario | seeds | caught | first caught | invariants broken | alone (seeds) |");
+        println!("| planted bug | scenario | seeds | caught | first caught | invariants that failed the run | alone (seeds) |");
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         let mut missed = Vec::new();
         let runs: Vec<(broker::planted::Bug, PathBuf)> = PLANTED
@@ -517,8 +513,19 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             let mut alone: BTreeMap<String, usize> = BTreeMap::new();
             for &seed in &options.seeds {
                 let outcome = run_isolated(&scenario, seed);
+                // Caught: the run failed, on safety or on availability.
                 let violations = match &outcome {
-                    Ok(outcome) if verdict(&scenario, outcome) == Verdict::Safety => anomalies(outcome),
+                    Ok(outcome) if matches!(verdict(&scenario, outcome), Verdict::Safety | Verdict::Liveness) => {
+                        // The invariants that failed the run (those the scenario does not excuse).
+                        let mut found: Vec<String> = anomalies(outcome)
+                            .into_iter()
+                            .filter(|a| !sim::verdict::excused(&scenario.expect, outcome.budget.within, a))
+                            .collect();
+                        if outcome.liveness_failure.is_some() {
+                            found.push("(heal did not converge)".to_string());
+                        }
+                        found
+                    }
                     _ => continue,
                 };
                 caught += 1;

@@ -13,29 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// How one seed ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Verdict {
-    Pass,
-    /// An invariant broke within the fault budget (or in a scenario expected to pass).
-    Safety,
-    /// The heal phase did not converge.
-    Liveness,
-    /// The simulator (or the broker) panicked.
-    Panic,
-}
-
-impl Verdict {
-    /// Process exit codes: distinct per failure class.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Verdict::Pass => 0,
-            Verdict::Safety => 1,
-            Verdict::Liveness => 2,
-            Verdict::Panic => 3,
-        }
-    }
-}
+pub use crate::verdict::Verdict;
 
 /// What `sim replay` reads back.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -214,7 +214,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let reader = handle.create_node().name("final-reader").ip("10.0.4.1".parse().expect("ip")).build();
     for partition in 0..scenario.topic.partitions {
         let task = final_read(
-            Process(2000 + partition as u32),
+            Process::final_reader(partition),
             bootstrap.clone(),
             scenario.topic.name.clone(),
             partition,

@@ -443,8 +443,19 @@ impl Partition {
 
     /// Leader: moves the HW up to the smallest log end in the maximal ISR. Returns whether it
     /// moved.
+    ///
+    /// Strict min ISR (KIP-966, as Kafka applies it with eligible leader replicas): the HW does
+    /// not move while the committed ISR is smaller than `min.insync.replicas`. Elections below
+    /// min ISR may pick any ISR or ELR member with the longest log, and a replica that left the
+    /// ISR need not hold what the lone leader appended since; a record consumers could read
+    /// there (an acks=0/1 write) could vanish with the leader. So such writes stay invisible until
+    /// the ISR is back at min ISR, and then become visible together.
     fn maybe_advance_high_watermark(&mut self) -> bool {
         let Role::Leader(state) = &self.role else { return false };
+        let under_min_isr = (self.image.isr.len() as i32) < self.min_insync_replicas;
+        if under_min_isr && !crate::planted::active(crate::planted::Bug::HwBelowMinIsr) {
+            return false;
+        }
         let log_end = self.log.log_end_offset();
         let mut candidate = log_end;
         for replica in self.maximal_isr() {

@@ -13,6 +13,7 @@
 //! | `poll-skip` / `nonmonotonic-poll` | a consumer reads contiguous, increasing offsets between seeks |
 //! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
+//! | `read-then-vanished` | a record any consumer read stays at its offset: the final read returns it there |
 
 pub mod epochs;
 pub mod exits;
@@ -45,6 +46,7 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(lost_write(history));
     if final_reads_done {
         violations.extend(unseen(history));
+        violations.extend(read_then_vanished(history));
     }
     violations.extend(nonmonotonic_send(history));
     violations.extend(realtime_order(history));
@@ -52,6 +54,75 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(hw_monotonic(history));
     violations.extend(phantom_value(history));
     violations
+}
+
+/// What the final read of one partition saw: the end it read to and the value at each offset.
+struct FinalRead {
+    log_end: i64,
+    values: BTreeMap<i64, Value>,
+}
+
+impl FinalRead {
+    /// The first offset the final read returned: the log start then (or the end, if empty).
+    /// Offsets below it may have gone by retention, which is not a loss.
+    fn log_start(&self) -> i64 {
+        self.values.keys().next().copied().unwrap_or(self.log_end)
+    }
+}
+
+fn final_reads(history: &History) -> BTreeMap<Partition, FinalRead> {
+    let mut reads: BTreeMap<Partition, FinalRead> = BTreeMap::new();
+    for o in history.operations.iter().filter(|o| o.process.is_final_reader() && o.outcome == Outcome::Ok) {
+        match &o.op {
+            Op::ListLatest { partition, offset: Some(end) } => {
+                reads
+                    .entry(*partition)
+                    .or_insert_with(|| FinalRead { log_end: *end, values: BTreeMap::new() })
+                    .log_end = *end;
+            }
+            Op::Poll { partition, records, .. } => {
+                let read = reads.entry(*partition).or_insert_with(|| FinalRead { log_end: 0, values: BTreeMap::new() });
+                read.values.extend(records.iter().copied());
+            }
+            _ => {}
+        }
+    }
+    reads
+}
+
+/// `read-then-vanished`: a record once returned to any consumer stays at its offset for the
+/// rest of the run (acks=0/1 writes included, not only acknowledged ones). Judged against the
+/// final reads: the value must be there at its offset, unless the offset is below where the
+/// final read started (retention). Only meaningful once the final reads finished.
+pub fn read_then_vanished(history: &History) -> Vec<Violation> {
+    let finals = final_reads(history);
+    let mut vanished: BTreeMap<(Partition, i64, Value), usize> = BTreeMap::new();
+    for (i, o, partition, records) in history.successful_polls() {
+        let Some(end) = finals.get(&partition).filter(|_| !o.process.is_final_reader()) else { continue };
+        for &(offset, value) in records {
+            if offset >= end.log_start() && end.values.get(&offset) != Some(&value) {
+                vanished.entry((partition, offset, value)).or_insert(i);
+            }
+        }
+    }
+    vanished
+        .into_iter()
+        .map(|((partition, offset, value), op)| {
+            let end = &finals[&partition];
+            let now = match end.values.get(&offset) {
+                Some(other) => format!("the final read found {other} there"),
+                None => format!("the final read ended at offset {}", end.log_end),
+            };
+            Violation {
+                invariant: "read-then-vanished",
+                partition,
+                offsets: vec![offset],
+                values: vec![value],
+                operations: vec![op],
+                detail: format!("a consumer read {value} at offset {offset} of partition {partition}, but {now}"),
+            }
+        })
+        .collect()
 }
 
 pub fn phantom_value(history: &History) -> Vec<Violation> {

@@ -150,3 +150,59 @@ fn phantom_value_catches_a_read_of_a_value_nobody_sent() {
     ]);
     assert_eq!(phantom_value(&h), vec![]);
 }
+
+fn final_end(t: (u64, u64), end: i64) -> Operation {
+    op(Process::final_reader(P).0, t.0, t.1, Outcome::Ok, Op::ListLatest { partition: P, offset: Some(end) })
+}
+
+fn final_poll(t: (u64, u64), records: &[(i64, u64)], hw: i64) -> Operation {
+    poll(Process::final_reader(P).0, t, records, hw, true)
+}
+
+/// An acks=1 write a consumer read from a lone leader, gone after the next election: the final
+/// read ends before its offset, or finds another value there.
+#[test]
+fn read_then_vanished_catches_a_read_record_missing_from_the_final_read() {
+    let read_then_cut = history(vec![
+        poll(9, (0, 10), &[(0, 100), (1, 101)], 2, true),
+        final_end((20, 21), 1),
+        final_poll((22, 23), &[(0, 100)], 1),
+    ]);
+    let v = read_then_vanished(&read_then_cut);
+    assert_eq!(invariants(&v), vec!["read-then-vanished"]);
+    assert_eq!((v[0].offsets.clone(), v[0].values.clone()), (vec![1], vec![Value(101)]));
+    assert!(v[0].detail.contains("ended at offset 1"), "{}", v[0].detail);
+
+    let overwritten = history(vec![
+        poll(9, (0, 10), &[(0, 100), (1, 101)], 2, true),
+        final_end((20, 21), 2),
+        final_poll((22, 23), &[(0, 100), (1, 555)], 2),
+    ]);
+    assert_eq!(invariants(&read_then_vanished(&overwritten)), vec!["read-then-vanished"]);
+    assert!(invariants(&check_history(&overwritten, true)).contains(&"read-then-vanished"), "check_history runs it");
+}
+
+/// Near misses: the record is still there, or retention moved the log start past it.
+#[test]
+fn read_then_vanished_allows_records_still_there_or_removed_by_retention() {
+    let still_there = history(vec![
+        poll(9, (0, 10), &[(0, 100), (1, 101)], 2, true),
+        final_end((20, 21), 3),
+        final_poll((22, 23), &[(0, 100), (1, 101), (2, 102)], 3),
+    ]);
+    assert_eq!(read_then_vanished(&still_there), vec![]);
+    let retention = history(vec![
+        poll(9, (0, 10), &[(0, 100), (1, 101)], 2, true),
+        final_end((20, 21), 5),
+        final_poll((22, 23), &[(4, 104)], 5),
+    ]);
+    assert_eq!(read_then_vanished(&retention), vec![]);
+    let all_deleted = history(vec![poll(9, (0, 10), &[(0, 100)], 1, true), final_end((20, 21), 5)]);
+    assert_eq!(read_then_vanished(&all_deleted), vec![], "an empty final read starts at its end");
+    let unfinished = history(vec![poll(9, (0, 10), &[(0, 100)], 1, true), final_end((20, 21), 0)]);
+    assert_eq!(invariants(&read_then_vanished(&unfinished)), vec!["read-then-vanished"]);
+    assert!(
+        !invariants(&check_history(&unfinished, false)).contains(&"read-then-vanished"),
+        "not judged before the final reads finished"
+    );
+}

@@ -150,7 +150,8 @@ fn acks_all_fails_when_the_isr_shrinks_or_leadership_moves_while_it_waits() {
     let (_, wait) = p.append_as_leader(batch(1), -1, 0).unwrap();
     let wait = wait.unwrap();
     p.record_follower_fetch(2, Offset(1), 0);
-    p.record_follower_fetch(3, Offset(0), 0);
+    p.record_follower_fetch(3, Offset(1), 0);
+    // The HW passed the batch, but the ISR shrank below min ISR before the answer went out.
     p.apply_image(image(ME, 1, 2, &[1]), 0).unwrap();
     assert_eq!(p.acks_all_outcome(&wait), Some(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND));
 
@@ -158,6 +159,26 @@ fn acks_all_fails_when_the_isr_shrinks_or_leadership_moves_while_it_waits() {
     let (_, wait) = q.append_as_leader(batch(1), -1, 0).unwrap();
     q.apply_image(image(2, 2, 2, &[1, 2]), 0).unwrap();
     assert_eq!(q.acks_all_outcome(&wait.unwrap()), Some(ErrorCode::NOT_LEADER_OR_FOLLOWER));
+}
+
+/// Strict min ISR (KIP-966): a lone leader below min ISR keeps acks=1 writes invisible, and an
+/// acks=all batch waits (Kafka answers it when the HW passes it, or times it out), until the
+/// ISR is back at min ISR.
+#[test]
+fn below_min_isr_the_high_watermark_stays_until_the_isr_recovers() {
+    let mut p = leader(&[1, 2], 2, 0);
+    let (_, wait) = p.append_as_leader(batch(1), -1, 0).unwrap();
+    let wait = wait.unwrap();
+    p.apply_image(image(ME, 1, 2, &[1]), 0).unwrap();
+    p.append_as_leader(batch(2), 1, 0).unwrap();
+    assert_eq!(p.high_watermark(), Offset(0), "nothing becomes visible on a lone leader below min ISR");
+    assert_eq!(p.acks_all_outcome(&wait), None, "acks=all waits");
+    p.record_follower_fetch(2, Offset(3), 0);
+    assert_eq!(p.high_watermark(), Offset(0), "a follower outside the ISR does not move it either");
+    p.apply_image(image(ME, 1, 3, &[1, 2]), 0).unwrap();
+    p.isr_answered();
+    assert_eq!(p.high_watermark(), Offset(3), "back at min ISR: everything the ISR holds is visible");
+    assert_eq!(p.acks_all_outcome(&wait), Some(ErrorCode::NONE));
 }
 
 #[test]
