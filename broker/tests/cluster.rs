@@ -214,19 +214,37 @@ async fn acks_all_writes_reach_every_replica_and_survive_a_leader_shutdown() {
     assert_eq!(fetch_values(&cluster.addr(follower), "orders").await.0, 6);
 }
 
+/// Strict min ISR (KIP-966): below `min.insync.replicas` acks=all is refused, an acks=1 write is
+/// appended but stays invisible (the HW does not move), and it becomes visible once the ISR is
+/// back at min ISR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn below_min_insync_replicas_acks_all_is_refused_and_acks_1_still_works() {
+async fn below_min_isr_acks_1_writes_stay_invisible_until_the_isr_recovers() {
     let mut cluster = Cluster::start(&[]).await;
     let mut conn = connect(&cluster.any_live()).await;
     assert_eq!(create_topic(&mut conn, "strict", 3, "3").await, 0);
     assert_eq!(produce_to_leader(&cluster, "strict", "first", -1).await, (0, 0));
     let (leader, _, _) = cluster.leadership("strict");
     let follower = (1..=3).find(|&n| n != leader).unwrap();
-    cluster.brokers[follower as usize - 1].take().unwrap().shutdown().await.unwrap();
+    let handle = cluster.brokers[follower as usize - 1].take().unwrap();
+    let mut config = handle.broker.as_ref().unwrap().config.clone();
+    handle.shutdown().await.unwrap();
     eventually("the ISR shrinks", || cluster.leadership("strict").1.len() == 2).await;
     let mut conn = connect(&cluster.addr(leader)).await;
     assert_eq!(produce(&mut conn, "strict", "refused", -1).await.0, 19, "NOT_ENOUGH_REPLICAS");
-    assert_eq!(produce(&mut conn, "strict", "acks-1", 1).await, (0, 1));
+    assert_eq!(produce(&mut conn, "strict", "acks-1", 1).await, (0, 1), "appended at offset 1");
+    let (error, high_watermark, values) = fetch_values(&cluster.addr(leader), "strict").await;
+    assert_eq!((error, high_watermark, values), (0, 1, vec!["first".to_string()]), "but not visible");
+    cluster.brokers[follower as usize - 1] = Some(server::start(config, Arc::new(RealDisk)).await.unwrap());
+    eventually("the follower rejoins the ISR", || cluster.leadership("strict").1.len() == 3).await;
+    let mut visible = (0, 0, Vec::new());
+    for _ in 0..100 {
+        visible = fetch_values(&cluster.addr(leader), "strict").await;
+        if visible.1 == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(visible, (0, 2, vec!["first".to_string(), "acks-1".to_string()]), "visible once back at min ISR");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
