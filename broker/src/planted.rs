@@ -53,10 +53,14 @@ pub enum Bug {
     /// (no strict min ISR): acks=0/1 records become readable on a lone leader, and an election
     /// among eligible leader replicas can then take them away.
     HwBelowMinIsr = 65536,
+    /// A follower's fetcher gives up for good after one failed fetch (instead of reconnecting
+    /// after a backoff): the replica stops replicating until its leader changes. Nothing is
+    /// lost, the partition just never gets its replica back.
+    FetcherStopsOnError = 131072,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -74,6 +78,7 @@ impl Bug {
         Bug::ProducerSnapshotTailSkipped,
         Bug::AppendAfterFailedFsync,
         Bug::HwBelowMinIsr,
+        Bug::FetcherStopsOnError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +100,7 @@ impl Bug {
             Bug::ProducerSnapshotTailSkipped => "producer-snapshot-tail-skipped",
             Bug::AppendAfterFailedFsync => "append-after-failed-fsync",
             Bug::HwBelowMinIsr => "hw-below-min-isr",
+            Bug::FetcherStopsOnError => "fetcher-stops-on-error",
         }
     }
 

@@ -3,6 +3,7 @@
 //! checkers learn from them (replica changes from each broker's observation tap, and the
 //! simulator's own record of when a node went down); the workload topic.
 
+use crate::check::availability::PartitionSnapshot;
 use crate::check::replicas::ReplicaCopy;
 use crate::check::Violation;
 use crate::disk::SimDisk;
@@ -282,6 +283,31 @@ impl World {
     }
 
     /// Every live broker's observations.
+    /// Each partition of `topic` as its replicas report it now, with the controller's assignment.
+    pub fn partition_snapshots(&self, topic: &str, partitions: i32) -> Vec<PartitionSnapshot> {
+        let image = self.metadata();
+        let observed = self.observe_all();
+        (0..partitions)
+            .map(|partition| {
+                let replicas = image
+                    .as_ref()
+                    .and_then(|image| {
+                        let topic_id = image.topics.get(topic)?.topic_id;
+                        Some(image.partitions.get(&(topic_id, partition))?.replicas.clone())
+                    })
+                    .unwrap_or_default();
+                let reported = observed
+                    .iter()
+                    .filter_map(|(node, observations)| {
+                        let state = observations.iter().find(|o| o.topic == topic && o.state.partition == partition)?;
+                        Some((node.broker_id()?, state.state.clone()))
+                    })
+                    .collect();
+                PartitionSnapshot { partition, replicas, reported }
+            })
+            .collect()
+    }
+
     pub fn observe_all(&self) -> Vec<(NodeRef, Vec<PartitionObservation>)> {
         self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?.observe()))).collect()
     }
@@ -483,27 +509,13 @@ pub async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(
     Err("the cluster never accepted the topic".to_string())
 }
 
-/// Waits until, for every partition, each ISR member's log reaches its leader's HW.
-pub async fn wait_for_replicas(world: &World, scenario: &Scenario, deadline: Instant) -> bool {
+/// Waits until every partition has caught up (every assigned replica in its leader's ISR, at
+/// the leader's log end), or the deadline; returns the last snapshot either way.
+pub async fn wait_for_catch_up(world: &World, scenario: &Scenario, deadline: Instant) -> Vec<PartitionSnapshot> {
     loop {
-        let observed = world.observe_all();
-        let replica = |node: NodeRef, partition: i32| {
-            let (_, observations) = observed.iter().find(|(n, _)| *n == node)?;
-            observations.iter().find(|o| o.topic == scenario.topic.name && o.state.partition == partition)
-        };
-        let converged = (0..scenario.topic.partitions).all(|partition| {
-            let leader = observed.iter().find_map(|(node, _)| replica(*node, partition).filter(|o| o.state.leader));
-            let Some(leader) = leader else { return false };
-            leader.state.isr.iter().all(|&id| {
-                replica(NodeRef::Broker(id), partition)
-                    .is_some_and(|o| o.state.log_end_offset >= leader.state.high_watermark)
-            })
-        });
-        if converged {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
+        let snapshots = world.partition_snapshots(&scenario.topic.name, scenario.topic.partitions);
+        if snapshots.iter().all(|s| s.not_caught_up().is_none()) || Instant::now() >= deadline {
+            return snapshots;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

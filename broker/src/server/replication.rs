@@ -227,6 +227,9 @@ async fn run_fetcher(broker: Arc<Broker>, tp: TopicPartition, leader_epoch: i32)
             Ok(FetchStep::Backoff) => tokio::time::sleep(RETRY_BACKOFF).await,
             Err(e) => {
                 tracing::debug!(%tp, error = %e, "replica fetch failed");
+                if crate::planted::active(crate::planted::Bug::FetcherStopsOnError) {
+                    return;
+                }
                 connection = None;
                 tokio::time::sleep(RETRY_BACKOFF).await;
             }

@@ -15,6 +15,7 @@
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 //! | `read-then-vanished` | a record any consumer read stays at its offset: the final read returns it there |
 
+pub mod availability;
 pub mod epochs;
 pub mod exits;
 pub mod metadata;
