@@ -57,10 +57,17 @@ pub enum Bug {
     /// after a backoff): the replica stops replicating until its leader changes. Nothing is
     /// lost, the partition just never gets its replica back.
     FetcherStopsOnError = 131072,
+    /// The controller never fences a broker that stopped heartbeating: the partitions it led
+    /// keep a leader nobody can reach until it registers again (a restart), and stay offline
+    /// while it is paused or cut off.
+    NeverFenceSilentBroker = 262144,
+    /// The leader's high watermark is the smallest log end among all assigned replicas, not
+    /// just the ISR: one replica that is down or behind holds every partition it is in still.
+    HwHeldByOutOfSync = 524288,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 20] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -79,6 +86,8 @@ impl Bug {
         Bug::AppendAfterFailedFsync,
         Bug::HwBelowMinIsr,
         Bug::FetcherStopsOnError,
+        Bug::NeverFenceSilentBroker,
+        Bug::HwHeldByOutOfSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +110,8 @@ impl Bug {
             Bug::AppendAfterFailedFsync => "append-after-failed-fsync",
             Bug::HwBelowMinIsr => "hw-below-min-isr",
             Bug::FetcherStopsOnError => "fetcher-stops-on-error",
+            Bug::NeverFenceSilentBroker => "never-fence-silent-broker",
+            Bug::HwHeldByOutOfSync => "hw-held-by-out-of-sync",
         }
     }
 

@@ -8,7 +8,7 @@ use crate::check::replicas::ReplicaCopy;
 use crate::check::Violation;
 use crate::disk::SimDisk;
 use crate::nemesis::stream_seed;
-use crate::observation::{NodeExit, NodeRef, StateEvent};
+use crate::observation::{Impairment, NodeExit, NodeRef, StateEvent};
 use crate::scenario::Scenario;
 use broker::controller::{Controller, MetadataImage, MetadataRecord};
 use broker::protocol::client::Connection;
@@ -33,11 +33,15 @@ pub const DATA_DIR: &str = "/data";
 const CONTROLLER_ADDR: &str = "10.0.0.100:9093";
 const CONTROLLER_NODE_ID: i32 = 100;
 
+/// `broker.session.timeout.ms` in the simulator: a broker that missed heartbeats this long is
+/// fenced (and its partitions get new leaders).
+pub const BROKER_SESSION_TIMEOUT_MS: &str = "1500";
+
 /// Timings scaled to the simulation (Kafka's defaults are 2 s heartbeats, a 9 s session and
 /// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs.
 const SIM_TIMINGS: &[(&str, &str)] = &[
     ("broker.heartbeat.interval.ms", "200"),
-    ("broker.session.timeout.ms", "1500"),
+    ("broker.session.timeout.ms", BROKER_SESSION_TIMEOUT_MS),
     ("replica.lag.time.max.ms", "2000"),
     ("replica.fetch.wait.max.ms", "200"),
 ];
@@ -149,6 +153,8 @@ pub struct World {
     pending: Mutex<Vec<StateEvent>>,
     /// What the nodes' processes reported as they exited by themselves.
     pub exits: Arc<Exits>,
+    /// When nodes were down, paused or cut off from the controller (see [`Impairment`]).
+    impairments: Mutex<Vec<Impairment>>,
 }
 
 impl World {
@@ -180,7 +186,39 @@ impl World {
                 start_node(handle, &spec, NodeRef::Broker(id), ip, addr, config)
             })
             .collect();
-        World { brokers, controller, handle: handle.clone(), origin, pending: Mutex::default(), exits }
+        World {
+            brokers,
+            controller,
+            handle: handle.clone(),
+            origin,
+            pending: Mutex::default(),
+            exits,
+            impairments: Mutex::default(),
+        }
+    }
+
+    /// Records that `node` is impaired from now on; returns the handle [`World::restore`] takes.
+    pub fn impair(&self, node: NodeRef, what: &'static str) -> usize {
+        self.impair_since(node, what, self.origin.elapsed().as_nanos() as u64)
+    }
+
+    /// As [`World::impair`], from an earlier instant (an exit the supervisor learns of now).
+    pub fn impair_since(&self, node: NodeRef, what: &'static str, from_ns: u64) -> usize {
+        let mut impairments = self.impairments.lock().expect("impairments lock");
+        impairments.push(Impairment { node, what, from_ns, to_ns: None });
+        impairments.len() - 1
+    }
+
+    /// Ends the impairment `index` now.
+    pub fn restore(&self, index: usize) {
+        let now = self.origin.elapsed().as_nanos() as u64;
+        let mut impairments = self.impairments.lock().expect("impairments lock");
+        let impairment = &mut impairments[index];
+        impairment.to_ns.get_or_insert(now);
+    }
+
+    pub fn impairments(&self) -> Vec<Impairment> {
+        self.impairments.lock().expect("impairments lock").clone()
     }
 
     /// The node `id` names.

@@ -496,14 +496,25 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         println!("| planted bug | scenario | seeds | caught | first caught | invariants that failed the run | alone (seeds) |");
         println!("| --- | --- | --- | --- | --- | --- | --- |");
         let mut missed = Vec::new();
-        let runs: Vec<(broker::planted::Bug, PathBuf)> = PLANTED
-            .iter()
-            .filter(|(bug, _)| only.is_none_or(|o| o == *bug))
-            .flat_map(|(bug, path)| {
-                let paths = if explicit { options.scenarios.clone() } else { vec![PathBuf::from(path)] };
-                paths.into_iter().map(move |p| (*bug, p))
-            })
-            .collect();
+        let runs: Vec<(broker::planted::Bug, PathBuf)> = match only {
+            // One bug on the scenarios given: whether or not the catalogue lists it.
+            Some(bug) if explicit => options.scenarios.iter().map(|p| (bug, p.clone())).collect(),
+            _ => {
+                let mut runs: Vec<(broker::planted::Bug, PathBuf)> = PLANTED
+                    .iter()
+                    .filter(|(bug, _)| only.is_none_or(|o| o == *bug))
+                    .flat_map(|(bug, path)| {
+                        let paths = if explicit { options.scenarios.clone() } else { vec![PathBuf::from(path)] };
+                        paths.into_iter().map(move |p| (*bug, p))
+                    })
+                    .collect();
+                runs.dedup();
+                runs
+            }
+        };
+        if runs.is_empty() {
+            return Err("no planted bug to run: the catalogue names no scenario for it (give one)".to_string());
+        }
         for (bug, path) in runs {
             let scenario = load(&path)?;
             broker::planted::set(&[bug]);

@@ -75,3 +75,23 @@ pub struct NodeExit {
     /// What the process said as it exited.
     pub reason: String,
 }
+
+/// A span of simulated time during which a node could not do its part in the cluster: down
+/// (killed, lost power, lost its disk, or halted until its supervisor started it again), paused,
+/// or cut off from the controller. Recorded by the nemesis and the supervisor as they act (the
+/// simulator's own knowledge, never a node's report); the availability checkers reason from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Impairment {
+    pub node: NodeRef,
+    pub what: &'static str,
+    pub from_ns: u64,
+    /// `None`: still impaired when the run's record of it ended.
+    pub to_ns: Option<u64>,
+}
+
+impl Impairment {
+    /// Whether the impairment covers any part of `[from_ns, to_ns)`.
+    pub fn overlaps(&self, from_ns: u64, to_ns: u64) -> bool {
+        self.from_ns < to_ns && self.to_ns.is_none_or(|end| end > from_ns)
+    }
+}

@@ -8,14 +8,14 @@
 //! checkers, and the state checkers, which took every replica change as it happened).
 //! The world is in `cluster`, the faults in `nemesis`, the checkers in `check`.
 
-use crate::check::availability::catch_up_after_heal;
+use crate::check::availability::{catch_up_after_heal, leader_takeover, LeaderClaims, TakeoverRules};
 use crate::check::exits::check_exits;
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
 use crate::check::{check_history, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
-use crate::cluster::{create_topic, wait_for_catch_up, World};
+use crate::cluster::{create_topic, wait_for_catch_up, World, BROKER_SESSION_TIMEOUT_MS};
 use crate::disk::DiskFaultCounts;
 use crate::history::{History, Process};
 use crate::hostile::run_hostile_client;
@@ -253,6 +253,14 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     violations.extend(world.epoch_history_violations());
     violations.extend(check_exits(&world.exits.all(), healed_at_ns));
     violations.extend(catch_up_after_heal(&caught_up, scenario.workload.heal_s));
+    let session_timeout_ms: u64 = BROKER_SESSION_TIMEOUT_MS.parse().expect("a number");
+    let rules =
+        TakeoverRules { session_timeout: Duration::from_millis(session_timeout_ms), fault_phase_end_ns: healed_at_ns };
+    violations.extend(leader_takeover(
+        &state_checker.lock().expect("state checker").leaders,
+        &world.impairments(),
+        rules,
+    ));
     violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = world.observe_all();
@@ -297,6 +305,7 @@ fn trace_hash(value: &impl Serialize) -> u64 {
 struct StateCheckers {
     replicas: StateChecker,
     metadata: MetadataDurability,
+    leaders: LeaderClaims,
 }
 
 /// Gives the replica changes recorded since the last call, and the controller's committed
@@ -304,6 +313,7 @@ struct StateCheckers {
 fn check_state_events(world: &World, checkers: &Mutex<StateCheckers>, violations: &Mutex<Vec<Violation>>) {
     let events = world.take_state_events();
     let mut checkers = checkers.lock().expect("state checkers");
+    events.iter().for_each(|e| checkers.leaders.observe(e));
     let mut found: Vec<Violation> = events.iter().flat_map(|e| checkers.replicas.apply(e)).collect();
     let durability = &mut checkers.metadata;
     found.extend(

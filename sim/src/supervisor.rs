@@ -49,6 +49,7 @@ pub async fn supervise(
             let backoff = 1u64 << (*failures).min(5);
             let delay_ms = (rng.gen_range(RESTART_DELAY_MS) * backoff).min(RESTART_DELAY_MS_MAX);
             let what = if exit.while_starting { "failed to start" } else { "halted" };
+            let impaired = world.impair_since(exit.node, what, exit.at_ns);
             note(&faults, &recorder, &exit.node.to_string(), format!("{what}: {}", exit.reason));
             note(&faults, &recorder, &exit.node.to_string(), format!("supervisor: restart in {delay_ms} ms"));
             let (world, faults, recorder) = (world.clone(), faults.clone(), recorder.clone());
@@ -57,6 +58,8 @@ pub async fn supervise(
                 if world.restart_exited(exit.node, exit.incarnation) {
                     note(&faults, &recorder, &exit.node.to_string(), "supervisor: restart");
                 }
+                // Started again, by the supervisor or by whoever restarted it meanwhile.
+                world.restore(impaired);
             });
         }
     }

@@ -289,9 +289,10 @@ impl Controller {
     /// expired, else elections for leaderless partitions of unclean topics.
     pub fn decide_tick(&self, now_ms: i64) -> Option<Decision<()>> {
         let image = self.image();
+        let never_fence = crate::planted::active(crate::planted::Bug::NeverFenceSilentBroker);
         let expired = image.live_brokers().find(|b| {
             let last = self.last_heartbeat_ms.get(&b.node_id).copied().unwrap_or(now_ms);
-            now_ms - last > self.config.session_timeout_ms
+            now_ms - last > self.config.session_timeout_ms && !never_fence
         });
         if let Some(broker) = expired {
             let (node_id, broker_epoch) = (broker.node_id, broker.broker_epoch);
@@ -315,12 +316,15 @@ impl Controller {
                 continue;
             }
             let mut isr = partition.isr.clone();
-            if isr.len() > 1 {
+            // Members that stay never left the ISR (a restart takes a broker out of every ISR
+            // it is not the last member of), so they hold everything committed.
+            let stayed = isr.len() > 1;
+            if stayed {
                 isr.retain(|&r| r != node_id);
             }
             let elr = self.next_elr(image, partition, &isr);
             let elected = if partition.leader == node_id || partition.leader == NO_LEADER {
-                self.choose_leader(live, partition, &isr, &elr)
+                self.choose_leader(live, partition, &isr, &elr, stayed)
             } else {
                 Some((partition.leader, isr.clone(), elr.clone()))
             };
@@ -340,7 +344,7 @@ impl Controller {
             .values()
             .filter(|p| p.leader == NO_LEADER)
             .filter_map(|p| {
-                let (leader, isr, elr) = self.choose_leader(live, p, &p.isr, &p.elr)?;
+                let (leader, isr, elr) = self.choose_leader(live, p, &p.isr, &p.elr, false)?;
                 change_record(p, leader, isr, elr).map(|(change, _)| change)
             })
             .collect()
@@ -370,30 +374,35 @@ impl Controller {
     /// The election rule (see the module docs), given the ISR and ELR the partition will have.
     /// `None`: no replica may lead yet.
     ///
-    /// With an empty ELR, the first live ISR member leads. With a non-empty ELR the ISR is
-    /// below `min.insync.replicas`, and its members may have lost data in a restart: then, as
-    /// KIP-966's recovery does, the replica with the longest log (latest epoch, then log end)
-    /// among ISR and ELR leads, once every one of them is live and has reported its log. Each
-    /// holds a prefix of the same history, so the longest holds every acknowledged record.
+    /// With an empty ELR, or an ISR whose members never left it (`isr_stayed`: the leader just
+    /// left an ISR of several), the first live ISR member leads (KIP-966: the ISR first; with
+    /// strict min ISR every ISR member holds everything committed). Otherwise, with a non-empty
+    /// ELR, the ISR is a last member kept below `min.insync.replicas` that may have lost data in
+    /// a restart: then, as KIP-966's recovery does, the replica with the longest log (latest
+    /// epoch, then log end) among ISR and ELR leads, once every one of them is live and has
+    /// reported its log. Each holds a prefix of the same history, so the longest holds every
+    /// acknowledged record.
     fn choose_leader(
         &self,
         live: Liveness,
         partition: &PartitionImage,
         isr: &[i32],
         elr: &[i32],
+        isr_stayed: bool,
     ) -> Option<(i32, Vec<i32>, Vec<i32>)> {
         let image = live.image;
         let out_of_sync = crate::planted::active(crate::planted::Bug::ElectOutOfSync);
-        if elr.is_empty() {
+        if elr.is_empty() || isr_stayed {
             let clean = partition.replicas.iter().find(|r| (out_of_sync || isr.contains(r)) && live.is_live(**r));
             if let Some(&leader) = clean {
                 let mut isr = isr.to_vec();
                 if !isr.contains(&leader) {
                     isr.push(leader); // only with the planted bug: the leader must be in the ISR
                 }
-                return Some((leader, isr, Vec::new()));
+                return Some((leader, isr, elr.to_vec()));
             }
-        } else {
+        }
+        if !elr.is_empty() {
             let candidates: Vec<i32> =
                 partition.replicas.iter().copied().filter(|r| isr.contains(r) || elr.contains(r)).collect();
             let key = (partition.topic_id, partition.partition);
@@ -943,6 +952,26 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
+    }
+
+    /// Found by the simulator's leader-takeover check (swarm-replicated, 16 seeds in 100): the
+    /// leader of ISR [a, b] died, min ISR 2; the controller waited for `a` to come back and
+    /// report its log before electing anyone. `b` never left the ISR and (strict min ISR) holds
+    /// everything committed: it takes over at once, and `a` waits in the ELR.
+    #[test]
+    fn below_min_isr_a_member_that_stayed_in_the_isr_takes_over_at_once() {
+        let mut c = controller(false);
+        let mut configs = BTreeMap::new();
+        configs.insert("min.insync.replicas".to_string(), "2".to_string());
+        let topic =
+            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
+        c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
+        let p = c.image().partitions[&(7, 0)].clone();
+        let (a, b) = (p.replicas[0], p.replicas[1]);
+        c.run(|c| c.decide_alter_partition(alter(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c)))).unwrap();
+        heartbeat_all_but(&mut c, &[a], 2_000);
+        let taken_over = c.image().partitions[&(7, 0)].clone();
+        assert_eq!((taken_over.leader, taken_over.isr.clone(), taken_over.elr.clone()), (b, vec![b], vec![a]));
     }
 
     #[test]

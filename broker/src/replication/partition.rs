@@ -458,7 +458,12 @@ impl Partition {
         }
         let log_end = self.log.log_end_offset();
         let mut candidate = log_end;
-        for replica in self.maximal_isr() {
+        let members: Vec<i32> = if crate::planted::active(crate::planted::Bug::HwHeldByOutOfSync) {
+            self.image.replicas.clone()
+        } else {
+            self.maximal_isr().collect()
+        };
+        for replica in members {
             if replica == self.node_id {
                 continue;
             }

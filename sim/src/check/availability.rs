@@ -5,10 +5,119 @@
 //! | checker | must hold |
 //! | --- | --- |
 //! | `catch-up-after-heal` | by the end of the heal phase every assigned replica of every partition is in its leader's ISR and at the leader's log end |
+//! | `leader-takeover` | a partition whose leader went down, was paused or was cut off from the controller has a new leader within the broker session timeout plus [`LEADER_TAKEOVER_SLACK`], whenever another ISR member was up and reaching the controller all along (and so was the controller) |
 
 use super::Violation;
+use crate::observation::{Impairment, NodeRef, StateEvent};
 use broker::replication::ReplicaState;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Beyond the broker session timeout, a leader takeover may take: the controller's next tick
+/// fences the broker and commits the election, and the new leader learns of it with its next
+/// heartbeat answer (heartbeats are 200 ms apart in the simulator).
+pub const LEADER_TAKEOVER_SLACK: Duration = Duration::from_secs(3);
+/// A replica (or the controller) impaired this recently before the leader's trouble began may
+/// still be fenced or out of the ISR: it does not count as an eligible, reachable candidate.
+pub const TAKEOVER_SETTLE: Duration = Duration::from_secs(3);
+
+/// One replica's claim to lead, as it reported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Claim {
+    at_ns: u64,
+    broker: i32,
+    leader_epoch: i32,
+    isr: Vec<i32>,
+}
+
+/// Every leadership claim of the run, per partition (topic id, index), in time order: what the
+/// replicas reported as they became leader or changed their ISR while leading.
+#[derive(Debug, Default)]
+pub struct LeaderClaims {
+    claims: BTreeMap<(u128, i32), Vec<Claim>>,
+}
+
+impl LeaderClaims {
+    pub fn observe(&mut self, event: &StateEvent) {
+        let StateEvent::Replica { at_ns, node: NodeRef::Broker(broker), state, .. } = event else { return };
+        if !state.leader {
+            return;
+        }
+        let claims = self.claims.entry((state.topic_id, state.partition)).or_default();
+        let same = |c: &Claim| c.broker == *broker && c.leader_epoch == state.leader_epoch && c.isr == state.isr;
+        if claims.iter().rev().find(|c| c.broker == *broker).is_some_and(same) {
+            return;
+        }
+        claims.push(Claim { at_ns: *at_ns, broker: *broker, leader_epoch: state.leader_epoch, isr: state.isr.clone() });
+    }
+}
+
+/// The leader of a partition at `at_ns`: the newest epoch claimed by then (the latest claim
+/// of it, for its ISR).
+fn leader_at(claims: &[Claim], at_ns: u64) -> Option<&Claim> {
+    claims.iter().filter(|c| c.at_ns <= at_ns).max_by_key(|c| (c.leader_epoch, c.at_ns))
+}
+
+/// The timings `leader-takeover` judges by.
+#[derive(Clone, Copy, Debug)]
+pub struct TakeoverRules {
+    pub session_timeout: Duration,
+    /// Leaders in trouble after this are left to the heal phase (and `catch-up-after-heal`).
+    pub fault_phase_end_ns: u64,
+}
+
+/// `leader-takeover`.
+pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules: TakeoverRules) -> Vec<Violation> {
+    let window = (rules.session_timeout + LEADER_TAKEOVER_SLACK).as_nanos() as u64;
+    let settle = TAKEOVER_SETTLE.as_nanos() as u64;
+    let impaired =
+        |node: NodeRef, from: u64, to: u64| impairments.iter().any(|i| i.node == node && i.overlaps(from, to));
+    let mut found: BTreeMap<((u128, i32), i32), Violation> = BTreeMap::new();
+    for trouble in impairments {
+        let NodeRef::Broker(leader) = trouble.node else { continue };
+        let (start, deadline) = (trouble.from_ns, trouble.from_ns + window);
+        let lasted = trouble.to_ns.is_none_or(|end| end >= deadline);
+        if !lasted
+            || deadline > rules.fault_phase_end_ns
+            || impaired(NodeRef::Controller, start.saturating_sub(settle), deadline)
+        {
+            continue;
+        }
+        for (&key, claims) in &claims.claims {
+            let Some(led) = leader_at(claims, start).filter(|c| c.broker == leader) else { continue };
+            let candidates: Vec<i32> = led
+                .isr
+                .iter()
+                .copied()
+                .filter(|&r| r != leader && !impaired(NodeRef::Broker(r), start.saturating_sub(settle), deadline))
+                .collect();
+            let taken_over = claims.iter().any(|c| {
+                c.broker != leader && c.leader_epoch > led.leader_epoch && c.at_ns > start && c.at_ns <= deadline
+            });
+            if candidates.is_empty() || taken_over {
+                continue;
+            }
+            found.entry((key, led.leader_epoch)).or_insert_with(|| Violation {
+                invariant: "leader-takeover",
+                partition: key.1,
+                offsets: vec![],
+                values: vec![],
+                operations: vec![],
+                detail: format!(
+                    "broker-{leader} led partition {} at epoch {} and was {} from {:.3} s; no other replica led it by {:.3} s though {} (in the ISR {:?}) was up and reaching the controller all along",
+                    key.1,
+                    led.leader_epoch,
+                    trouble.what,
+                    start as f64 / 1e9,
+                    deadline as f64 / 1e9,
+                    candidates.iter().map(|r| format!("broker-{r}")).collect::<Vec<_>>().join(", "),
+                    led.isr
+                ),
+            });
+        }
+    }
+    found.into_values().collect()
+}
 
 /// One partition as its replicas reported it at one instant (from their observation taps).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +220,65 @@ mod tests {
         assert!(catch_up_after_heal(&[leaderless], 30)[0].detail.contains("no replica leads it"));
         let down = snapshot(&[(1, state(true, &[1, 2, 3], 10)), (2, state(false, &[1, 2, 3], 10))]);
         assert!(catch_up_after_heal(&[down], 30)[0].detail.contains("broker-3 down, in the ISR"));
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    fn claims(list: &[(u64, i32, i32, &[i32])]) -> LeaderClaims {
+        let mut claims = LeaderClaims::default();
+        for &(at_s, broker, epoch, isr) in list {
+            let mut state = state(true, isr, 10);
+            state.leader_epoch = epoch;
+            claims.observe(&StateEvent::Replica {
+                at_ns: at_s * S,
+                node: NodeRef::Broker(broker),
+                incarnation: 1,
+                state,
+            });
+        }
+        claims
+    }
+
+    fn impairment(node: NodeRef, from_s: u64, to_s: Option<u64>) -> Impairment {
+        Impairment { node, what: "cut off", from_ns: from_s * S, to_ns: to_s.map(|t| t * S) }
+    }
+
+    const RULES: TakeoverRules =
+        TakeoverRules { session_timeout: Duration::from_millis(1500), fault_phase_end_ns: 60 * S };
+
+    /// A controller that never fences a dead broker: its partitions keep a leader that is gone.
+    #[test]
+    fn a_leader_cut_off_for_good_with_a_healthy_follower_must_be_replaced() {
+        let led = claims(&[(1, 1, 0, &[1, 2, 3])]);
+        let found = leader_takeover(&led, &[impairment(NodeRef::Broker(1), 10, Some(30))], RULES);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].invariant, "leader-takeover");
+        assert!(found[0].detail.contains("broker-2, broker-3"), "{}", found[0].detail);
+        // Replaced too late (after 4.5 s) is no better.
+        let late = claims(&[(1, 1, 0, &[1, 2, 3]), (16, 2, 1, &[2, 3])]);
+        assert_eq!(leader_takeover(&late, &[impairment(NodeRef::Broker(1), 10, Some(30))], RULES).len(), 1);
+    }
+
+    /// Near misses: replaced in time; trouble too short; no healthy candidate; controller away.
+    #[test]
+    fn a_takeover_in_time_or_one_nobody_could_make_passes() {
+        let trouble = [impairment(NodeRef::Broker(1), 10, Some(30))];
+        let replaced = claims(&[(1, 1, 0, &[1, 2, 3]), (12, 3, 1, &[2, 3])]);
+        assert_eq!(leader_takeover(&replaced, &trouble, RULES), vec![]);
+        let led = claims(&[(1, 1, 0, &[1, 2, 3])]);
+        assert_eq!(leader_takeover(&led, &[impairment(NodeRef::Broker(1), 10, Some(12))], RULES), vec![]);
+        let followers_down = [
+            trouble[0].clone(),
+            impairment(NodeRef::Broker(2), 8, Some(20)),
+            impairment(NodeRef::Broker(3), 12, Some(13)),
+        ];
+        assert_eq!(leader_takeover(&led, &followers_down, RULES), vec![]);
+        let controller_away = [trouble[0].clone(), impairment(NodeRef::Controller, 11, Some(12))];
+        assert_eq!(leader_takeover(&led, &controller_away, RULES), vec![]);
+        let alone = claims(&[(1, 1, 0, &[1])]);
+        assert_eq!(leader_takeover(&alone, &trouble, RULES), vec![], "no other ISR member");
+        let late_trouble = [impairment(NodeRef::Broker(1), 58, None)];
+        assert_eq!(leader_takeover(&led, &late_trouble, RULES), vec![], "left to the heal phase");
     }
 
     /// Near miss: every replica in the ISR at the leader's end passes, whatever the HW says.

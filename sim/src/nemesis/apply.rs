@@ -6,6 +6,7 @@ use super::{loses_data, FaultEvent, PlannedFault, Target};
 use crate::client::Recorder;
 use crate::cluster::{SimNode, World};
 use crate::disk::DiskFaults;
+use crate::observation::NodeRef;
 use crate::scenario::{FaultKind, Scenario};
 use broker::controller::NO_LEADER;
 use madsim::runtime::Handle;
@@ -141,8 +142,10 @@ impl Nemesis<'_> {
         }
         match fault.kind {
             FaultKind::Crash | FaultKind::Kill | FaultKind::CrashAll | FaultKind::DiskLoss => {
+                let mut impaired = Vec::new();
                 for node in &targets {
                     self.world.kill(node);
+                    impaired.push(self.world.impair(node.id, "down"));
                     let what = match fault.kind {
                         FaultKind::Kill => "kill (process crash)",
                         FaultKind::DiskLoss => {
@@ -161,12 +164,15 @@ impl Nemesis<'_> {
                     self.world.restart(node);
                     self.note(&node.name(), "restart");
                 }
+                impaired.into_iter().for_each(|i| self.world.restore(i));
             }
             FaultKind::Pause => {
                 self.handle.pause(first.node.id());
+                let impaired = self.world.impair(first.id, "paused");
                 self.note(&first.name(), "pause");
                 tokio::time::sleep(duration).await;
                 self.handle.resume(first.node.id());
+                self.world.restore(impaired);
                 self.note(&first.name(), "resume");
             }
             FaultKind::Isolate | FaultKind::IsolateOutbound => {
@@ -178,7 +184,9 @@ impl Nemesis<'_> {
                     net.clog_node(id);
                 }
                 self.note(&first.name(), if outbound_only { "isolate outbound" } else { "isolate" });
+                let impaired = self.world.impair(first.id, "cut off");
                 tokio::time::sleep(duration).await;
+                self.world.restore(impaired);
                 if outbound_only {
                     net.unclog_node_out(id);
                 } else {
@@ -199,11 +207,15 @@ impl Nemesis<'_> {
                     "cut off from the brokers"
                 };
                 self.note(&first.name(), what);
+                // Cut off from the controller (the controller cut off from the brokers is too).
+                let impaired = (with_controller || first.id == NodeRef::Controller)
+                    .then(|| self.world.impair(first.id, "cut off from the controller"));
                 tokio::time::sleep(duration).await;
                 for other in &others {
                     net.unclog_link(first.node.id(), other.node.id());
                     net.unclog_link(other.node.id(), first.node.id());
                 }
+                impaired.into_iter().for_each(|i| self.world.restore(i));
                 self.note(&first.name(), "links restored");
             }
             FaultKind::ClogLink => {
