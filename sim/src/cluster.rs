@@ -8,7 +8,7 @@ use crate::check::replicas::ReplicaCopy;
 use crate::check::Violation;
 use crate::disk::SimDisk;
 use crate::nemesis::stream_seed;
-use crate::observation::{Impairment, NodeExit, NodeRef, StateEvent};
+use crate::observation::{Impairment, ImpairmentKind, NodeExit, NodeRef, StateEvent};
 use crate::scenario::Scenario;
 use broker::controller::{Controller, MetadataImage, MetadataRecord};
 use broker::protocol::client::Connection;
@@ -197,15 +197,16 @@ impl World {
         }
     }
 
-    /// Records that `node` is impaired from now on; returns the handle [`World::restore`] takes.
-    pub fn impair(&self, node: NodeRef, what: &'static str) -> usize {
-        self.impair_since(node, what, self.origin.elapsed().as_nanos() as u64)
+    /// Records that `node` (`None`: the whole network) is impaired from now on; returns the
+    /// handle [`World::restore`] takes.
+    pub fn impair(&self, node: Option<NodeRef>, kind: ImpairmentKind) -> usize {
+        self.impair_since(node, kind, self.origin.elapsed().as_nanos() as u64)
     }
 
     /// As [`World::impair`], from an earlier instant (an exit the supervisor learns of now).
-    pub fn impair_since(&self, node: NodeRef, what: &'static str, from_ns: u64) -> usize {
+    pub fn impair_since(&self, node: Option<NodeRef>, kind: ImpairmentKind, from_ns: u64) -> usize {
         let mut impairments = self.impairments.lock().expect("impairments lock");
-        impairments.push(Impairment { node, what, from_ns, to_ns: None });
+        impairments.push(Impairment { node, kind, from_ns, to_ns: None });
         impairments.len() - 1
     }
 

@@ -455,7 +455,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 19] = [
+    const PLANTED: [(broker::planted::Bug, &str); 21] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -475,6 +475,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::ProducerSnapshotTailSkipped, "scenarios/planted/producer-crash-small-segments.toml"),
         (broker::planted::Bug::HwBelowMinIsr, "scenarios/lone-leader-disk-loss.toml"),
         (broker::planted::Bug::FetcherStopsOnError, "scenarios/isr-shrink-expand.toml"),
+        (broker::planted::Bug::NeverFenceSilentBroker, "scenarios/leader-isolated-acks-all.toml"),
+        (broker::planted::Bug::HwHeldByOutOfSync, "scenarios/follower-outage.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

@@ -76,14 +76,52 @@ pub struct NodeExit {
     pub reason: String,
 }
 
-/// A span of simulated time during which a node could not do its part in the cluster: down
-/// (killed, lost power, lost its disk, or halted until its supervisor started it again), paused,
-/// or cut off from the controller. Recorded by the nemesis and the supervisor as they act (the
-/// simulator's own knowledge, never a node's report); the availability checkers reason from it.
+/// What kept a node (or the network) from doing its part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ImpairmentKind {
+    /// Killed, lost power or its disk, or halted until its supervisor started it again.
+    Down,
+    Paused,
+    /// Its links to the controller (and maybe more) were cut, or the controller's to it.
+    CutOffFromController,
+    /// Its links to the other brokers were cut; it still reached the controller.
+    CutOffFromBrokers,
+    /// Its link to the first producer was cut one way (its answers are lost).
+    LinkToProducerCut,
+    /// Its disk failed or corrupted operations (it may halt at any moment).
+    DiskFaulty,
+    /// Every link lost packets and gained latency (`node` is `None`).
+    SlowNetwork,
+}
+
+impl ImpairmentKind {
+    /// Whether the node could not heartbeat to the controller (or lead) meanwhile.
+    pub fn keeps_from_controller(self) -> bool {
+        matches!(self, ImpairmentKind::Down | ImpairmentKind::Paused | ImpairmentKind::CutOffFromController)
+    }
+}
+
+impl fmt::Display for ImpairmentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImpairmentKind::Down => "down",
+            ImpairmentKind::Paused => "paused",
+            ImpairmentKind::CutOffFromController => "cut off from the controller",
+            ImpairmentKind::CutOffFromBrokers => "cut off from the brokers",
+            ImpairmentKind::LinkToProducerCut => "cut off from a producer",
+            ImpairmentKind::DiskFaulty => "on a failing disk",
+            ImpairmentKind::SlowNetwork => "on a slow, lossy network",
+        })
+    }
+}
+
+/// A span of simulated time during which a node (or, with `node: None`, the whole network) was
+/// impaired by a fault. Recorded by the nemesis and the supervisor as they act (the simulator's
+/// own knowledge, never a node's report); the availability checkers reason from it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Impairment {
-    pub node: NodeRef,
-    pub what: &'static str,
+    pub node: Option<NodeRef>,
+    pub kind: ImpairmentKind,
     pub from_ns: u64,
     /// `None`: still impaired when the run's record of it ended.
     pub to_ns: Option<u64>,
@@ -93,5 +131,11 @@ impl Impairment {
     /// Whether the impairment covers any part of `[from_ns, to_ns)`.
     pub fn overlaps(&self, from_ns: u64, to_ns: u64) -> bool {
         self.from_ns < to_ns && self.to_ns.is_none_or(|end| end > from_ns)
+    }
+
+    /// Whether it began or ended within `(from_ns, to_ns]`.
+    pub fn changes_within(&self, from_ns: u64, to_ns: u64) -> bool {
+        let within = |t: u64| from_ns < t && t <= to_ns;
+        within(self.from_ns) || self.to_ns.is_some_and(within)
     }
 }

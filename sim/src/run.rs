@@ -8,7 +8,9 @@
 //! checkers, and the state checkers, which took every replica change as it happened).
 //! The world is in `cluster`, the faults in `nemesis`, the checkers in `check`.
 
-use crate::check::availability::{catch_up_after_heal, leader_takeover, LeaderClaims, TakeoverRules};
+use crate::check::availability::{
+    catch_up_after_heal, leader_takeover, progress_in_budget, LeaderClaims, ProgressRules, TakeoverRules,
+};
 use crate::check::exits::check_exits;
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
@@ -261,6 +263,15 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         &world.impairments(),
         rules,
     ));
+
+    if scenario.workload.acks == Acks::All {
+        let rules = ProgressRules {
+            replicas: caught_up.iter().map(|s| (s.partition, s.replicas.clone())).collect(),
+            min_insync_replicas: scenario.topic.min_insync_replicas,
+            fault_phase_end_ns: healed_at_ns,
+        };
+        violations.extend(progress_in_budget(&history, &world.impairments(), &rules));
+    }
     violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = world.observe_all();

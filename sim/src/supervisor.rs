@@ -8,7 +8,7 @@ use crate::client::Recorder;
 use crate::cluster::World;
 use crate::nemesis::apply::note;
 use crate::nemesis::FaultEvent;
-use crate::observation::NodeRef;
+use crate::observation::{ImpairmentKind, NodeRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -49,7 +49,7 @@ pub async fn supervise(
             let backoff = 1u64 << (*failures).min(5);
             let delay_ms = (rng.gen_range(RESTART_DELAY_MS) * backoff).min(RESTART_DELAY_MS_MAX);
             let what = if exit.while_starting { "failed to start" } else { "halted" };
-            let impaired = world.impair_since(exit.node, what, exit.at_ns);
+            let impaired = world.impair_since(Some(exit.node), ImpairmentKind::Down, exit.at_ns);
             note(&faults, &recorder, &exit.node.to_string(), format!("{what}: {}", exit.reason));
             note(&faults, &recorder, &exit.node.to_string(), format!("supervisor: restart in {delay_ms} ms"));
             let (world, faults, recorder) = (world.clone(), faults.clone(), recorder.clone());

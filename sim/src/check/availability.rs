@@ -5,10 +5,12 @@
 //! | checker | must hold |
 //! | --- | --- |
 //! | `catch-up-after-heal` | by the end of the heal phase every assigned replica of every partition is in its leader's ISR and at the leader's log end |
+//! | `progress-in-budget` | acks=all sends to a partition succeed at least every [`PROGRESS_BOUND`] while at least `min.insync.replicas` of its replicas are up and connected (and the controller and the network are), once nothing has changed for [`PROGRESS_SETTLE`] |
 //! | `leader-takeover` | a partition whose leader went down, was paused or was cut off from the controller has a new leader within the broker session timeout plus [`LEADER_TAKEOVER_SLACK`], whenever another ISR member was up and reaching the controller all along (and so was the controller) |
 
 use super::Violation;
-use crate::observation::{Impairment, NodeRef, StateEvent};
+use crate::history::{History, Op, Outcome, Partition};
+use crate::observation::{Impairment, ImpairmentKind, NodeRef, StateEvent};
 use broker::replication::ReplicaState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -70,11 +72,13 @@ pub struct TakeoverRules {
 pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules: TakeoverRules) -> Vec<Violation> {
     let window = (rules.session_timeout + LEADER_TAKEOVER_SLACK).as_nanos() as u64;
     let settle = TAKEOVER_SETTLE.as_nanos() as u64;
+    // Only what keeps a node from the controller matters here.
+    let away: Vec<&Impairment> = impairments.iter().filter(|i| i.kind.keeps_from_controller()).collect();
     let impaired =
-        |node: NodeRef, from: u64, to: u64| impairments.iter().any(|i| i.node == node && i.overlaps(from, to));
+        |node: NodeRef, from: u64, to: u64| away.iter().any(|i| i.node == Some(node) && i.overlaps(from, to));
     let mut found: BTreeMap<((u128, i32), i32), Violation> = BTreeMap::new();
-    for trouble in impairments {
-        let NodeRef::Broker(leader) = trouble.node else { continue };
+    for trouble in away.iter().copied() {
+        let Some(NodeRef::Broker(leader)) = trouble.node else { continue };
         let (start, deadline) = (trouble.from_ns, trouble.from_ns + window);
         let lasted = trouble.to_ns.is_none_or(|end| end >= deadline);
         if !lasted
@@ -107,7 +111,7 @@ pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules:
                     "broker-{leader} led partition {} at epoch {} and was {} from {:.3} s; no other replica led it by {:.3} s though {} (in the ISR {:?}) was up and reaching the controller all along",
                     key.1,
                     led.leader_epoch,
-                    trouble.what,
+                    trouble.kind,
                     start as f64 / 1e9,
                     deadline as f64 / 1e9,
                     candidates.iter().map(|r| format!("broker-{r}")).collect::<Vec<_>>().join(", "),
@@ -182,6 +186,131 @@ pub fn catch_up_after_heal(snapshots: &[PartitionSnapshot], heal_s: u64) -> Vec<
         .collect()
 }
 
+/// After a fault begins or ends on a replica, the controller or the network, a partition may
+/// stall this long without a bug: the ISR shrinks (`replica.lag.time.max.ms`, 2 s in the
+/// simulator, then an AlterPartition), a leader is replaced (session timeout plus
+/// [`LEADER_TAKEOVER_SLACK`]), a returning replica catches up, clients refresh metadata and retry.
+pub const PROGRESS_SETTLE: Duration = Duration::from_secs(6);
+/// While a partition can make progress, acks=all sends to it succeed at least this often.
+pub const PROGRESS_BOUND: Duration = Duration::from_secs(5);
+/// The resolution at which `progress-in-budget` decides whether a partition can make progress.
+const PROGRESS_STEP: Duration = Duration::from_millis(100);
+
+/// What `progress-in-budget` needs to know of the run.
+#[derive(Clone, Debug)]
+pub struct ProgressRules {
+    /// Each partition's assigned replicas.
+    pub replicas: BTreeMap<Partition, Vec<i32>>,
+    pub min_insync_replicas: i32,
+    /// The workload sends until here.
+    pub fault_phase_end_ns: u64,
+}
+
+/// `progress-in-budget`, for acks=all workloads.
+pub fn progress_in_budget(history: &History, impairments: &[Impairment], rules: &ProgressRules) -> Vec<Violation> {
+    let (settle, bound, step) =
+        (PROGRESS_SETTLE.as_nanos() as u64, PROGRESS_BOUND.as_nanos() as u64, PROGRESS_STEP.as_nanos() as u64);
+    let mut found = Vec::new();
+    for (&partition, replicas) in &rules.replicas {
+        let mut successes: Vec<u64> = history
+            .operations
+            .iter()
+            .filter(|o| o.outcome == Outcome::Ok && matches!(o.op, Op::Send { partition: p, .. } if p == partition))
+            .map(|o| o.completed_ns)
+            .collect();
+        successes.sort_unstable();
+        // Maximal stretches of time in which the partition can make progress.
+        let mut stretch: Option<(u64, u64)> = None;
+        let mut t = settle;
+        while t <= rules.fault_phase_end_ns {
+            let healthy = can_progress(replicas, rules.min_insync_replicas, impairments, t - settle, t);
+            match (&mut stretch, healthy) {
+                (Some((_, end)), Some(_)) => *end = t,
+                (None, Some(_)) => stretch = Some((t, t)),
+                (Some(_), None) => {
+                    found.extend(stalled(partition, stretch.take(), &successes, bound, replicas, impairments, settle))
+                }
+                (None, None) => {}
+            }
+            t += step;
+        }
+        found.extend(stalled(partition, stretch, &successes, bound, replicas, impairments, settle));
+    }
+    found
+}
+
+/// The replicas of a partition that were up and connected all through `[from, to]`, if the
+/// partition can make progress at `to`: nothing changed for any replica, the controller or the
+/// network in that time, and at least `min_insync_replicas` replicas were healthy throughout.
+fn can_progress(
+    replicas: &[i32],
+    min_insync_replicas: i32,
+    impairments: &[Impairment],
+    from: u64,
+    to: u64,
+) -> Option<Vec<i32>> {
+    let cluster_wide = |i: &Impairment| i.node.is_none() || i.node == Some(NodeRef::Controller);
+    if impairments.iter().any(|i| cluster_wide(i) && i.overlaps(from, to)) {
+        return None;
+    }
+    let mut healthy = Vec::new();
+    for &r in replicas {
+        let mine = impairments.iter().filter(|i| i.node == Some(NodeRef::Broker(r)));
+        let mut overlapping = false;
+        for i in mine {
+            if i.changes_within(from, to) {
+                return None;
+            }
+            overlapping |= i.overlaps(from, to);
+        }
+        if !overlapping {
+            healthy.push(r);
+        }
+    }
+    (healthy.len() as i32 >= min_insync_replicas).then_some(healthy)
+}
+
+/// A violation if, within `stretch`, no acks=all send succeeded for longer than `bound`.
+fn stalled(
+    partition: Partition,
+    stretch: Option<(u64, u64)>,
+    successes: &[u64],
+    bound: u64,
+    replicas: &[i32],
+    impairments: &[Impairment],
+    settle: u64,
+) -> Option<Violation> {
+    let (start, end) = stretch?;
+    let inside: Vec<u64> = successes.iter().copied().filter(|&c| start < c && c <= end).collect();
+    let mut previous = start;
+    let mut worst = (0, start, start);
+    for c in inside.iter().copied().chain(std::iter::once(end)) {
+        if c - previous > worst.0 {
+            worst = (c - previous, previous, c);
+        }
+        previous = c;
+    }
+    let (gap, from, to) = worst;
+    if gap <= bound {
+        return None;
+    }
+    let healthy = can_progress(replicas, 0, impairments, from.saturating_sub(settle), from).unwrap_or_default();
+    Some(Violation {
+        invariant: "progress-in-budget",
+        partition,
+        offsets: vec![],
+        values: vec![],
+        operations: vec![],
+        detail: format!(
+            "partition {partition}: no acks=all send succeeded from {:.3} s to {:.3} s, though its replicas {} were up and connected and nothing had changed for {} s",
+            from as f64 / 1e9,
+            to as f64 / 1e9,
+            healthy.iter().map(|r| format!("broker-{r}")).collect::<Vec<_>>().join(", "),
+            settle / 1_000_000_000
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,7 +369,8 @@ mod tests {
     }
 
     fn impairment(node: NodeRef, from_s: u64, to_s: Option<u64>) -> Impairment {
-        Impairment { node, what: "cut off", from_ns: from_s * S, to_ns: to_s.map(|t| t * S) }
+        let kind = ImpairmentKind::CutOffFromController;
+        Impairment { node: Some(node), kind, from_ns: from_s * S, to_ns: to_s.map(|t| t * S) }
     }
 
     const RULES: TakeoverRules =
@@ -279,6 +409,78 @@ mod tests {
         assert_eq!(leader_takeover(&alone, &trouble, RULES), vec![], "no other ISR member");
         let late_trouble = [impairment(NodeRef::Broker(1), 58, None)];
         assert_eq!(leader_takeover(&led, &late_trouble, RULES), vec![], "left to the heal phase");
+    }
+
+    fn sends_every_second(from_s: u64, to_s: u64) -> History {
+        let mut history = History::default();
+        for (i, t) in (from_s..to_s).enumerate() {
+            history.push(crate::history::Operation {
+                process: crate::history::Process(1),
+                invoked_ns: t * S,
+                completed_ns: t * S + 10_000_000,
+                outcome: Outcome::Ok,
+                op: Op::Send { partition: 0, value: crate::history::Value(i as u64), offset: Some(i as i64) },
+            });
+        }
+        history
+    }
+
+    fn progress_rules() -> ProgressRules {
+        ProgressRules {
+            replicas: BTreeMap::from([(0, vec![1, 2, 3])]),
+            min_insync_replicas: 2,
+            fault_phase_end_ns: 60 * S,
+        }
+    }
+
+    fn down(broker: i32, from_s: u64, to_s: u64) -> Impairment {
+        Impairment {
+            node: Some(NodeRef::Broker(broker)),
+            kind: ImpairmentKind::Down,
+            from_ns: from_s * S,
+            to_ns: Some(to_s * S),
+        }
+    }
+
+    /// A high watermark held back by a replica outside the ISR: one follower down, two of three
+    /// replicas (min ISR 2) up, and no acks=all send succeeds after it went down.
+    #[test]
+    fn acks_all_stalled_while_min_isr_replicas_are_healthy_is_caught() {
+        let found = progress_in_budget(&sends_every_second(0, 10), &[down(3, 10, 50)], &progress_rules());
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found.iter().all(|v| v.invariant == "progress-in-budget"));
+        assert!(
+            found[0].detail.contains("from 16.000 s to 49.900 s, though its replicas broker-1, broker-2"),
+            "{}",
+            found[0].detail
+        );
+    }
+
+    /// Near misses: sends keep succeeding; too few replicas healthy; a stall only while things
+    /// were changing (within the settle time of the fault).
+    #[test]
+    fn progress_is_required_only_when_min_isr_replicas_have_been_healthy_a_while() {
+        assert_eq!(progress_in_budget(&sends_every_second(0, 60), &[down(3, 10, 50)], &progress_rules()), vec![]);
+        let two_down = [down(3, 10, 50), down(2, 12, 50)];
+        let stalled_after_50 = sends_every_second(0, 10);
+        let mut history = stalled_after_50.clone();
+        for o in sends_every_second(52, 60).operations {
+            history.push(o);
+        }
+        assert_eq!(
+            progress_in_budget(&history, &two_down, &progress_rules()),
+            vec![],
+            "recovers within the settle time"
+        );
+        let mut resumed = sends_every_second(0, 10);
+        for o in sends_every_second(15, 60).operations {
+            resumed.push(o);
+        }
+        assert_eq!(
+            progress_in_budget(&resumed, &[down(3, 10, 50)], &progress_rules()),
+            vec![],
+            "stalled only while settling"
+        );
     }
 
     /// Near miss: every replica in the ISR at the leader's end passes, whatever the HW says.

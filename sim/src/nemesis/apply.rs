@@ -6,7 +6,7 @@ use super::{loses_data, FaultEvent, PlannedFault, Target};
 use crate::client::Recorder;
 use crate::cluster::{SimNode, World};
 use crate::disk::DiskFaults;
-use crate::observation::NodeRef;
+use crate::observation::{ImpairmentKind, NodeRef};
 use crate::scenario::{FaultKind, Scenario};
 use broker::controller::NO_LEADER;
 use madsim::runtime::Handle;
@@ -145,7 +145,7 @@ impl Nemesis<'_> {
                 let mut impaired = Vec::new();
                 for node in &targets {
                     self.world.kill(node);
-                    impaired.push(self.world.impair(node.id, "down"));
+                    impaired.push(self.world.impair(Some(node.id), ImpairmentKind::Down));
                     let what = match fault.kind {
                         FaultKind::Kill => "kill (process crash)",
                         FaultKind::DiskLoss => {
@@ -168,7 +168,7 @@ impl Nemesis<'_> {
             }
             FaultKind::Pause => {
                 self.handle.pause(first.node.id());
-                let impaired = self.world.impair(first.id, "paused");
+                let impaired = self.world.impair(Some(first.id), ImpairmentKind::Paused);
                 self.note(&first.name(), "pause");
                 tokio::time::sleep(duration).await;
                 self.handle.resume(first.node.id());
@@ -184,7 +184,7 @@ impl Nemesis<'_> {
                     net.clog_node(id);
                 }
                 self.note(&first.name(), if outbound_only { "isolate outbound" } else { "isolate" });
-                let impaired = self.world.impair(first.id, "cut off");
+                let impaired = self.world.impair(Some(first.id), ImpairmentKind::CutOffFromController);
                 tokio::time::sleep(duration).await;
                 self.world.restore(impaired);
                 if outbound_only {
@@ -208,23 +208,29 @@ impl Nemesis<'_> {
                 };
                 self.note(&first.name(), what);
                 // Cut off from the controller (the controller cut off from the brokers is too).
-                let impaired = (with_controller || first.id == NodeRef::Controller)
-                    .then(|| self.world.impair(first.id, "cut off from the controller"));
+                let kind = if with_controller || first.id == NodeRef::Controller {
+                    ImpairmentKind::CutOffFromController
+                } else {
+                    ImpairmentKind::CutOffFromBrokers
+                };
+                let impaired = self.world.impair(Some(first.id), kind);
                 tokio::time::sleep(duration).await;
                 for other in &others {
                     net.unclog_link(first.node.id(), other.node.id());
                     net.unclog_link(other.node.id(), first.node.id());
                 }
-                impaired.into_iter().for_each(|i| self.world.restore(i));
+                self.world.restore(impaired);
                 self.note(&first.name(), "links restored");
             }
             FaultKind::ClogLink => {
                 let Some(peer) = link_peer else { return };
                 let id = first.node.id();
                 net.clog_link(id, peer);
+                let impaired = self.world.impair(Some(first.id), ImpairmentKind::LinkToProducerCut);
                 self.note(&first.name(), "clog link to producer-1 (one way)");
                 tokio::time::sleep(duration).await;
                 net.unclog_link(id, peer);
+                self.world.restore(impaired);
                 self.note(&first.name(), "unclog link");
             }
             FaultKind::SlowNetwork => {
@@ -233,7 +239,9 @@ impl Nemesis<'_> {
                     c.send_latency = Duration::from_millis(5)..Duration::from_millis(50);
                 });
                 self.note("network", "slow: 5-50 ms latency, 5% loss");
+                let impaired = self.world.impair(None, ImpairmentKind::SlowNetwork);
                 tokio::time::sleep(duration).await;
+                self.world.restore(impaired);
                 net.update_config(|c| *c = madsim::net::Config::default());
                 self.note("network", "normal");
             }
@@ -246,8 +254,12 @@ impl Nemesis<'_> {
                 };
                 first.disk.set_faults(faults_on);
                 self.note(&first.name(), format!("{:?} on", fault.kind));
+                // A slow disk only slows; a failing one may halt the node at any moment.
+                let impaired = (fault.kind != FaultKind::DiskSlow)
+                    .then(|| self.world.impair(Some(first.id), ImpairmentKind::DiskFaulty));
                 tokio::time::sleep(duration).await;
                 first.disk.set_faults(DiskFaults::default());
+                impaired.into_iter().for_each(|i| self.world.restore(i));
                 self.note(&first.name(), format!("{:?} off", fault.kind));
             }
         }
