@@ -951,12 +951,24 @@ pub enum FetchResult {
     Error,
 }
 
-async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i64, max_wait_ms: i32) -> FetchResult {
+/// Bytes a final read asks for per fetch.
+const FINAL_READ_FETCH_MAX_BYTES: i32 = 1 << 20;
+
+/// One fetch of `partition` from `offset`, asking for at most `max_bytes` (the broker still
+/// returns a first batch that is larger).
+async fn fetch(
+    router: &mut Router,
+    topic: &str,
+    partition: Partition,
+    offset: i64,
+    max_wait_ms: i32,
+    max_bytes: i32,
+) -> FetchResult {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
+        .with_max_bytes(max_bytes)
         .with_isolation_level(1)
         .with_session_epoch(-1)
         .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(vec![
@@ -964,7 +976,7 @@ async fn fetch(router: &mut Router, topic: &str, partition: Partition, offset: i
                 .with_partition(partition)
                 .with_current_leader_epoch(router.epoch(partition))
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20),
+                .with_partition_max_bytes(max_bytes),
         ])]);
     let Some(link) = router.leader(partition).await else { return FetchResult::Error };
     let answer = link.send(ApiKey::Fetch, 12, RequestKind::Fetch(request)).await;
@@ -1025,6 +1037,7 @@ pub async fn run_consumer(
     bootstrap: Vec<String>,
     topic: String,
     partitions: i32,
+    fetch_max_bytes: i32,
     recorder: Recorder,
     stop: Arc<tokio::sync::Notify>,
 ) {
@@ -1036,7 +1049,7 @@ pub async fn run_consumer(
         for partition in 0..partitions {
             let (position, after_seek) = positions[&partition];
             let invoked = recorder.now_ns();
-            match fetch(&mut link, &topic, partition, position, 200).await {
+            match fetch(&mut link, &topic, partition, position, 200, fetch_max_bytes).await {
                 FetchResult::Records { records, high_watermark } => {
                     let next = records.last().map_or(position, |(o, _)| o + 1);
                     recorder.record(
@@ -1102,7 +1115,7 @@ pub async fn final_read(
             return false;
         }
         let invoked = recorder.now_ns();
-        match fetch(&mut link, &topic, partition, position, 100).await {
+        match fetch(&mut link, &topic, partition, position, 100, FINAL_READ_FETCH_MAX_BYTES).await {
             FetchResult::Records { records, high_watermark } => {
                 position = records.last().map_or(position, |(o, _)| o + 1);
                 recorder.record(

@@ -6,6 +6,7 @@
 use crate::check::availability::PartitionSnapshot;
 use crate::check::replicas::ReplicaCopy;
 use crate::check::Violation;
+use crate::config_draw::ConfigDraw;
 use crate::disk::SimDisk;
 use crate::nemesis::stream_seed;
 use crate::observation::{Impairment, ImpairmentKind, NodeExit, NodeRef, StateEvent};
@@ -33,18 +34,10 @@ pub const DATA_DIR: &str = "/data";
 const CONTROLLER_ADDR: &str = "10.0.0.100:9093";
 const CONTROLLER_NODE_ID: i32 = 100;
 
-/// `broker.session.timeout.ms` in the simulator: a broker that missed heartbeats this long is
-/// fenced (and its partitions get new leaders).
-pub const BROKER_SESSION_TIMEOUT_MS: &str = "1500";
-
 /// Timings scaled to the simulation (Kafka's defaults are 2 s heartbeats, a 9 s session and
-/// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs.
-const SIM_TIMINGS: &[(&str, &str)] = &[
-    ("broker.heartbeat.interval.ms", "200"),
-    ("broker.session.timeout.ms", BROKER_SESSION_TIMEOUT_MS),
-    ("replica.lag.time.max.ms", "2000"),
-    ("replica.fetch.wait.max.ms", "200"),
-];
+/// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs. Each seed
+/// draws its own heartbeat, session and lag timings around these (`config_draw`).
+const SIM_TIMINGS: &[(&str, &str)] = &[("replica.fetch.wait.max.ms", "200")];
 
 /// What runs on a node, for observation: set while it runs, cleared when it is killed.
 #[derive(Clone, Default)]
@@ -158,7 +151,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn start(handle: &Handle, scenario: &Scenario, seed: u64, origin: Instant) -> World {
+    pub fn start(handle: &Handle, scenario: &Scenario, draw: &ConfigDraw, seed: u64, origin: Instant) -> World {
         let exits: Arc<Exits> = Arc::default();
         let separate_controller = scenario.cluster.brokers > 1;
         let controller = separate_controller.then(|| {
@@ -167,7 +160,7 @@ impl World {
                 ("listeners", format!("CONTROLLER://{CONTROLLER_ADDR}")),
                 ("default.replication.factor", scenario.topic.replication_factor.to_string()),
             ];
-            let config = node_config(scenario, CONTROLLER_NODE_ID, &settings);
+            let config = node_config(scenario, draw, CONTROLLER_NODE_ID, &settings);
             let ip: IpAddr = CONTROLLER_ADDR.split(':').next().expect("ip").parse().expect("valid ip");
             let spec = NodeSpec { seed, origin, exits: exits.clone() };
             start_node(handle, &spec, NodeRef::Controller, ip, CONTROLLER_ADDR.to_string(), config)
@@ -181,7 +174,7 @@ impl World {
                     settings.push(("process.roles", "broker".to_string()));
                     settings.push(("controller.quorum.voters", format!("{CONTROLLER_NODE_ID}@{CONTROLLER_ADDR}")));
                 }
-                let config = node_config(scenario, id, &settings);
+                let config = node_config(scenario, draw, id, &settings);
                 let spec = NodeSpec { seed, origin, exits: exits.clone() };
                 start_node(handle, &spec, NodeRef::Broker(id), ip, addr, config)
             })
@@ -400,7 +393,7 @@ impl World {
     }
 }
 
-fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -> BrokerConfig {
+fn node_config(scenario: &Scenario, draw: &ConfigDraw, node_id: i32, settings: &[(&str, String)]) -> BrokerConfig {
     let mut config = BrokerConfig::default();
     config.set("node.id", &node_id.to_string()).expect("valid");
     config.set("log.dirs", DATA_DIR).expect("valid");
@@ -409,6 +402,9 @@ fn node_config(scenario: &Scenario, node_id: i32, settings: &[(&str, String)]) -
     config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
     for (key, value) in SIM_TIMINGS {
         config.set(key, value).expect("valid");
+    }
+    for (key, value) in draw.broker_settings() {
+        config.set(key, &value).unwrap_or_else(|e| panic!("drawn config {key}={value}: {e}"));
     }
     for (key, value) in settings {
         config.set(key, value).unwrap_or_else(|e| panic!("sim config {key}={value}: {e}"));
@@ -505,6 +501,9 @@ pub async fn create_topic(bootstrap: &[String], scenario: &Scenario) -> Result<(
     }
     if let Some(ms) = scenario.topic.flush_ms {
         configs.push(("flush.ms", ms.to_string()));
+    }
+    if let Some(bytes) = scenario.topic.index_interval_bytes {
+        configs.push(("index.interval.bytes", bytes.to_string()));
     }
     if scenario.topic.unclean_leader_election {
         configs.push(("unclean.leader.election.enable", "true".to_string()));

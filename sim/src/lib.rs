@@ -4,6 +4,7 @@
 //! (and unit-test) without it.
 
 pub mod check;
+pub mod config_draw;
 pub mod disk;
 pub mod history;
 pub mod nemesis;

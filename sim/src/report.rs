@@ -80,6 +80,7 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
         if outcome.budget.within { "within" } else { "beyond" },
         outcome.budget.reason
     );
+    let _ = writeln!(md, "- configuration drawn: {}", outcome.config.describe());
     let _ = writeln!(md, "- replay: `cargo sim replay {}`", dir.display());
     let _ = writeln!(md, "- rerun: `cargo sim run {scenario_path} --seed {}`\n", outcome.seed);
     if let Some(liveness) = &outcome.liveness_failure {

@@ -9,7 +9,8 @@
 //! The world is in `cluster`, the faults in `nemesis`, the checkers in `check`.
 
 use crate::check::availability::{
-    catch_up_after_heal, leader_takeover, progress_in_budget, LeaderClaims, ProgressRules, TakeoverRules,
+    catch_up_after_heal, leader_takeover, progress_in_budget, progress_settle, LeaderClaims, ProgressRules,
+    TakeoverRules,
 };
 use crate::check::exits::check_exits;
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
@@ -17,7 +18,8 @@ use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
 use crate::check::{check_history, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
-use crate::cluster::{create_topic, wait_for_catch_up, World, BROKER_SESSION_TIMEOUT_MS};
+use crate::cluster::{create_topic, wait_for_catch_up, World};
+use crate::config_draw::ConfigDraw;
 use crate::disk::DiskFaultCounts;
 use crate::history::{History, Process};
 use crate::hostile::run_hostile_client;
@@ -43,6 +45,8 @@ const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 pub struct RunOutcome {
     pub scenario: String,
     pub seed: u64,
+    /// The settings this seed drew.
+    pub config: ConfigDraw,
     pub budget: Budget,
     pub violations: Vec<Violation>,
     /// Set when the heal phase did not converge in time.
@@ -65,11 +69,14 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunOutcome {
 }
 
 async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
+    // The scenario as this seed runs it: drawn settings filled in where it pins none.
+    let config = ConfigDraw::draw(&scenario, seed);
+    let scenario = config.apply(&scenario);
     let handle = Handle::current();
     // The recorder's origin is this same simulated instant: state events and history share it.
     let started = Instant::now();
     let recorder = Recorder::new();
-    let world = Arc::new(World::start(&handle, &scenario, seed, started));
+    let world = Arc::new(World::start(&handle, &scenario, &config, seed, started));
     let planned = plan(&scenario, seed);
     let budget = budget(&scenario, &planned);
     let bootstrap = world.bootstrap();
@@ -160,6 +167,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             bootstrap.clone(),
             scenario.topic.name.clone(),
             scenario.topic.partitions,
+            config.consumer_fetch_max_bytes as i32,
             recorder.clone(),
             workload_stop.clone(),
         );
@@ -255,9 +263,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     violations.extend(world.epoch_history_violations());
     violations.extend(check_exits(&world.exits.all(), healed_at_ns));
     violations.extend(catch_up_after_heal(&caught_up, scenario.workload.heal_s));
-    let session_timeout_ms: u64 = BROKER_SESSION_TIMEOUT_MS.parse().expect("a number");
-    let rules =
-        TakeoverRules { session_timeout: Duration::from_millis(session_timeout_ms), fault_phase_end_ns: healed_at_ns };
+    let rules = TakeoverRules { session_timeout: config.session_timeout(), fault_phase_end_ns: healed_at_ns };
     violations.extend(leader_takeover(
         &state_checker.lock().expect("state checker").leaders,
         &world.impairments(),
@@ -269,6 +275,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             replicas: caught_up.iter().map(|s| (s.partition, s.replicas.clone())).collect(),
             min_insync_replicas: scenario.topic.min_insync_replicas,
             fault_phase_end_ns: healed_at_ns,
+            settle: progress_settle(config.session_timeout(), config.replica_lag_time_max()),
         };
         violations.extend(progress_in_budget(&history, &world.impairments(), &rules));
     }
@@ -293,6 +300,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     RunOutcome {
         scenario: scenario.name.clone(),
         seed,
+        config,
         budget,
         violations,
         liveness_failure,

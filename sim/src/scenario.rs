@@ -86,9 +86,11 @@ pub struct TopicSpec {
     pub flush_messages: Option<u64>,
     /// `flush.ms`; absent = Kafka's default (never fsync by time).
     pub flush_ms: Option<i64>,
-    /// `segment.bytes`; absent = the simulator's 64 KiB. Small segments roll often, so
-    /// producer-state snapshots (written at each roll) are in play at recovery.
+    /// `segment.bytes`; absent = drawn per seed (`config_draw`, a few KiB: segments roll in
+    /// every run, so producer-state snapshots and index lookups across segments are in play).
     pub segment_bytes: Option<u64>,
+    /// `index.interval.bytes`; absent = drawn per seed.
+    pub index_interval_bytes: Option<u64>,
     pub unclean_leader_election: bool,
 }
 
@@ -102,6 +104,7 @@ impl Default for TopicSpec {
             flush_messages: None,
             flush_ms: None,
             segment_bytes: None,
+            index_interval_bytes: None,
             unclean_leader_election: false,
         }
     }

@@ -77,6 +77,9 @@ pub struct BrokerConfig {
     pub replica_lag_time_max_ms: i64,
     /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for data.
     pub replica_fetch_wait_max_ms: i64,
+    /// `replica.fetch.max.bytes`: bytes a follower asks for per fetch (the leader still sends a
+    /// first batch that is larger, so a follower always makes progress).
+    pub replica_fetch_max_bytes: i32,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval_ms: i64,
     /// `broker.session.timeout.ms` (used by the controller role).
@@ -131,6 +134,7 @@ impl Default for BrokerConfig {
             controller_voter: None,
             replica_lag_time_max_ms: 30_000,
             replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
             heartbeat_interval_ms: 2_000,
             session_timeout_ms: 9_000,
             unclean_leader_election: false,
@@ -203,6 +207,7 @@ impl BrokerConfig {
             "controller.quorum.voters" => self.controller_voter = Some(parse_voters(value).map_err(err)?),
             "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse_positive(value).map_err(err)?,
             "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse_positive(value).map_err(err)?,
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse_positive(value).map_err(err)?,
             "broker.heartbeat.interval.ms" => self.heartbeat_interval_ms = parse_positive(value).map_err(err)?,
             "broker.session.timeout.ms" => self.session_timeout_ms = parse_positive(value).map_err(err)?,
             "unclean.leader.election.enable" => self.unclean_leader_election = parse_bool(value).map_err(err)?,

@@ -34,8 +34,6 @@ use tokio::net::TcpStream;
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How often leaders look at their ISRs.
 const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-/// Bytes a follower asks for per fetch.
-const REPLICA_FETCH_MAX_BYTES: i32 = 10 * 1024 * 1024;
 const FETCH_VERSION: i16 = 12;
 const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 4;
 
@@ -311,7 +309,7 @@ async fn fetch_step(
         .with_replica_id(BrokerId(broker.node_id))
         .with_max_wait_ms(broker.config.replica_fetch_wait_max_ms as i32)
         .with_min_bytes(1)
-        .with_max_bytes(REPLICA_FETCH_MAX_BYTES)
+        .with_max_bytes(broker.config.replica_fetch_max_bytes)
         .with_session_epoch(-1)
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
@@ -320,7 +318,7 @@ async fn fetch_step(
                 .with_current_leader_epoch(leader_epoch)
                 .with_fetch_offset(fetch_offset.0)
                 .with_log_start_offset(-1)
-                .with_partition_max_bytes(REPLICA_FETCH_MAX_BYTES)])]);
+                .with_partition_max_bytes(broker.config.replica_fetch_max_bytes)])]);
     let response = conn.send(ApiKey::Fetch, FETCH_VERSION, RequestKind::Fetch(request)).await?;
     let ResponseKind::Fetch(response) = response else { anyhow::bail!("unexpected response") };
     if response.error_code != ErrorCode::NONE.0 {

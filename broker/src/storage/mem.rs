@@ -83,10 +83,22 @@ struct State {
     volatile: BTreeMap<PathBuf, Entry>,
     /// The namespace a crash reverts to.
     durable: BTreeMap<PathBuf, Entry>,
+    /// Entries changed in `volatile` since their directory was last synced, by directory: what
+    /// the next `sync_dir` of that directory makes durable (so a sync costs what changed, not
+    /// what the directory holds).
+    unsynced: BTreeMap<PathBuf, std::collections::BTreeSet<PathBuf>>,
     next_file_id: FileId,
     fault_hook: Option<Arc<dyn FaultHook>>,
     /// Latency accrued since the last `take_delay`.
     pending_delay: std::time::Duration,
+}
+
+impl State {
+    /// Notes that `path`'s entry changed in the volatile namespace.
+    fn changed(&mut self, path: &Path) {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.unsynced.entry(dir).or_default().insert(path.to_path_buf());
+    }
 }
 
 /// The in-memory disk. Clones share the same storage (one disk per node).
@@ -144,7 +156,7 @@ impl MemDisk {
     /// part of the unsynced tail). Unsynced directory changes are always lost.
     pub fn crash_with(&self, mut survivor: impl FnMut(&Path, &[u8], &[u8]) -> Vec<u8>) {
         let mut state = self.lock();
-        let State { files, volatile, durable, .. } = &mut *state;
+        let State { files, volatile, durable, unsynced, .. } = &mut *state;
         // An entry whose parent directory's own entry never became durable is unreachable.
         let snapshot = durable.clone();
         durable.retain(|path, _| {
@@ -154,6 +166,7 @@ impl MemDisk {
                 .all(|a| snapshot.get(a) == Some(&Entry::Dir))
         });
         *volatile = durable.clone();
+        unsynced.clear();
         let mut names: BTreeMap<FileId, PathBuf> = BTreeMap::new();
         for (path, entry) in durable.iter() {
             if let Entry::File(id) = entry {
@@ -176,6 +189,7 @@ impl MemDisk {
         state.files.clear();
         state.volatile.clear();
         state.durable.clear();
+        state.unsynced.clear();
     }
 
     /// Files whose volatile image differs from the durable one (tests and the simulator).
@@ -226,6 +240,7 @@ impl Disk for MemDisk {
                 }
                 None => {
                     state.volatile.insert(dir.to_path_buf(), Entry::Dir);
+                    state.changed(dir);
                 }
             }
         }
@@ -238,9 +253,12 @@ impl Disk for MemDisk {
         if !is_root && state.volatile.get(path) != Some(&Entry::Dir) {
             return Err(not_found(path));
         }
+        // Paths order by components, so a directory's descendants are one contiguous range.
         let names = state
             .volatile
-            .keys()
+            .range(path.to_path_buf()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(path) || is_root)
             .filter(|p| p.parent() == Some(path))
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
@@ -271,6 +289,7 @@ impl Disk for MemDisk {
                 state.next_file_id += 1;
                 state.files.insert(id, FileData::default());
                 state.volatile.insert(path.to_path_buf(), Entry::File(id));
+                state.changed(path);
                 id
             }
         };
@@ -283,6 +302,7 @@ impl Disk for MemDisk {
         match state.volatile.get(path) {
             Some(Entry::File(_)) => {
                 state.volatile.remove(path);
+                state.changed(path);
                 Ok(())
             }
             Some(Entry::Dir) => {
@@ -299,6 +319,7 @@ impl Disk for MemDisk {
             return Err(not_found(path));
         }
         state.volatile.retain(|p, _| !p.starts_with(path));
+        state.changed(path);
         Ok(())
     }
 
@@ -323,11 +344,14 @@ impl Disk for MemDisk {
             .collect();
         for path in replaced {
             state.volatile.remove(&path);
+            state.changed(&path);
         }
         for (path, entry) in moved {
             state.volatile.remove(&path);
+            state.changed(&path);
             let suffix = path.strip_prefix(from).expect("filtered by prefix");
             let target = if suffix.as_os_str().is_empty() { to.to_path_buf() } else { to.join(suffix) };
+            state.changed(&target);
             state.volatile.insert(target, entry);
         }
         let observed = state.fault_hook.clone().and_then(|hook| match state.volatile.get(to) {
@@ -350,19 +374,26 @@ impl Disk for MemDisk {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check(DiskOp::SyncDir, path)?;
         let mut state = self.lock();
-        let is_child = |p: &Path| {
-            p.parent() == Some(path)
-                || (p.parent().is_none_or(|q| q.as_os_str().is_empty()) && path.as_os_str().is_empty())
-        };
-        let current: Vec<(PathBuf, Entry)> =
-            state.volatile.iter().filter(|(p, _)| is_child(p)).map(|(p, e)| (p.clone(), e.clone())).collect();
-        let removed: Vec<PathBuf> =
-            state.durable.keys().filter(|p| is_child(p) && !state.volatile.contains_key(*p)).cloned().collect();
-        for path in removed {
-            state.durable.retain(|p, _| !p.starts_with(&path));
-        }
-        for (path, entry) in current {
-            state.durable.insert(path, entry);
+        // What changed in this directory since its last sync becomes durable: entries still
+        // there as they are now, entries gone with everything below them.
+        let changed = state.unsynced.remove(path).unwrap_or_default();
+        for child in changed {
+            match state.volatile.get(&child).cloned() {
+                Some(entry) => {
+                    state.durable.insert(child, entry);
+                }
+                None => {
+                    let below: Vec<PathBuf> = state
+                        .durable
+                        .range(child.clone()..)
+                        .take_while(|(p, _)| p.starts_with(&child))
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    for p in below {
+                        state.durable.remove(&p);
+                    }
+                }
+            }
         }
         Ok(())
     }

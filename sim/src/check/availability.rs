@@ -5,7 +5,7 @@
 //! | checker | must hold |
 //! | --- | --- |
 //! | `catch-up-after-heal` | by the end of the heal phase every assigned replica of every partition is in its leader's ISR and at the leader's log end |
-//! | `progress-in-budget` | acks=all sends to a partition succeed at least every [`PROGRESS_BOUND`] while at least `min.insync.replicas` of its replicas are up and connected (and the controller and the network are), once nothing has changed for [`PROGRESS_SETTLE`] |
+//! | `progress-in-budget` | acks=all sends to a partition succeed at least every [`PROGRESS_BOUND`] while at least `min.insync.replicas` of its replicas are up and connected (and the controller and the network are), once nothing has changed for [`progress_settle`] |
 //! | `leader-takeover` | a partition whose leader went down, was paused or was cut off from the controller has a new leader within the broker session timeout plus [`LEADER_TAKEOVER_SLACK`], whenever another ISR member was up and reaching the controller all along (and so was the controller) |
 
 use super::Violation;
@@ -187,10 +187,12 @@ pub fn catch_up_after_heal(snapshots: &[PartitionSnapshot], heal_s: u64) -> Vec<
 }
 
 /// After a fault begins or ends on a replica, the controller or the network, a partition may
-/// stall this long without a bug: the ISR shrinks (`replica.lag.time.max.ms`, 2 s in the
-/// simulator, then an AlterPartition), a leader is replaced (session timeout plus
-/// [`LEADER_TAKEOVER_SLACK`]), a returning replica catches up, clients refresh metadata and retry.
-pub const PROGRESS_SETTLE: Duration = Duration::from_secs(6);
+/// stall this long without a bug: the ISR shrinks (`replica.lag.time.max.ms`, then an
+/// AlterPartition), a leader is replaced (the session timeout plus [`LEADER_TAKEOVER_SLACK`]),
+/// a returning replica catches up, clients refresh metadata and retry.
+pub fn progress_settle(session_timeout: Duration, replica_lag_time_max: Duration) -> Duration {
+    session_timeout + replica_lag_time_max + LEADER_TAKEOVER_SLACK
+}
 /// While a partition can make progress, acks=all sends to it succeed at least this often.
 pub const PROGRESS_BOUND: Duration = Duration::from_secs(5);
 /// The resolution at which `progress-in-budget` decides whether a partition can make progress.
@@ -204,12 +206,14 @@ pub struct ProgressRules {
     pub min_insync_replicas: i32,
     /// The workload sends until here.
     pub fault_phase_end_ns: u64,
+    /// See [`progress_settle`].
+    pub settle: Duration,
 }
 
 /// `progress-in-budget`, for acks=all workloads.
 pub fn progress_in_budget(history: &History, impairments: &[Impairment], rules: &ProgressRules) -> Vec<Violation> {
     let (settle, bound, step) =
-        (PROGRESS_SETTLE.as_nanos() as u64, PROGRESS_BOUND.as_nanos() as u64, PROGRESS_STEP.as_nanos() as u64);
+        (rules.settle.as_nanos() as u64, PROGRESS_BOUND.as_nanos() as u64, PROGRESS_STEP.as_nanos() as u64);
     let mut found = Vec::new();
     for (&partition, replicas) in &rules.replicas {
         let mut successes: Vec<u64> = history
@@ -430,6 +434,7 @@ mod tests {
             replicas: BTreeMap::from([(0, vec![1, 2, 3])]),
             min_insync_replicas: 2,
             fault_phase_end_ns: 60 * S,
+            settle: Duration::from_secs(6),
         }
     }
 
