@@ -340,6 +340,22 @@ impl World {
             .collect()
     }
 
+    /// The fewest segments any broker holds for any partition of `topic` (from its disk).
+    pub fn fewest_segments(&self, topic: &str, partitions: i32) -> usize {
+        use broker::storage::Disk;
+        let dir = |p: i32| Path::new(DATA_DIR).join(format!("{topic}-{p}"));
+        self.brokers
+            .iter()
+            .flat_map(|b| {
+                (0..partitions).filter_map(move |p| {
+                    let names = b.disk.disk.list_dir(&dir(p)).ok()?;
+                    Some(names.iter().filter(|n| n.ends_with(".log")).count())
+                })
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
     pub fn observe_all(&self) -> Vec<(NodeRef, Vec<PartitionObservation>)> {
         self.brokers.iter().filter_map(|b| Some((b.id, b.broker()?.observe()))).collect()
     }

@@ -227,6 +227,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                     trace_hash: outcome.trace_hash,
                     wall_ms,
                     simulated_ms: outcome.simulated_ns / 1_000_000,
+                    fewest_segments: outcome.fewest_segments,
                     detail,
                 };
                 (result, Some(outcome))
@@ -241,6 +242,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                     trace_hash: 0,
                     wall_ms,
                     simulated_ms: 0,
+                    fewest_segments: 0,
                     detail: format!("panic: {panic}"),
                 };
                 (result, None)
@@ -371,8 +373,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     }
 
     fn summarize(scenarios: &[(PathBuf, Scenario)], results: &[SeedResult], options: &Options, wall_s: f64) -> i32 {
-        println!("\n| scenario | seeds | pass | safety | liveness | panic | anomalies found (seeds) | expected | wall ms/seed |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+        println!("\n| scenario | seeds | pass | safety | liveness | panic | anomalies found (seeds) | expected | fewest segments | wall ms/seed |");
+        println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
         let mut exit = 0;
         for (path, scenario) in scenarios {
             let rows: Vec<&SeedResult> = results.iter().filter(|r| r.scenario == scenario.name).collect();
@@ -388,9 +390,11 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 ExpectedOutcome::Anomalies => scenario.expect.anomalies.join(", "),
             };
             let mean_ms = rows.iter().map(|r| r.wall_ms).sum::<u64>() / rows.len().max(1) as u64;
+            // Segment rolls happened in every seed if the fewest segments is above 1.
+            let fewest_segments = rows.iter().filter(|r| r.verdict != Verdict::Panic).map(|r| r.fewest_segments).min();
             let found_text: Vec<String> = found.iter().map(|(a, n)| format!("{a} ({n})")).collect();
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {expected} | {mean_ms} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {expected} | {} | {mean_ms} |",
                 scenario.name,
                 rows.len(),
                 count(Verdict::Pass),
@@ -398,6 +402,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 count(Verdict::Liveness),
                 count(Verdict::Panic),
                 if found_text.is_empty() { "-".to_string() } else { found_text.join(", ") },
+                fewest_segments.map_or("-".to_string(), |n| n.to_string()),
             );
             for row in rows.iter().filter(|r| r.verdict != Verdict::Pass) {
                 println!(

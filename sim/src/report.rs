@@ -81,6 +81,7 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
         outcome.budget.reason
     );
     let _ = writeln!(md, "- configuration drawn: {}", outcome.config.describe());
+    let _ = writeln!(md, "- fewest segments of any replica at the end: {}", outcome.fewest_segments);
     let _ = writeln!(md, "- replay: `cargo sim replay {}`", dir.display());
     let _ = writeln!(md, "- rerun: `cargo sim run {scenario_path} --seed {}`\n", outcome.seed);
     if let Some(liveness) = &outcome.liveness_failure {
@@ -208,6 +209,8 @@ pub struct SeedResult {
     pub trace_hash: u64,
     pub wall_ms: u64,
     pub simulated_ms: u64,
+    /// The fewest segments any replica of any partition held at the end.
+    pub fewest_segments: usize,
     pub detail: String,
 }
 

@@ -47,6 +47,8 @@ pub struct RunOutcome {
     pub seed: u64,
     /// The settings this seed drew.
     pub config: ConfigDraw,
+    /// The fewest segments any replica of any partition held at the end (rolls happened if > 1).
+    pub fewest_segments: usize,
     pub budget: Budget,
     pub violations: Vec<Violation>,
     /// Set when the heal phase did not converge in time.
@@ -282,6 +284,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
     let final_observations = world.observe_all();
+    let fewest_segments = world.fewest_segments(&scenario.topic.name, scenario.topic.partitions);
     let faults = faults.lock().expect("faults").clone();
     let disk_faults: Vec<(String, DiskFaultCounts)> = world.nodes().map(|b| (b.name(), b.disk.counts())).collect();
     let simulated_ns = started.elapsed().as_nanos() as u64;
@@ -301,6 +304,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         scenario: scenario.name.clone(),
         seed,
         config,
+        fewest_segments,
         budget,
         violations,
         liveness_failure,

@@ -10,7 +10,7 @@
 
 use super::Violation;
 use crate::history::{History, Op, Outcome, Partition};
-use crate::observation::{Impairment, ImpairmentKind, NodeRef, StateEvent};
+use crate::observation::{Impairment, NodeRef, StateEvent};
 use broker::replication::ReplicaState;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -318,6 +318,7 @@ fn stalled(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observation::ImpairmentKind;
 
     fn state(leader: bool, isr: &[i32], log_end: i64) -> ReplicaState {
         ReplicaState {
