@@ -265,7 +265,12 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     violations.extend(world.epoch_history_violations());
     violations.extend(check_exits(&world.exits.all(), healed_at_ns));
     violations.extend(catch_up_after_heal(&caught_up, scenario.workload.heal_s));
-    let rules = TakeoverRules { session_timeout: config.session_timeout(), fault_phase_end_ns: healed_at_ns };
+    let topic_id = world.metadata().and_then(|image| Some(image.topics.get(&scenario.topic.name)?.topic_id));
+    let rules = TakeoverRules {
+        topic_id: topic_id.unwrap_or_default(),
+        session_timeout: config.session_timeout(),
+        fault_phase_end_ns: healed_at_ns,
+    };
     violations.extend(leader_takeover(
         &state_checker.lock().expect("state checker").leaders,
         &world.impairments(),

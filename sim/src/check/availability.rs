@@ -63,6 +63,9 @@ fn leader_at(claims: &[Claim], at_ns: u64) -> Option<&Claim> {
 /// The timings `leader-takeover` judges by.
 #[derive(Clone, Copy, Debug)]
 pub struct TakeoverRules {
+    /// The topic judged (the workload's): other topics (the hostile client's) may be deleted
+    /// under their leaders, and a deleted partition needs none.
+    pub topic_id: u128,
     pub session_timeout: Duration,
     /// Leaders in trouble after this are left to the heal phase (and `catch-up-after-heal`).
     pub fault_phase_end_ns: u64,
@@ -87,7 +90,7 @@ pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules:
         {
             continue;
         }
-        for (&key, claims) in &claims.claims {
+        for (&key, claims) in claims.claims.iter().filter(|((topic_id, _), _)| *topic_id == rules.topic_id) {
             let Some(led) = leader_at(claims, start).filter(|c| c.broker == leader) else { continue };
             let candidates: Vec<i32> = led
                 .isr
@@ -101,6 +104,11 @@ pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules:
             if candidates.is_empty() || taken_over {
                 continue;
             }
+            let next =
+                claims.iter().find(|c| c.broker != leader && c.leader_epoch > led.leader_epoch && c.at_ns > start);
+            let next = next.map_or("no other replica ever led it after that".to_string(), |c| {
+                format!("broker-{} led it at epoch {} from {:.3} s", c.broker, c.leader_epoch, c.at_ns as f64 / 1e9)
+            });
             found.entry((key, led.leader_epoch)).or_insert_with(|| Violation {
                 invariant: "leader-takeover",
                 partition: key.1,
@@ -108,8 +116,9 @@ pub fn leader_takeover(claims: &LeaderClaims, impairments: &[Impairment], rules:
                 values: vec![],
                 operations: vec![],
                 detail: format!(
-                    "broker-{leader} led partition {} at epoch {} and was {} from {:.3} s; no other replica led it by {:.3} s though {} (in the ISR {:?}) was up and reaching the controller all along",
+                    "broker-{leader} led partition {} (topic id {:x}) at epoch {} and was {} from {:.3} s; no other replica led it by {:.3} s though {} (in the ISR {:?}) was up and reaching the controller all along ({next})",
                     key.1,
+                    key.0,
                     led.leader_epoch,
                     trouble.kind,
                     start as f64 / 1e9,
@@ -379,7 +388,7 @@ mod tests {
     }
 
     const RULES: TakeoverRules =
-        TakeoverRules { session_timeout: Duration::from_millis(1500), fault_phase_end_ns: 60 * S };
+        TakeoverRules { topic_id: 7, session_timeout: Duration::from_millis(1500), fault_phase_end_ns: 60 * S };
 
     /// A controller that never fences a dead broker: its partitions keep a leader that is gone.
     #[test]
@@ -414,6 +423,8 @@ mod tests {
         assert_eq!(leader_takeover(&alone, &trouble, RULES), vec![], "no other ISR member");
         let late_trouble = [impairment(NodeRef::Broker(1), 58, None)];
         assert_eq!(leader_takeover(&led, &late_trouble, RULES), vec![], "left to the heal phase");
+        let other_topic = TakeoverRules { topic_id: 8, ..RULES };
+        assert_eq!(leader_takeover(&led, &trouble, other_topic), vec![], "another topic (it may have been deleted)");
     }
 
     fn sends_every_second(from_s: u64, to_s: u64) -> History {
