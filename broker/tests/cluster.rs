@@ -226,7 +226,7 @@ async fn below_min_isr_acks_1_writes_stay_invisible_until_the_isr_recovers() {
     let (leader, _, _) = cluster.leadership("strict");
     let follower = (1..=3).find(|&n| n != leader).unwrap();
     let handle = cluster.brokers[follower as usize - 1].take().unwrap();
-    let mut config = handle.broker.as_ref().unwrap().config.clone();
+    let config = handle.broker.as_ref().unwrap().config.clone();
     handle.shutdown().await.unwrap();
     eventually("the ISR shrinks", || cluster.leadership("strict").1.len() == 2).await;
     let mut conn = connect(&cluster.addr(leader)).await;
