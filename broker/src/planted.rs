@@ -18,7 +18,8 @@ pub enum Bug {
     HwBeforeIsr = 16,
     /// A new follower skips truncation (OffsetForLeaderEpoch) and fetches from its log end.
     SkipTruncation = 32,
-    /// acks=all appends and acknowledges even when the ISR is below `min.insync.replicas`.
+    /// min.insync.replicas is forgotten everywhere: acks=all appends and acknowledges, and the
+    /// high watermark advances, while the ISR is below it.
     IgnoreMinIsr = 64,
     /// Loading the leader-epoch checkpoint keeps only its newest entry (the history before it is
     /// lost, and OffsetForLeaderEpoch answers for older epochs go wrong).
@@ -64,10 +65,18 @@ pub enum Bug {
     /// The leader's high watermark is the smallest log end among all assigned replicas, not
     /// just the ISR: one replica that is down or behind holds every partition it is in still.
     HwHeldByOutOfSync = 524288,
+    /// A topic without `retention.ms` gets 0 instead of "keep forever" (a default lost in an
+    /// override parser): every segment but the active one is deleted at the next retention
+    /// check, records consumers already read included.
+    RetentionDefaultZero = 1048576,
+    /// Recovery after a crash keeps only the active segment (it "cleans up" the sealed ones it
+    /// did not scan): everything before it is gone, though consumers read it long ago and the
+    /// log end and high watermark never move back.
+    RecoveryDropsSealedSegments = 2097152,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 22] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -88,6 +97,8 @@ impl Bug {
         Bug::FetcherStopsOnError,
         Bug::NeverFenceSilentBroker,
         Bug::HwHeldByOutOfSync,
+        Bug::RetentionDefaultZero,
+        Bug::RecoveryDropsSealedSegments,
     ];
 
     pub fn name(self) -> &'static str {
@@ -112,6 +123,8 @@ impl Bug {
             Bug::FetcherStopsOnError => "fetcher-stops-on-error",
             Bug::NeverFenceSilentBroker => "never-fence-silent-broker",
             Bug::HwHeldByOutOfSync => "hw-held-by-out-of-sync",
+            Bug::RetentionDefaultZero => "retention-default-zero",
+            Bug::RecoveryDropsSealedSegments => "recovery-drops-sealed-segments",
         }
     }
 

@@ -460,7 +460,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 21] = [
+    const PLANTED: [(broker::planted::Bug, &str); 23] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -482,6 +482,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::FetcherStopsOnError, "scenarios/isr-shrink-expand.toml"),
         (broker::planted::Bug::NeverFenceSilentBroker, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::HwHeldByOutOfSync, "scenarios/follower-outage.toml"),
+        (broker::planted::Bug::RetentionDefaultZero, "scenarios/single-node-crash-fsync.toml"),
+        (broker::planted::Bug::RecoveryDropsSealedSegments, "scenarios/single-node-crash-fsync.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

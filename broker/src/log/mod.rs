@@ -285,6 +285,11 @@ impl PartitionLog {
             log.rebuild_epochs()?;
         }
         log.recover_producer_state()?;
+        if !clean && crate::planted::active(crate::planted::Bug::RecoveryDropsSealedSegments) {
+            while log.segments.len() > 1 {
+                log.delete_oldest_segment()?;
+            }
+        }
         // Every checkpoint write is atomic; rewrite it once to hold exactly the recovered state.
         log.epochs.write(&*log.disk, &log.dir)?;
         if !clean {
@@ -726,7 +731,11 @@ impl PartitionLog {
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         self.guard(|log| {
             let mut deleted = 0;
-            if let Some(retention_ms) = log.config.retention_ms {
+            let mut retention_ms = log.config.retention_ms;
+            if crate::planted::active(crate::planted::Bug::RetentionDefaultZero) {
+                retention_ms = retention_ms.or(Some(0));
+            }
+            if let Some(retention_ms) = retention_ms {
                 while log.segments[0].max_timestamp.is_some_and(|(t, _)| now_ms - t > retention_ms) {
                     if log.segments.len() == 1 {
                         log.roll()?; // Kafka rolls an expired active segment so it can go too.

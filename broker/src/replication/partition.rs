@@ -453,7 +453,9 @@ impl Partition {
     fn maybe_advance_high_watermark(&mut self) -> bool {
         let Role::Leader(state) = &self.role else { return false };
         let under_min_isr = (self.image.isr.len() as i32) < self.min_insync_replicas;
-        if under_min_isr && !crate::planted::active(crate::planted::Bug::HwBelowMinIsr) {
+        let planted = crate::planted::active(crate::planted::Bug::HwBelowMinIsr)
+            || crate::planted::active(crate::planted::Bug::IgnoreMinIsr);
+        if under_min_isr && !planted {
             return false;
         }
         let log_end = self.log.log_end_offset();

@@ -47,7 +47,8 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(lost_write(history));
     if final_reads_done {
         violations.extend(unseen(history));
-        violations.extend(read_then_vanished(history));
+        // No scenario topic has a retention limit: nothing may expire within a run.
+        violations.extend(read_then_vanished(history, false));
     }
     violations.extend(nonmonotonic_send(history));
     violations.extend(realtime_order(history));
@@ -93,15 +94,18 @@ fn final_reads(history: &History) -> BTreeMap<Partition, FinalRead> {
 
 /// `read-then-vanished`: a record once returned to any consumer stays at its offset for the
 /// rest of the run (acks=0/1 writes included, not only acknowledged ones). Judged against the
-/// final reads: the value must be there at its offset, unless the offset is below where the
-/// final read started (retention). Only meaningful once the final reads finished.
-pub fn read_then_vanished(history: &History) -> Vec<Violation> {
+/// final reads: the value must be there at its offset. Below where the final read started is
+/// excused only when `retention_may_delete` (the topic has a retention limit that can expire
+/// records within the run); the simulator's topics have none, so a moved log start is a loss.
+/// Only meaningful once the final reads finished.
+pub fn read_then_vanished(history: &History, retention_may_delete: bool) -> Vec<Violation> {
     let finals = final_reads(history);
     let mut vanished: BTreeMap<(Partition, i64, Value), usize> = BTreeMap::new();
     for (i, o, partition, records) in history.successful_polls() {
         let Some(end) = finals.get(&partition).filter(|_| !o.process.is_final_reader()) else { continue };
         for &(offset, value) in records {
-            if offset >= end.log_start() && end.values.get(&offset) != Some(&value) {
+            let deleted_by_retention = retention_may_delete && offset < end.log_start();
+            if !deleted_by_retention && end.values.get(&offset) != Some(&value) {
                 vanished.entry((partition, offset, value)).or_insert(i);
             }
         }
@@ -112,6 +116,9 @@ pub fn read_then_vanished(history: &History) -> Vec<Violation> {
             let end = &finals[&partition];
             let now = match end.values.get(&offset) {
                 Some(other) => format!("the final read found {other} there"),
+                None if offset < end.log_start() => {
+                    format!("the final read started at offset {} (nothing may expire in this run)", end.log_start())
+                }
                 None => format!("the final read ended at offset {}", end.log_end),
             };
             Violation {

@@ -168,7 +168,7 @@ fn read_then_vanished_catches_a_read_record_missing_from_the_final_read() {
         final_end((20, 21), 1),
         final_poll((22, 23), &[(0, 100)], 1),
     ]);
-    let v = read_then_vanished(&read_then_cut);
+    let v = read_then_vanished(&read_then_cut, false);
     assert_eq!(invariants(&v), vec!["read-then-vanished"]);
     assert_eq!((v[0].offsets.clone(), v[0].values.clone()), (vec![1], vec![Value(101)]));
     assert!(v[0].detail.contains("ended at offset 1"), "{}", v[0].detail);
@@ -178,7 +178,7 @@ fn read_then_vanished_catches_a_read_record_missing_from_the_final_read() {
         final_end((20, 21), 2),
         final_poll((22, 23), &[(0, 100), (1, 555)], 2),
     ]);
-    assert_eq!(invariants(&read_then_vanished(&overwritten)), vec!["read-then-vanished"]);
+    assert_eq!(invariants(&read_then_vanished(&overwritten, false)), vec!["read-then-vanished"]);
     assert!(invariants(&check_history(&overwritten, true)).contains(&"read-then-vanished"), "check_history runs it");
 }
 
@@ -190,17 +190,24 @@ fn read_then_vanished_allows_records_still_there_or_removed_by_retention() {
         final_end((20, 21), 3),
         final_poll((22, 23), &[(0, 100), (1, 101), (2, 102)], 3),
     ]);
-    assert_eq!(read_then_vanished(&still_there), vec![]);
+    assert_eq!(read_then_vanished(&still_there, false), vec![]);
     let retention = history(vec![
         poll(9, (0, 10), &[(0, 100), (1, 101)], 2, true),
         final_end((20, 21), 5),
         final_poll((22, 23), &[(4, 104)], 5),
     ]);
-    assert_eq!(read_then_vanished(&retention), vec![]);
+    assert_eq!(read_then_vanished(&retention, true), vec![]);
+    let deleted = read_then_vanished(&retention, false);
+    assert_eq!(
+        invariants(&deleted),
+        vec!["read-then-vanished", "read-then-vanished"],
+        "no retention: a moved log start lost them"
+    );
+    assert!(deleted[0].detail.contains("started at offset 4"), "{}", deleted[0].detail);
     let all_deleted = history(vec![poll(9, (0, 10), &[(0, 100)], 1, true), final_end((20, 21), 5)]);
-    assert_eq!(read_then_vanished(&all_deleted), vec![], "an empty final read starts at its end");
+    assert_eq!(read_then_vanished(&all_deleted, true), vec![], "an empty final read starts at its end");
     let unfinished = history(vec![poll(9, (0, 10), &[(0, 100)], 1, true), final_end((20, 21), 0)]);
-    assert_eq!(invariants(&read_then_vanished(&unfinished)), vec!["read-then-vanished"]);
+    assert_eq!(invariants(&read_then_vanished(&unfinished, false)), vec!["read-then-vanished"]);
     assert!(
         !invariants(&check_history(&unfinished, false)).contains(&"read-then-vanished"),
         "not judged before the final reads finished"
