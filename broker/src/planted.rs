@@ -65,10 +65,10 @@ pub enum Bug {
     /// The leader's high watermark is the smallest log end among all assigned replicas, not
     /// just the ISR: one replica that is down or behind holds every partition it is in still.
     HwHeldByOutOfSync = 524288,
-    /// A topic without `retention.ms` gets 0 instead of "keep forever" (a default lost in an
-    /// override parser): every segment but the active one is deleted at the next retention
-    /// check, records consumers already read included.
-    RetentionDefaultZero = 1048576,
+    /// `retention.ms` is converted with the wrong unit (divided by 60,000, as if it were given
+    /// in minutes): the default week becomes about 10 s, and sealed segments older than that are
+    /// deleted, records consumers already read included.
+    RetentionWrongUnit = 1048576,
     /// Recovery after a crash keeps only the active segment (it "cleans up" the sealed ones it
     /// did not scan): everything before it is gone, though consumers read it long ago and the
     /// log end and high watermark never move back.
@@ -97,7 +97,7 @@ impl Bug {
         Bug::FetcherStopsOnError,
         Bug::NeverFenceSilentBroker,
         Bug::HwHeldByOutOfSync,
-        Bug::RetentionDefaultZero,
+        Bug::RetentionWrongUnit,
         Bug::RecoveryDropsSealedSegments,
     ];
 
@@ -123,7 +123,7 @@ impl Bug {
             Bug::FetcherStopsOnError => "fetcher-stops-on-error",
             Bug::NeverFenceSilentBroker => "never-fence-silent-broker",
             Bug::HwHeldByOutOfSync => "hw-held-by-out-of-sync",
-            Bug::RetentionDefaultZero => "retention-default-zero",
+            Bug::RetentionWrongUnit => "retention-wrong-unit",
             Bug::RecoveryDropsSealedSegments => "recovery-drops-sealed-segments",
         }
     }

@@ -923,9 +923,11 @@ async fn init_producer_id(link: &mut Link) -> Option<(i64, i16)> {
     }
 }
 
-/// One batch holding one record whose value is the unique value (8 bytes, big-endian).
+/// One batch holding one record whose value is the unique value (8 bytes, big-endian), stamped
+/// with the (simulated) wall clock as a real producer's CreateTime (retention judges by it).
 fn encode_batch(value: Value, producer_id: i64, producer_epoch: i16, sequence: i32) -> Bytes {
-    let record = BatchRecord { key: None, value: Some(Bytes::copy_from_slice(&value.0.to_be_bytes())), timestamp: 0 };
+    let value = Some(Bytes::copy_from_slice(&value.0.to_be_bytes()));
+    let record = BatchRecord { key: None, value, timestamp: broker::env::now_ms() };
     let producer = (producer_id >= 0).then_some(BatchProducer { producer_id, producer_epoch, base_sequence: sequence });
     client::encode_batch(&[record], producer, Compression::None)
 }

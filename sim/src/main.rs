@@ -482,8 +482,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::FetcherStopsOnError, "scenarios/isr-shrink-expand.toml"),
         (broker::planted::Bug::NeverFenceSilentBroker, "scenarios/leader-isolated-acks-all.toml"),
         (broker::planted::Bug::HwHeldByOutOfSync, "scenarios/follower-outage.toml"),
-        (broker::planted::Bug::RetentionDefaultZero, "scenarios/single-node-crash-fsync.toml"),
-        (broker::planted::Bug::RecoveryDropsSealedSegments, "scenarios/single-node-crash-fsync.toml"),
+        (broker::planted::Bug::RetentionWrongUnit, "scenarios/planted/consumer-caught-up-restart.toml"),
+        (broker::planted::Bug::RecoveryDropsSealedSegments, "scenarios/planted/consumer-caught-up-restart.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

@@ -286,8 +286,9 @@ impl PartitionLog {
         }
         log.recover_producer_state()?;
         if !clean && crate::planted::active(crate::planted::Bug::RecoveryDropsSealedSegments) {
+            // The sloppy cleanup: files and segments go, nothing else is told.
             while log.segments.len() > 1 {
-                log.delete_oldest_segment()?;
+                log.segments.remove(0).delete_files(&*log.disk)?;
             }
         }
         // Every checkpoint write is atomic; rewrite it once to hold exactly the recovered state.
@@ -727,16 +728,20 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Deletes whole segments past retention; returns how many were deleted.
-    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+    /// Deletes whole segments past retention; returns how many were deleted. Only segments
+    /// wholly below `high_watermark` may go (Kafka's rule too): a record not yet committed is
+    /// never deleted, and the log start never passes the high watermark.
+    pub fn apply_retention(&mut self, now_ms: i64, high_watermark: Offset) -> Result<usize, LogError> {
         self.guard(|log| {
             let mut deleted = 0;
             let mut retention_ms = log.config.retention_ms;
-            if crate::planted::active(crate::planted::Bug::RetentionDefaultZero) {
-                retention_ms = retention_ms.or(Some(0));
+            if crate::planted::active(crate::planted::Bug::RetentionWrongUnit) {
+                retention_ms = retention_ms.map(|ms| ms / 60_000);
             }
             if let Some(retention_ms) = retention_ms {
-                while log.segments[0].max_timestamp.is_some_and(|(t, _)| now_ms - t > retention_ms) {
+                while log.segments[0].max_timestamp.is_some_and(|(t, _)| now_ms - t > retention_ms)
+                    && log.oldest_segment_committed(high_watermark)
+                {
                     if log.segments.len() == 1 {
                         log.roll()?; // Kafka rolls an expired active segment so it can go too.
                     }
@@ -747,7 +752,11 @@ impl PartitionLog {
             if let Some(retention_bytes) = log.config.retention_bytes {
                 let total: u64 = log.segments.iter().map(|s| s.size).sum();
                 let mut excess = total.saturating_sub(retention_bytes);
-                while log.segments.len() > 1 && excess >= log.segments[0].size && !log.segments[0].is_empty() {
+                while log.segments.len() > 1
+                    && excess >= log.segments[0].size
+                    && !log.segments[0].is_empty()
+                    && log.oldest_segment_committed(high_watermark)
+                {
                     excess -= log.segments[0].size;
                     log.delete_oldest_segment()?;
                     deleted += 1;
@@ -755,6 +764,12 @@ impl PartitionLog {
             }
             Ok(deleted)
         })
+    }
+
+    /// Whether every record of the oldest segment is below `high_watermark`.
+    fn oldest_segment_committed(&self, high_watermark: Offset) -> bool {
+        let next = self.segments.get(1).map_or(self.log_end_offset().0, |s| s.base_offset);
+        next <= high_watermark.0
     }
 
     fn delete_oldest_segment(&mut self) -> Result<(), LogError> {

@@ -164,7 +164,7 @@ proptest! {
                     let mut cfg = log.config().clone();
                     cfg.retention_bytes = Some(u64::from(retention_bytes));
                     log.set_config(cfg);
-                    log.apply_retention(clock).unwrap();
+                    log.apply_retention(clock, log.log_end_offset()).unwrap();
                     let start = log.log_start_offset().0;
                     prop_assert!(start >= model.log_start, "log start never goes back");
                     model.log_start = start;
@@ -343,6 +343,23 @@ fn idempotent_producer_state_survives_clean_restarts_crashes_and_rolls() {
     assert_eq!(log.log_end_offset().0, 24, "nothing rejected was stored");
 }
 
+/// Found with the simulator's planted retention-wrong-unit: after a restart a leader's HW starts
+/// low, and retention deleted segments above it (log start 70, HW 0). Kafka deletes only
+/// segments wholly below the HW; so does Gregor now.
+#[test]
+fn retention_never_deletes_a_segment_above_the_high_watermark() {
+    let disk = disk();
+    let mut log = open(&disk, LogConfig { retention_ms: Some(60_000), ..config() });
+    for i in 0..20 {
+        append(&mut log, &[i, i, i], 1_000_000);
+    }
+    assert!(log.segments.len() > 2);
+    assert_eq!(log.apply_retention(10_000_000, Offset(0)).unwrap(), 0, "nothing is committed: nothing goes");
+    let second = log.segments[1].base_offset;
+    assert_eq!(log.apply_retention(10_000_000, Offset(second)).unwrap(), 1, "only the segment below the HW");
+    assert_eq!(log.log_start_offset().0, second);
+}
+
 #[test]
 fn time_retention_deletes_old_segments_and_reads_below_the_start_are_out_of_range() {
     let disk = disk();
@@ -353,14 +370,14 @@ fn time_retention_deletes_old_segments_and_reads_below_the_start_are_out_of_rang
     for i in 0..10 {
         append(&mut log, &[i], 2_000_000);
     }
-    let deleted = log.apply_retention(1_000_000 + 100_000).unwrap();
+    let deleted = log.apply_retention(1_000_000 + 100_000, log.log_end_offset()).unwrap();
     assert!(deleted > 0);
     let start = log.log_start_offset().0;
     assert!(start > 0 && start <= 30, "old segments went, new ones stayed: start {start}");
     assert!(matches!(log.read(Offset(0), 100, log.log_end_offset(), true), Err(LogError::OffsetOutOfRange { .. })));
     assert_eq!(log.offset_for_timestamp(0).unwrap().unwrap().0 .0, start);
     // Everything expires: the active segment is rolled and deleted too, the end stays.
-    log.apply_retention(10_000_000).unwrap();
+    log.apply_retention(10_000_000, log.log_end_offset()).unwrap();
     assert_eq!(log.log_start_offset(), log.log_end_offset());
     assert_eq!(log.log_end_offset().0, 40);
     drop(log);
@@ -602,7 +619,7 @@ fn truncating_below_the_log_start_restarts_the_log_there() {
     for i in 0..30 {
         append(&mut log, &[i, i], 1000);
     }
-    log.apply_retention(1000).unwrap();
+    log.apply_retention(1000, log.log_end_offset()).unwrap();
     let start = log.log_start_offset().0;
     assert!(start > 0);
     log.truncate_to(Offset(start - 5)).unwrap();

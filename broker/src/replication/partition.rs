@@ -162,13 +162,16 @@ impl Partition {
     ) -> Self {
         assert!(image.replicas.contains(&node_id), "{tp}: broker {node_id} opened a replica it is not assigned");
         let placeholder = PartitionImage { leader: NO_LEADER, leader_epoch: -1, partition_epoch: -1, ..image };
+        // Nothing below the log start can be read: the HW starts there (Kafka's
+        // `max(logStartOffset, checkpointed HW)`; retention may have moved the start).
+        let high_watermark = log.log_start_offset();
         Partition {
             tp,
             log,
             node_id,
             image: placeholder,
             role: Role::Follower,
-            high_watermark: Offset::ZERO,
+            high_watermark,
             min_insync_replicas,
             changes: 0,
         }
@@ -538,10 +541,14 @@ impl Partition {
 
     /// Time-based log work (flush.ms, segment.ms) and, when due, retention.
     pub fn housekeeping(&mut self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
-        let log = &mut self.log;
-        let result =
-            log.tick(now_ms)
-                .and_then(|()| if retention_due { log.apply_retention(now_ms).map(|_| ()) } else { Ok(()) });
+        let (log, high_watermark) = (&mut self.log, self.high_watermark);
+        let result = log.tick(now_ms).and_then(|()| {
+            if retention_due {
+                log.apply_retention(now_ms, high_watermark).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
         self.clamp_high_watermark();
         result
     }
