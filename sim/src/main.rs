@@ -44,7 +44,7 @@ mod cli {
   sim sweep [SCENARIO...] [--seeds A..B[,N...]] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
   sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
   sim planted [SCENARIO...] [--bug NAME] [--seeds A..B]
-                                       each planted bug must be caught (a safety violation) within the seeds
+                                       each planted bug must be caught (the run fails: safety or liveness) within the seeds
   sim bench [SCENARIO] [--seeds A..B]  wall time per seed and seeds per hour (default: scenarios/bench/standard.toml)
 exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly not found, 6 nondeterminism";
 
@@ -487,7 +487,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its
-    /// scenario must report a safety violation within the seeds. Prints the detection rate.
+    /// scenario must fail (safety or liveness, on an invariant it does not excuse) within the seeds. Prints the detection rate.
     /// `--bug NAME` runs only that bug; scenario paths given replace the catalogue's scenario
     /// (to find which scenarios catch a new bug).
     fn planted(args: &[String]) -> Result<i32, String> {
