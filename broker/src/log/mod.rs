@@ -644,7 +644,7 @@ impl PartitionLog {
                 segment.delete_files(&*self.disk)?;
             }
             let active = self.segments.last_mut().expect("never empty");
-            if let Some((position, _)) = active.find(target)? {
+            if let Some((position, _)) = active.find_checked(target)? {
                 active.truncate_at(position, interval)?;
             }
         }

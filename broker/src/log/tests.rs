@@ -565,6 +565,39 @@ fn a_corrupt_header_read_during_recovery_cannot_move_the_log_end() {
     assert_eq!(append(&mut log, &[99], 1000).base_offset.0, 20);
 }
 
+/// Found by the simulator (swarm-replicated seed 1129): a follower truncating to 552 read a
+/// header whose last offset delta had a flipped bit, took that batch (at 525) for the one holding
+/// 552, and cut there: below the HW it had shown.
+#[test]
+fn a_corrupt_header_read_never_moves_a_truncation() {
+    use crate::storage::mem::{DiskOp, FaultHook};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Flips a bit of lastOffsetDelta in the first few 61-byte header reads.
+    #[derive(Debug, Default)]
+    struct FlipFirstHeaderReads(AtomicU64);
+    impl FaultHook for FlipFirstHeaderReads {
+        fn check(&self, _: DiskOp, _: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn corrupt_read(&self, _: &Path, _: u64, buf: &mut [u8]) {
+            if buf.len() == batch::BATCH_HEADER_BYTES && self.0.fetch_add(1, Ordering::SeqCst) < 3 {
+                buf[25] ^= 0x10;
+            }
+        }
+    }
+    let disk = disk();
+    let cfg = LogConfig { flush_interval_messages: 1, segment_bytes: 1 << 20, ..config() };
+    let mut log = open(&disk, cfg);
+    for i in 0..30 {
+        append(&mut log, &[i], 1000);
+    }
+    disk.set_fault_hook(Some(Arc::new(FlipFirstHeaderReads::default())));
+    log.truncate_to(Offset(27)).unwrap();
+    disk.set_fault_hook(None);
+    assert_eq!(log.log_end_offset().0, 27, "cut exactly at the batch holding offset 27");
+    assert_eq!(read_all(&log).len(), 27);
+}
+
 /// Found by the simulator (swarm seed 269): an fsync failed, the process restarted, recovery
 /// served the batch from the page cache, and a later power loss took it away again.
 #[test]

@@ -532,7 +532,7 @@ impl Partition {
     /// Follower: the leader said its HW is `leader_high_watermark`.
     pub fn update_follower_high_watermark(&mut self, leader_high_watermark: Offset) {
         if !self.is_leader() {
-            self.high_watermark = leader_high_watermark.min(self.log.log_end_offset());
+            self.high_watermark = leader_high_watermark.min(self.log.log_end_offset()).max(self.log.log_start_offset());
             self.changed();
         }
     }
@@ -564,8 +564,11 @@ impl Partition {
     }
 
     /// Only a follower's log may move below its HW (truncation to the leader); the HW follows.
+    /// Keeps the HW within the log: at most its end (a follower's log may move below its HW by
+    /// truncation to the leader), at least its start (a follower restarted at the leader's log
+    /// start, past retention: nothing below it can be read).
     fn clamp_high_watermark(&mut self) {
-        self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
+        self.high_watermark = self.high_watermark.min(self.log.log_end_offset()).max(self.log.log_start_offset());
         self.changed();
     }
 

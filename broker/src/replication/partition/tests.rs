@@ -243,3 +243,16 @@ fn every_mutation_is_counted_for_the_observation_tap() {
     let _ = p.state();
     assert_eq!(p.changes(), before, "reads change nothing");
 }
+
+/// Found by the simulator once retention ran (swarm-replicated seed 1973): a follower whose
+/// fetch fell below the leader's log start restarted its log there and kept HW 0, below its
+/// own log start.
+#[test]
+fn a_follower_restarted_past_retention_keeps_its_high_watermark_at_its_log_start() {
+    let mut p = replica(1);
+    assert_eq!(p.apply_image(image(2, 1, 1, &[1, 2]), 0).unwrap(), Transition::BecameFollower);
+    p.restart_as_follower_at(Offset(5)).unwrap();
+    assert_eq!((p.log().log_start_offset(), p.high_watermark()), (Offset(5), Offset(5)));
+    p.update_follower_high_watermark(Offset(3));
+    assert_eq!(p.high_watermark(), Offset(5), "a stale leader HW below the start does not move it back");
+}
