@@ -82,21 +82,28 @@ pub const STABLE_READ_ATTEMPTS: usize = 16;
 /// Reads `len` bytes at `offset` until [`AGREEING_READS`] reads have returned the same bytes.
 /// `Err` (naming `path`) if none do within [`STABLE_READ_ATTEMPTS`] reads, or a read fails.
 pub fn read_stable_at(file: &dyn DiskFile, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    // Each distinct answer with how many reads gave it (at most STABLE_READ_ATTEMPTS of them).
-    let mut answers: Vec<(Vec<u8>, usize)> = Vec::new();
+    // Each distinct answer by its hash, with how many reads gave it: two buffers in memory
+    // whatever the range's size, not one per answer.
+    let mut answers: Vec<(u64, usize)> = Vec::new();
+    let mut read = vec![0u8; len];
     for _ in 0..STABLE_READ_ATTEMPTS {
-        let mut read = vec![0u8; len];
         file.read_exact_at(&mut read, offset)?;
-        let at = match answers.iter().position(|(bytes, _)| *bytes == read) {
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            read.hash(&mut hasher);
+            hasher.finish()
+        };
+        let at = match answers.iter().position(|&(h, _)| h == hash) {
             Some(at) => at,
             None => {
-                answers.push((read, 0));
+                answers.push((hash, 0));
                 answers.len() - 1
             }
         };
         answers[at].1 += 1;
         if answers[at].1 == AGREEING_READS {
-            return Ok(answers.swap_remove(at).0);
+            return Ok(read);
         }
     }
     Err(io::Error::other(format!(
