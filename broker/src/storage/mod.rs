@@ -113,10 +113,21 @@ pub fn read_stable_at(file: &dyn DiskFile, path: &Path, offset: u64, len: usize)
     )))
 }
 
+/// The largest small file [`read_all_stable`] reads (checkpoints, properties, segment indexes:
+/// Kafka caps an index at 10 MiB). A longer one is an error, not an allocation.
+pub const SMALL_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
 /// Reads a small file without a checksum: every byte as [`read_stable_at`] agrees on it.
 pub fn read_all_stable(disk: &dyn Disk, path: &Path) -> io::Result<Vec<u8>> {
     let file = disk.open(path, false)?;
-    let len = usize::try_from(file.len()?).map_err(io::Error::other)?;
+    let len = file.len()?;
+    if len > SMALL_FILE_BYTES_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {len} bytes, more than a small file may hold ({SMALL_FILE_BYTES_MAX})", path.display()),
+        ));
+    }
+    let len = usize::try_from(len).map_err(io::Error::other)?;
     read_stable_at(&*file, path, 0, len)
 }
 
