@@ -954,19 +954,24 @@ mod tests {
         assert_eq!(err.code, ErrorCode::INELIGIBLE_REPLICA);
     }
 
+    /// A controller with one topic (id 7): one partition, three replicas, min ISR 2.
+    fn controller_with_min_isr_2() -> (Controller, PartitionImage) {
+        let mut c = controller(false);
+        let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+        let topic =
+            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
+        c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
+        let p = c.image().partitions[&(7, 0)].clone();
+        (c, p)
+    }
+
     /// Found by the simulator's leader-takeover check (swarm-replicated, 16 seeds in 100): the
     /// leader of ISR [a, b] died, min ISR 2; the controller waited for `a` to come back and
     /// report its log before electing anyone. `b` never left the ISR and (strict min ISR) holds
     /// everything committed: it takes over at once, and `a` waits in the ELR.
     #[test]
     fn below_min_isr_a_member_that_stayed_in_the_isr_takes_over_at_once() {
-        let mut c = controller(false);
-        let mut configs = BTreeMap::new();
-        configs.insert("min.insync.replicas".to_string(), "2".to_string());
-        let topic =
-            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
-        let p = c.image().partitions[&(7, 0)].clone();
+        let (mut c, p) = controller_with_min_isr_2();
         let (a, b) = (p.replicas[0], p.replicas[1]);
         c.run(|c| c.decide_alter_partition(alter(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c)))).unwrap();
         heartbeat_all_but(&mut c, &[a], 2_000);
@@ -976,13 +981,7 @@ mod tests {
 
     #[test]
     fn below_min_isr_a_restarted_last_member_loses_the_election_to_a_longer_eligible_log() {
-        let mut c = controller(false);
-        let mut configs = BTreeMap::new();
-        configs.insert("min.insync.replicas".to_string(), "2".to_string());
-        let topic =
-            NewTopic { name: "t".to_string(), partitions: 1, replication_factor: 3, assignments: vec![], configs };
-        c.run(|c| c.decide_create_topic(topic, false, 7, &mut { MAX_RECORDS_PER_USER_OP })).unwrap();
-        let p = c.image().partitions[&(7, 0)].clone();
+        let (mut c, p) = controller_with_min_isr_2();
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
         // becomes an eligible leader replica (it has every acks=all record).
