@@ -2,7 +2,8 @@
 //!
 //! - `cargo sim [--release] [ARGS]`  build the simulator (`--cfg madsim`, `target/sim`) and run it
 //! - `cargo bench-sim`     the simulator benchmark (release build)
-//! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default)
+//! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default);
+//!                         `deep` (release sweeps, hours) runs only when named
 //! - `cargo bench-broker`  the broker benchmark (release build)
 //! - `cargo fuzz-broker`   the request-path fuzzer (`broker/examples/fuzz.rs`, release build)
 //!
@@ -16,6 +17,7 @@ use std::time::Instant;
 const USAGE: &str = "usage:
   cargo sim [ARGS...]      build the simulator (--cfg madsim, target/sim) and run it
   cargo xtest [TIER...]    run test tiers; TIER is fast | lint | real | sim (default: all, in that order)
+                           or deep: the release sweeps to run before resolving a capability (hours)
   cargo bench-broker       run the broker benchmark (release build)
   cargo bench-sim          run the simulator benchmark (release build)
   cargo fuzz-broker [--frames N | --seconds S] [--seed S]
@@ -106,7 +108,7 @@ fn test(root: &Path, tiers: &[String]) -> Result<(), String> {
     const ALL: [&str; 4] = ["fast", "lint", "real", "sim"];
     let tiers: Vec<&str> = if tiers.is_empty() { ALL.to_vec() } else { tiers.iter().map(String::as_str).collect() };
     for tier in &tiers {
-        if !ALL.contains(tier) {
+        if !ALL.contains(tier) && *tier != "deep" {
             return Err(format!("unknown tier `{tier}`\n{USAGE}"));
         }
     }
@@ -118,6 +120,7 @@ fn test(root: &Path, tiers: &[String]) -> Result<(), String> {
             "lint" => tier_lint(root)?,
             "real" => tier_real(root)?,
             "sim" => tier_sim(root)?,
+            "deep" => tier_deep(root)?,
             _ => unreachable!("checked above"),
         }
         eprintln!("xtask: tier {tier} passed in {:.0?}", started.elapsed());
@@ -182,6 +185,32 @@ fn tier_sim(root: &Path) -> Result<(), String> {
         "planted bugs must be caught",
         Command::new(&binary).current_dir(root).args(["planted", "--seeds", PLANTED_SEEDS]),
     )
+}
+
+/// The deep sweeps: (scenario, seeds). Run before a capability is called done; the CI seed set
+/// is a smoke test, not proof. About four hours on 2 cores.
+const DEEP_SWEEPS: [(&str, &str); 2] =
+    [("scenarios/swarm-single-node.toml", "0..100000"), ("scenarios/swarm-replicated.toml", "0..50000")];
+
+/// Release sweeps over tens of thousands of seeds per swarm scenario; each sweep prints its
+/// seeds/hour and wall time, and failing seeds leave their reports under `reports/deep`.
+/// Every sweep runs even if an earlier one failed, so one command gives the whole picture.
+fn tier_deep(root: &Path) -> Result<(), String> {
+    let binary = build_sim(root, true)?;
+    let mut failed = Vec::new();
+    for (scenario, seeds) in DEEP_SWEEPS {
+        let started = Instant::now();
+        let sweep = ["sweep", scenario, "--seeds", seeds, "--jobs", "2", "--reports", "reports/deep"];
+        if let Err(e) = run("deep sweep", Command::new(&binary).current_dir(root).args(sweep)) {
+            failed.push(e);
+        }
+        eprintln!("xtask: deep sweep of {scenario} (seeds {seeds}) took {:.0?}", started.elapsed());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
 }
 
 /// Creates `.venv` with the pinned Python packages unless it already has them.
