@@ -6,6 +6,7 @@
 pub mod controller;
 pub mod env;
 pub mod fail_stop;
+pub mod group;
 pub mod log;
 pub mod planted;
 pub mod protocol;

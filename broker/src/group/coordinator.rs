@@ -1,0 +1,440 @@
+//! The groups this broker coordinates: those whose `__consumer_offsets` partition it leads.
+//!
+//! A partition is `Loading` from the moment this broker becomes its leader until its records
+//! have been replayed (requests for its groups get COORDINATOR_LOAD_IN_PROGRESS), then
+//! `Loaded`; a group whose partition is not here gets NOT_COORDINATOR. Losing the leadership
+//! unloads the partition: its groups' parked requests get NOT_COORDINATOR and the groups are
+//! dropped (the new leader loads them from the records).
+
+use super::group::{Group, GroupState, MemberSummary};
+use super::records::{partition_for, GroupRecord, GroupValue, OffsetValue};
+use super::{AfterWrite, GroupConfig, JoinReply, JoinRequest, Output, Reply, SyncReply, SyncRequest, WaiterId, Write};
+use crate::types::{ErrorCode, TopicPartition};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where a `__consumer_offsets` partition led here stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadState {
+    /// Its records are being replayed; its groups are not served yet.
+    Loading {
+        leader_epoch: i32,
+    },
+    Loaded {
+        leader_epoch: i32,
+    },
+}
+
+impl LoadState {
+    pub fn leader_epoch(self) -> i32 {
+        match self {
+            LoadState::Loading { leader_epoch } | LoadState::Loaded { leader_epoch } => leader_epoch,
+        }
+    }
+}
+
+/// An OffsetCommit for one group.
+#[derive(Clone, Debug)]
+pub struct CommitRequest {
+    pub group_id: String,
+    /// -1 with an empty member id: a consumer that manages its own partitions (no group).
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub offsets: Vec<(TopicPartition, OffsetValue)>,
+}
+
+/// What OffsetFetch answers for one group.
+pub type OffsetFetch = Vec<(TopicPartition, Option<OffsetValue>)>;
+
+/// A group as ListGroups and DescribeGroups show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub members: Vec<MemberSummary>,
+}
+
+#[derive(Debug, Default)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    partitions: BTreeMap<i32, LoadState>,
+    /// Invariant: every group's partition is in `partitions`.
+    groups: BTreeMap<String, Group>,
+    /// Groups whose expired offsets are being removed (so a tick does not remove them twice).
+    expiring: BTreeSet<String>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator { config, ..GroupCoordinator::default() }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    /// The `__consumer_offsets` partition holding `group_id`.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        partition_for(group_id, self.config.offsets_partitions)
+    }
+
+    /// The partitions this broker coordinates, and how far each is.
+    pub fn partitions(&self) -> &BTreeMap<i32, LoadState> {
+        &self.partitions
+    }
+
+    /// The group's partition if it is loaded here; otherwise the error the client acts on.
+    pub fn route(&self, group_id: &str) -> Result<i32, ErrorCode> {
+        if group_id.is_empty() {
+            return Err(ErrorCode::INVALID_GROUP_ID);
+        }
+        let partition = self.partition_for(group_id);
+        match self.partitions.get(&partition) {
+            Some(LoadState::Loaded { .. }) => Ok(partition),
+            Some(LoadState::Loading { .. }) => Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(ErrorCode::NOT_COORDINATOR),
+        }
+    }
+
+    // ------------------------------------------------------------ loading
+
+    /// This broker became the partition's leader at `leader_epoch`: its groups are loading.
+    /// Anything loaded at an older epoch is dropped first.
+    pub fn begin_load(&mut self, partition: i32, leader_epoch: i32) -> Output {
+        let out = self.unload(partition);
+        self.partitions.insert(partition, LoadState::Loading { leader_epoch });
+        out
+    }
+
+    /// The partition's records, replayed in offset order: its groups as they were stored. Does
+    /// nothing if the partition is no longer loading at `leader_epoch`.
+    pub fn finish_load(&mut self, partition: i32, leader_epoch: i32, records: Vec<GroupRecord>, now_ms: i64) -> usize {
+        if self.partitions.get(&partition) != Some(&LoadState::Loading { leader_epoch }) {
+            return 0;
+        }
+        let mut stored: BTreeMap<String, (Option<GroupValue>, BTreeMap<TopicPartition, OffsetValue>)> = BTreeMap::new();
+        for record in records {
+            match record {
+                GroupRecord::Offset { group_id, tp, value } => {
+                    let offsets = &mut stored.entry(group_id).or_default().1;
+                    match value {
+                        Some(value) => offsets.insert(tp, value),
+                        None => offsets.remove(&tp),
+                    };
+                }
+                GroupRecord::Group { group_id, value } => stored.entry(group_id).or_default().0 = value,
+            }
+        }
+        let mut loaded = 0;
+        for (group_id, (value, offsets)) in stored {
+            if self.partition_for(&group_id) != partition {
+                tracing::warn!(group = %group_id, partition, "a group stored in another partition's records is skipped (was offsets.topic.num.partitions changed?)");
+                continue;
+            }
+            if value.is_none() && offsets.is_empty() {
+                continue;
+            }
+            let mut group = match &value {
+                Some(value) => Group::from_stored(&group_id, partition, value, now_ms),
+                None => Group::new(&group_id, partition, now_ms),
+            };
+            group.offsets = offsets;
+            self.groups.insert(group_id, group);
+            loaded += 1;
+        }
+        self.partitions.insert(partition, LoadState::Loaded { leader_epoch });
+        loaded
+    }
+
+    /// This broker no longer leads the partition: its groups go, their parked requests get
+    /// NOT_COORDINATOR.
+    pub fn unload(&mut self, partition: i32) -> Output {
+        let mut out = Output::default();
+        if self.partitions.remove(&partition).is_none() {
+            return out;
+        }
+        let gone: Vec<String> =
+            self.groups.iter().filter(|(_, g)| g.partition == partition).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            let mut group = self.groups.remove(&id).expect("listed");
+            group.shut_down(ErrorCode::NOT_COORDINATOR, &mut out);
+            self.expiring.remove(&id);
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ membership
+
+    pub fn join(&mut self, now_ms: i64, request: JoinRequest, waiter: WaiterId) -> Output {
+        let mut out = Output::default();
+        let refuse = |out: &mut Output, code: ErrorCode, request: &JoinRequest| {
+            out.reply(waiter, Reply::Join(JoinReply::error(code, &request.member_id)));
+        };
+        let partition = match self.route(&request.group_id) {
+            Ok(partition) => partition,
+            Err(code) => {
+                refuse(&mut out, code, &request);
+                return out;
+            }
+        };
+        let (min, max) = (self.config.min_session_timeout_ms, self.config.max_session_timeout_ms);
+        if !(min..=max).contains(&request.session_timeout_ms) {
+            refuse(&mut out, ErrorCode::INVALID_SESSION_TIMEOUT, &request);
+            return out;
+        }
+        if !self.groups.contains_key(&request.group_id) {
+            if !request.member_id.is_empty() {
+                refuse(&mut out, ErrorCode::UNKNOWN_MEMBER_ID, &request);
+                return out;
+            }
+            self.groups.insert(request.group_id.clone(), Group::new(&request.group_id, partition, now_ms));
+        }
+        let group = self.groups.get_mut(&request.group_id).expect("present");
+        group.join(&self.config, now_ms, request, waiter)
+    }
+
+    pub fn sync(&mut self, now_ms: i64, request: SyncRequest, waiter: WaiterId) -> Output {
+        let mut out = Output::default();
+        let found = self
+            .route(&request.group_id)
+            .and_then(|_| self.groups.get_mut(&request.group_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID));
+        match found {
+            Ok(group) => out.append(group.sync(now_ms, request, waiter)),
+            Err(code) => out.reply(waiter, Reply::Sync(SyncReply::error(code))),
+        }
+        out
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> ErrorCode {
+        if let Err(code) = self.route(group_id) {
+            return code;
+        }
+        match self.groups.get_mut(group_id) {
+            Some(group) => group.heartbeat(now_ms, member_id, group_instance_id, generation_id),
+            None => ErrorCode::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// LeaveGroup: the group-level error, and one code per leaving member (in order).
+    pub fn leave(
+        &mut self,
+        now_ms: i64,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> (ErrorCode, Vec<ErrorCode>, Output) {
+        let mut out = Output::default();
+        if let Err(code) = self.route(group_id) {
+            return (code, Vec::new(), out);
+        }
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return (ErrorCode::NONE, vec![ErrorCode::UNKNOWN_MEMBER_ID; leaving.len()], out);
+        };
+        let codes = leaving
+            .iter()
+            .map(|(member_id, instance)| group.leave(&self.config, now_ms, member_id, instance.as_deref(), &mut out))
+            .collect();
+        (ErrorCode::NONE, codes, out)
+    }
+
+    // ------------------------------------------------------------ offsets
+
+    /// Decides an OffsetCommit: a code per partition, and the records for those accepted (to
+    /// be answered once [`Self::written`] saw them committed).
+    pub fn commit_offsets(
+        &mut self,
+        now_ms: i64,
+        request: CommitRequest,
+    ) -> (Vec<(TopicPartition, ErrorCode)>, Option<Write>) {
+        let all = |code: ErrorCode| request.offsets.iter().map(|(tp, _)| (tp.clone(), code)).collect::<Vec<_>>();
+        let partition = match self.route(&request.group_id) {
+            Ok(partition) => partition,
+            Err(code) => return (all(code), None),
+        };
+        let group = match self.groups.get_mut(&request.group_id) {
+            Some(group) => group,
+            // No group: only a consumer without group management (generation -1) may commit.
+            None if request.generation_id < 0 => {
+                let group = Group::new(&request.group_id, partition, now_ms);
+                self.groups.entry(request.group_id.clone()).or_insert(group)
+            }
+            None => return (all(ErrorCode::ILLEGAL_GENERATION), None),
+        };
+        let code =
+            group.check_commit(now_ms, &request.member_id, request.group_instance_id.as_deref(), request.generation_id);
+        if !code.is_none() {
+            return (all(code), None);
+        }
+        let mut codes = Vec::new();
+        let mut records = Vec::new();
+        for (tp, value) in request.offsets {
+            if value.metadata.len() > self.config.offset_metadata_max_bytes {
+                codes.push((tp, ErrorCode::OFFSET_METADATA_TOO_LARGE));
+                continue;
+            }
+            codes.push((tp.clone(), ErrorCode::NONE));
+            records.push(GroupRecord::Offset { group_id: request.group_id.clone(), tp, value: Some(value) });
+        }
+        let write = (!records.is_empty()).then_some(Write { partition, records, then: AfterWrite::Offsets });
+        (codes, write)
+    }
+
+    /// OffsetFetch for one group: the committed offset of each partition asked for (`None`:
+    /// every partition with one).
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<OffsetFetch, ErrorCode> {
+        self.route(group_id)?;
+        let offsets = self.groups.get(group_id).map(|g| &g.offsets);
+        Ok(match partitions {
+            Some(partitions) => {
+                partitions.iter().map(|tp| (tp.clone(), offsets.and_then(|o| o.get(tp)).cloned())).collect()
+            }
+            None => {
+                offsets.map(|o| o.iter().map(|(tp, v)| (tp.clone(), Some(v.clone()))).collect()).unwrap_or_default()
+            }
+        })
+    }
+
+    // ------------------------------------------------------------ committed records
+
+    /// A [`Write`] was committed (`Ok`), or failed with `Err(code)` (the code for the clients
+    /// waiting on it). Only committed records change the state.
+    pub fn written(&mut self, now_ms: i64, write: &Write, result: Result<(), ErrorCode>) -> Output {
+        if result.is_ok() {
+            for record in &write.records {
+                self.apply(record);
+            }
+        }
+        match &write.then {
+            AfterWrite::Nothing | AfterWrite::Offsets => {
+                for record in &write.records {
+                    self.expiring.remove(record.group_id());
+                }
+                Output::default()
+            }
+            AfterWrite::Assignment { group_id, generation_id } => match self.groups.get_mut(group_id) {
+                Some(group) => group.assignment_written(&self.config, now_ms, *generation_id, result),
+                None => Output::default(),
+            },
+        }
+    }
+
+    /// Applies one committed record to a loaded group. A group's own generation record changes
+    /// nothing here (the group already is what it says); its tombstone removes an empty group.
+    fn apply(&mut self, record: &GroupRecord) {
+        match record {
+            GroupRecord::Offset { group_id, tp, value } => {
+                let Some(group) = self.groups.get_mut(group_id) else {
+                    if value.is_some() && self.route(group_id).is_ok() {
+                        let mut group = Group::new(group_id, self.partition_for(group_id), 0);
+                        group.offsets.insert(tp.clone(), value.clone().expect("checked"));
+                        self.groups.insert(group_id.clone(), group);
+                    }
+                    return;
+                };
+                match value {
+                    Some(value) => group.offsets.insert(tp.clone(), value.clone()),
+                    None => group.offsets.remove(tp),
+                };
+            }
+            GroupRecord::Group { group_id, value: None } => {
+                if self.groups.get(group_id).is_some_and(|g| g.is_empty() && g.state() == GroupState::Empty) {
+                    self.groups.remove(group_id);
+                }
+            }
+            GroupRecord::Group { value: Some(_), .. } => {}
+        }
+    }
+
+    // ------------------------------------------------------------ time
+
+    /// Session and rebalance timeouts of every group, and offset retention: the offsets of a
+    /// group that has been empty for `offsets.retention.minutes` are removed (tombstones).
+    pub fn tick(&mut self, now_ms: i64) -> Output {
+        let mut out = Output::default();
+        for group in self.groups.values_mut() {
+            out.append(group.tick(&self.config, now_ms));
+        }
+        let retention = self.config.offsets_retention_ms;
+        for (id, group) in &self.groups {
+            let expired = group.state() == GroupState::Empty
+                && group.is_empty()
+                && now_ms.saturating_sub(group.state_timestamp_ms()) >= retention
+                && (!group.offsets.is_empty() || group.generation_id() > 0);
+            if expired && !self.expiring.contains(id) {
+                tracing::info!(group = %id, offsets = group.offsets.len(), "removing the offsets of a group empty for offsets.retention.minutes");
+                out.writes.push(tombstones(group));
+                self.expiring.insert(id.clone());
+            }
+        }
+        // A group that never stored anything and has nobody left is forgotten.
+        self.groups.retain(|_, g| {
+            !(g.is_empty() && g.state() == GroupState::Empty && g.offsets.is_empty() && g.generation_id() == 0)
+        });
+        out
+    }
+
+    // ------------------------------------------------------------ admin
+
+    /// Every group loaded here (ListGroups).
+    pub fn list(&self) -> Vec<GroupSummary> {
+        self.groups.keys().filter_map(|id| self.describe(id).ok()).collect()
+    }
+
+    /// One group (DescribeGroups); a group that does not exist is Dead with no members.
+    pub fn describe(&self, group_id: &str) -> Result<GroupSummary, ErrorCode> {
+        self.route(group_id)?;
+        Ok(match self.groups.get(group_id) {
+            Some(group) => GroupSummary {
+                group_id: group_id.to_string(),
+                state: group.state(),
+                protocol_type: group.protocol_type().unwrap_or_default().to_string(),
+                protocol_name: group.protocol_name().unwrap_or_default().to_string(),
+                members: group.members(),
+            },
+            None => GroupSummary {
+                group_id: group_id.to_string(),
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            },
+        })
+    }
+
+    /// DeleteGroups for one group: only an empty group can be deleted (NON_EMPTY_GROUP), and
+    /// only one that exists (GROUP_ID_NOT_FOUND). The records remove its offsets and itself.
+    pub fn delete(&mut self, group_id: &str) -> Result<Write, ErrorCode> {
+        self.route(group_id)?;
+        let group = self.groups.get(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
+        if group.state() == GroupState::Dead {
+            return Err(ErrorCode::GROUP_ID_NOT_FOUND);
+        }
+        if !group.is_empty() {
+            return Err(ErrorCode::NON_EMPTY_GROUP);
+        }
+        Ok(tombstones(group))
+    }
+}
+
+/// The records that remove a group and every offset it committed.
+fn tombstones(group: &Group) -> Write {
+    let mut records: Vec<GroupRecord> = group
+        .offsets
+        .keys()
+        .map(|tp| GroupRecord::Offset { group_id: group.group_id.clone(), tp: tp.clone(), value: None })
+        .collect();
+    records.push(GroupRecord::Group { group_id: group.group_id.clone(), value: None });
+    Write { partition: group.partition, records, then: AfterWrite::Nothing }
+}
