@@ -167,7 +167,7 @@ mod real {
             let api = i16::from_be_bytes([frame.first().copied().unwrap_or(0), frame.get(1).copied().unwrap_or(0)]);
             let mut task = tokio::spawn({
                 let (broker, frame) = (broker.clone(), frame.clone());
-                async move { server::handle_frame(&broker, frame).await }
+                async move { server::handle_frame(&broker, frame, "/fuzz").await }
             });
             match tokio::time::timeout(FRAME_DEADLINE, &mut task).await {
                 Ok(Ok(Ok(_))) => answered += 1,
@@ -236,7 +236,7 @@ mod real {
             let request =
                 RequestKind::DeleteTopics(DeleteTopicsRequest::default().with_timeout_ms(5_000).with_topics(topics));
             let (frame, _) = broker::protocol::hostile::encode_request(ApiKey::DeleteTopics, 6, 1, &request);
-            let _ = tokio::time::timeout(Duration::from_secs(10), server::handle_frame(broker, frame)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), server::handle_frame(broker, frame, "/fuzz")).await;
         }
         names.len()
     }

@@ -300,7 +300,7 @@ enum Handled {
 }
 
 async fn handle(broker: &Arc<broker::server::Broker>, frame: Bytes) -> Handled {
-    match tokio::time::timeout(Duration::from_millis(200), server::handle_frame(broker, frame)).await {
+    match tokio::time::timeout(Duration::from_millis(200), server::handle_frame(broker, frame, "/hostile")).await {
         Ok(Ok(_)) => Handled::Answered,
         Ok(Err(_)) => Handled::Refused,
         Err(_) => Handled::Waiting,

@@ -13,13 +13,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("log", &["replay", "controller", "replication", "server"]),
     ("replay.rs", &["storage", "log", "controller", "replication", "server"]),
     ("controller", &["replication", "server"]),
+    ("group", &["storage", "log", "controller", "replication", "server"]),
     ("replication", &["server"]),
     ("planted.rs", &["server"]),
 ];
 
 /// Modules that never use tokio (the deterministic core).
 const WITHOUT_TOKIO: &[&str] =
-    &["types.rs", "env.rs", "storage", "log", "replay.rs", "controller", "replication", "planted.rs"];
+    &["types.rs", "env.rs", "storage", "log", "replay.rs", "controller", "group", "replication", "planted.rs"];
 
 fn source_files(path: &Path) -> Vec<PathBuf> {
     if path.is_file() {

@@ -37,7 +37,7 @@ use bytes::Bytes;
 pub type WaiterId = u64;
 
 /// The group coordinator's settings (Kafka's names).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,

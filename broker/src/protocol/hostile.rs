@@ -19,10 +19,17 @@ use kafka_protocol::messages::create_topics_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
@@ -68,6 +75,15 @@ pub fn encode_request(api_key: ApiKey, version: i16, correlation_id: i32, body: 
 
 fn name(topic: &str) -> TopicName {
     TopicName(StrBytes::from_string(topic.to_string()))
+}
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The hostile client's group is named after its topic, so it never meets the workload's.
+fn group(topic: &str) -> GroupId {
+    GroupId(text(topic))
 }
 
 /// A request body with every collection non-empty, using only fields valid at `version`.
@@ -161,6 +177,83 @@ fn sample_body(api_key: ApiKey, version: i16, topic: &str) -> RequestKind {
                         .with_leader_epoch(0),
                 ])]),
         ),
+        ApiKey::FindCoordinator => {
+            let request = FindCoordinatorRequest::default();
+            RequestKind::FindCoordinator(if version >= 4 {
+                request.with_coordinator_keys(vec![text(topic)])
+            } else {
+                request.with_key(text(topic))
+            })
+        }
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(group(topic))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+                .with_protocol_type(text("consumer"))
+                .with_protocols(vec![JoinGroupRequestProtocol::default()
+                    .with_name(text("range"))
+                    .with_metadata(Bytes::from_static(b"metadata"))]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(group(topic))
+                .with_generation_id(1)
+                .with_member_id(text("member"))
+                .with_assignments(vec![SyncGroupRequestAssignment::default()
+                    .with_member_id(text("member"))
+                    .with_assignment(Bytes::from_static(b"assignment"))]),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(group(topic))
+                .with_generation_id(1)
+                .with_member_id(text("member")),
+        ),
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::default().with_group_id(group(topic));
+            RequestKind::LeaveGroup(if version >= 3 {
+                request.with_members(vec![MemberIdentity::default().with_member_id(text("member"))])
+            } else {
+                request.with_member_id(text("member"))
+            })
+        }
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(group(topic))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default().with_name(name(topic)).with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(0)
+                        .with_committed_metadata(Some(text(""))),
+                ])]),
+        ),
+        ApiKey::OffsetFetch => RequestKind::OffsetFetch(if version >= 8 {
+            OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+                .with_group_id(group(topic))
+                .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(vec![0])]))])
+        } else {
+            OffsetFetchRequest::default().with_group_id(group(topic)).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default().with_name(name(topic)).with_partition_indexes(vec![0]),
+            ]))
+        }),
+        ApiKey::ListGroups => {
+            let request = ListGroupsRequest::default();
+            RequestKind::ListGroups(if version >= 4 {
+                request.with_states_filter(vec![text("Stable")])
+            } else {
+                request
+            })
+        }
+        ApiKey::DescribeGroups => {
+            RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![group(topic)]))
+        }
+        ApiKey::DeleteGroups => {
+            RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group(topic)]))
+        }
         other => unreachable!("{other:?} is not advertised; add a sample when it is"),
     }
 }

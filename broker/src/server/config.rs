@@ -2,6 +2,7 @@
 //! `--override key=value` flags. Unknown or malformed keys are errors that name the origin
 //! (file and line, or the flag).
 
+use crate::group::GroupConfig;
 use crate::log::topic_config::{parse_bool, parse_num, parse_optional_limit, parse_positive, parse_segment_bytes};
 use crate::log::LogConfig;
 use std::fmt;
@@ -39,11 +40,8 @@ const IGNORED_KEYS: &[&str] = &[
     "num.recovery.threads.per.data.dir",
     "socket.send.buffer.bytes",
     "socket.receive.buffer.bytes",
-    "offsets.topic.replication.factor",
-    "offsets.topic.num.partitions",
     "transaction.state.log.replication.factor",
     "transaction.state.log.min.isr",
-    "group.initial.rebalance.delay.ms",
     "zookeeper.connect",
     "zookeeper.connection.timeout.ms",
     "controller.quorum.bootstrap.servers",
@@ -120,6 +118,19 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: i64,
     /// Log defaults (`log.segment.bytes`, `log.flush.*`, `log.retention.*`, `message.max.bytes`).
     pub log: LogConfig,
+    /// The group coordinator's settings (`offsets.topic.num.partitions`, `group.*`,
+    /// `offset.metadata.max.bytes`, `offsets.retention.minutes`).
+    pub group: GroupConfig,
+    /// `offsets.topic.replication.factor`. Unset: 3 as in Kafka, except on a node that is its
+    /// own controller (the single-node quickstart), where it is 1 (Kafka's quickstart
+    /// `server.properties` sets 1 too). `__consumer_offsets` is created on first use; until the
+    /// cluster has this many brokers, FindCoordinator answers COORDINATOR_NOT_AVAILABLE.
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: u64,
+    /// `offsets.commit.timeout.ms`: how long a commit (or a group's generation) waits for
+    /// replication before the client is told COORDINATOR_NOT_AVAILABLE.
+    pub offsets_commit_timeout_ms: i64,
     /// Keys that were accepted but ignored, with their origin, for the startup log.
     pub ignored: Vec<String>,
 }
@@ -152,6 +163,10 @@ impl Default for BrokerConfig {
             socket_io_timeout_ms: 30_000,
             retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
+            group: GroupConfig::default(),
+            offsets_topic_replication_factor: None,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_commit_timeout_ms: 5_000,
             ignored: Vec::new(),
         }
     }
@@ -251,6 +266,27 @@ impl BrokerConfig {
             "log.retention.hours" => {
                 self.log.retention_ms = scale(parse_optional_limit(value).map_err(err)?, 3_600_000)
             }
+            "offsets.topic.num.partitions" => self.group.offsets_partitions = parse_positive(value).map_err(err)?,
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = Some(parse_positive(value).map_err(err)?)
+            }
+            "offsets.topic.segment.bytes" => {
+                self.offsets_topic_segment_bytes = parse_segment_bytes(value).map_err(err)?
+            }
+            "offsets.commit.timeout.ms" => self.offsets_commit_timeout_ms = parse_positive(value).map_err(err)?,
+            "offsets.retention.minutes" => {
+                self.group.offsets_retention_ms = parse_positive::<i64>(value).map_err(err)?.saturating_mul(60_000)
+            }
+            "offset.metadata.max.bytes" => self.group.offset_metadata_max_bytes = parse_positive(value).map_err(err)?,
+            "group.min.session.timeout.ms" => self.group.min_session_timeout_ms = parse_positive(value).map_err(err)?,
+            "group.max.session.timeout.ms" => self.group.max_session_timeout_ms = parse_positive(value).map_err(err)?,
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = parse_num(value).map_err(err)?;
+                if self.group.initial_rebalance_delay_ms < 0 {
+                    return Err(err("must not be negative".to_string()));
+                }
+            }
+            "group.max.size" => self.group.max_size = parse_positive(value).map_err(err)?,
             other if IGNORED_KEYS.contains(&other) => self.ignored.push(format!("{origin}: {other}")),
             other => return Err(err(format!("unknown configuration key `{other}`"))),
         }
@@ -291,6 +327,12 @@ impl BrokerConfig {
         if self.socket_request_max_bytes > u32::MAX as usize {
             return Err(err("socket.request.max.bytes", format!("must be at most {}", u32::MAX)));
         }
+        if self.group.min_session_timeout_ms > self.group.max_session_timeout_ms {
+            return Err(err(
+                "group.min.session.timeout.ms",
+                format!("must be at most group.max.session.timeout.ms ({})", self.group.max_session_timeout_ms),
+            ));
+        }
         if self.heartbeat_interval_ms >= self.session_timeout_ms {
             return Err(err(
                 "broker.heartbeat.interval.ms",
@@ -298,6 +340,15 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// `offsets.topic.replication.factor` as it applies to this node (see the field).
+    pub fn offsets_replication_factor(&self) -> i16 {
+        match self.offsets_topic_replication_factor {
+            Some(factor) => factor,
+            None if self.roles.controller && self.roles.broker => 1,
+            None => 3,
+        }
     }
 
     /// The address Metadata advertises, given the address the listener got.

@@ -16,7 +16,7 @@
 //! naming the peer, API and reason, rate-limited by [`WarnLimiter`].
 
 use super::signal::Signal;
-use super::{handlers, Broker};
+use super::{group_handlers, handlers, Broker};
 use crate::protocol::{self, DecodeError, Request};
 use crate::types::ErrorCode;
 use bytes::Bytes;
@@ -221,6 +221,8 @@ async fn serve_connection(connections: &Connections, stream: TcpStream, peer: So
     let mut reader = tokio::io::BufReader::new(reader);
     let config = &connections.broker.config;
     let io_timeout = Duration::from_millis(config.socket_io_timeout_ms);
+    // As Kafka shows a member's host in DescribeGroups.
+    let client_host = format!("/{}", peer.ip());
     let outcome: Closed = loop {
         let read = tokio::select! {
             biased;
@@ -231,7 +233,7 @@ async fn serve_connection(connections: &Connections, stream: TcpStream, peer: So
             Ok(read) => read,
             Err(closed) => break closed,
         };
-        let response = match handle_frame(&connections.broker, frame).await {
+        let response = match handle_frame(&connections.broker, frame, &client_host).await {
             Ok(response) => response,
             Err(FrameRefused { api, reason, response }) => {
                 connections.warn(peer, &api, &reason);
@@ -304,8 +306,13 @@ pub struct FrameRefused {
     pub response: Option<Bytes>,
 }
 
-/// Decodes, handles and encodes one request. `Ok(None)`: no response (acks=0).
-pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<Bytes>, FrameRefused> {
+/// Decodes, handles and encodes one request from `client_host` (`/ip`, as group members are
+/// described). `Ok(None)`: no response (acks=0).
+pub async fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    client_host: &str,
+) -> Result<Option<Bytes>, FrameRefused> {
     let (header, body) = match protocol::decode_request(frame) {
         Ok(Request::Known { header, body }) => (header, body),
         Ok(Request::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, api_version }) => {
@@ -351,6 +358,25 @@ pub async fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Option<B
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(handlers::offset_for_leader_epoch(broker, r))
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(group_handlers::find_coordinator(broker, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            ResponseKind::JoinGroup(group_handlers::join_group(broker, r, version, &client_id, client_host).await)
+        }
+        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(group_handlers::sync_group(broker, r, version).await),
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(group_handlers::heartbeat(broker, r)),
+        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(group_handlers::leave_group(broker, r, version)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(group_handlers::offset_commit(broker, r, version).await)
+        }
+        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(group_handlers::offset_fetch(broker, r, version)),
+        RequestKind::ListGroups(r) => ResponseKind::ListGroups(group_handlers::list_groups(broker, r, version)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(group_handlers::describe_groups(broker, r, version))
+        }
+        RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group_handlers::delete_groups(broker, r).await),
         other => unreachable!("decode_request decodes only advertised APIs, got {other:?}"),
     };
     protocol::encode_response(api_key, version, header.correlation_id, &response).map(Some).map_err(|e| {

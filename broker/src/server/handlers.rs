@@ -5,6 +5,7 @@
 //! NOT_LEADER_OR_FOLLOWER and the client refreshes its metadata. Leader epochs in requests are
 //! checked as KIP-320 says: older than ours is FENCED_LEADER_EPOCH, newer is UNKNOWN_LEADER_EPOCH.
 
+use super::groups::OFFSETS_TOPIC;
 use super::state::{Broker, Lookup, SharedPartition};
 use crate::controller::rpc::{ControllerReply, ControllerRequest};
 use crate::controller::validate_topic_name;
@@ -112,12 +113,15 @@ pub async fn metadata(broker: &Arc<Broker>, request: MetadataRequest, version: i
             .iter()
             .filter_map(|n| n.as_ref().ok())
             .filter(|name| !broker.meta().image.topics.contains_key(*name))
-            .map(|name| NewTopic {
-                name: name.clone(),
-                partitions: -1,
-                replication_factor: -1,
-                assignments: vec![],
-                configs: BTreeMap::new(),
+            .map(|name| match name.as_str() {
+                OFFSETS_TOPIC => super::groups::offsets_topic(broker),
+                _ => NewTopic {
+                    name: name.clone(),
+                    partitions: -1,
+                    replication_factor: -1,
+                    assignments: vec![],
+                    configs: BTreeMap::new(),
+                },
             })
             .collect();
         if !missing.is_empty() {
@@ -227,7 +231,10 @@ fn metadata_topic(broker: &Broker, name: &str, version: i16) -> MetadataResponse
             partition
         })
         .collect();
-    let mut response = MetadataResponseTopic::default().with_name(Some(topic_name(name))).with_partitions(partitions);
+    let mut response = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_partitions(partitions)
+        .with_is_internal(version >= 1 && name == OFFSETS_TOPIC);
     if version >= 10 {
         response = response.with_topic_id(uuid::Uuid::from_u128(topic.topic_id));
     }
@@ -369,6 +376,10 @@ fn produce_partition(
     }
     if transactional {
         return refuse(ErrorCode::INVALID_REQUEST, "transactional produce is not supported yet".to_string());
+    }
+    if tp.topic == OFFSETS_TOPIC {
+        // Only the group coordinator writes there; a stray record would be replayed as a group's.
+        return refuse(ErrorCode::INVALID_TOPIC_EXCEPTION, format!("cannot append to internal topic {OFFSETS_TOPIC}"));
     }
     let partition = match leader_partition(broker, tp, -1) {
         Ok(p) => p,
@@ -781,6 +792,16 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
                 .topic_by_id(topic_id.as_u128())
                 .map(|t| t.name.clone())
                 .ok_or(TopicError::new(ErrorCode::UNKNOWN_TOPIC_ID, "unknown topic id")),
+        })
+        .collect();
+    let resolved: Vec<Result<String, TopicError>> = resolved
+        .into_iter()
+        .map(|r| match r {
+            Ok(name) if name == OFFSETS_TOPIC => Err(TopicError::new(
+                ErrorCode::INVALID_TOPIC_EXCEPTION,
+                format!("{OFFSETS_TOPIC} is internal: deleting it would lose every group's committed offsets"),
+            )),
+            other => other,
         })
         .collect();
     let names: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();

@@ -13,6 +13,8 @@
 pub mod config;
 pub mod connection;
 pub mod controller_rpc;
+pub mod group_handlers;
+pub mod groups;
 pub mod halt;
 pub mod handlers;
 pub mod replication;
@@ -152,6 +154,7 @@ pub async fn start_observed(
         tasks.push(tokio::spawn(housekeeping_loop(shared.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(replication::controller_link(shared.clone(), shutdown.clone())));
         tasks.push(tokio::spawn(replication::isr_loop(shared.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(groups::group_loop(shared.clone(), shutdown.clone())));
         // Clients are served once the broker is part of the cluster, as in Kafka: before that
         // it knows no topics and leads nothing.
         // A fatal disk error while waiting (opening logs, or the controller's own log) ends

@@ -217,6 +217,8 @@ pub struct Broker {
     pub hw_changed: Notify,
     /// Replica states as they change, for the simulator (off by default).
     pub observation_tap: Arc<ObservationTap>,
+    /// The group coordinator (for the `__consumer_offsets` partitions this broker leads).
+    pub groups: super::groups::Groups,
 }
 
 /// What the simulator's state checks may see of one replica (never private fields).
@@ -249,6 +251,7 @@ impl Broker {
         disk.create_dir_all(&log_dir)?;
         sync_parent(&*disk, &log_dir)?;
         check_meta_properties(&*disk, &log_dir, config.node_id)?;
+        let groups = super::groups::Groups::new(config.group.clone());
         Ok(Broker {
             node_id: config.node_id,
             incarnation: random_u128(),
@@ -264,6 +267,7 @@ impl Broker {
             hw_changed: Notify::new(),
             // On in simulator builds: the simulator's state checks read every change.
             observation_tap: Arc::new(ObservationTap::new(cfg!(madsim))),
+            groups,
         })
     }
 
