@@ -416,6 +416,11 @@ fn node_config(scenario: &Scenario, draw: &ConfigDraw, node_id: i32, settings: &
     config.set("log.dirs", DATA_DIR).expect("valid");
     config.set("auto.create.topics.enable", "false").expect("valid");
     config.set("log.segment.bytes", "65536").expect("valid");
+    // A small __consumer_offsets (created when a client first looks up a group coordinator),
+    // replicated like a production one as far as the cluster allows.
+    config.set("offsets.topic.num.partitions", "3").expect("valid");
+    let offsets_replication = scenario.cluster.brokers.min(3).to_string();
+    config.set("offsets.topic.replication.factor", &offsets_replication).expect("valid");
     config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
     for (key, value) in SIM_TIMINGS {
         config.set(key, value).expect("valid");

@@ -170,5 +170,55 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// Runs a command that does not end by itself (a consumer loop) until its stdout satisfies
+/// `done`, lets it run `settle` longer (say, for an auto-commit), then kills it (SIGKILL, as a
+/// crash would) and returns its stdout. Panics if `done` does not hold within `timeout`.
+pub fn run_until(command: &mut Command, done: impl Fn(&str) -> bool, settle: Duration, timeout: Duration) -> String {
+    let mut child = command
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let collect = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let reader = std::thread::spawn(move || {
+            let Some(mut pipe) = pipe else { return };
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (buffer, reader)
+    };
+    use std::io::Read;
+    let (stdout, out_reader) = collect(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let (stderr, err_reader) = collect(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let text = |buffer: &Arc<std::sync::Mutex<Vec<u8>>>| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
+    let deadline = Instant::now() + timeout;
+    let mut satisfied = false;
+    while Instant::now() < deadline {
+        if done(&text(&stdout)) {
+            satisfied = true;
+            std::thread::sleep(settle);
+            break;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = (out_reader.join(), err_reader.join());
+    let (out, err) = (text(&stdout), text(&stderr));
+    assert!(satisfied, "{command:?} did not get there within {timeout:?}\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
 #[cfg(not(madsim))]
 pub mod rdkafka_util;

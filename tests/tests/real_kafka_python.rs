@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
-use tests::{python, python_script, run_bounded, InProcessBroker};
+use tests::{python, python_script, run_bounded, run_until, InProcessBroker};
 
 /// Port 9092 can be held by one broker at a time.
 static PORT_9092: Mutex<()> = Mutex::new(());
@@ -42,5 +42,45 @@ fn kafka_python_idempotent_producer_round_trips_thousands_of_records_over_three_
     let broker = InProcessBroker::start("127.0.0.1:9092", &[]);
     let out = run_python("idempotent_round_trip.py", &["many", "3000"]);
     assert!(out.contains("ok: 3000 records over 3 partitions"), "{out}");
+    broker.shutdown();
+}
+
+/// The "Offset: N" lines the seed's consumer printed, in order.
+fn offsets_printed(out: &str) -> Vec<i64> {
+    out.lines().filter_map(|l| l.strip_prefix("Offset: ")).map(|n| n.trim().parse().expect("an offset")).collect()
+}
+
+/// Runs the seed's consumer (which loops forever) until it has processed `records`, then
+/// `settle` longer, then kills it as a crash would (no close, no leave, no final commit).
+fn run_seed_consumer(records: usize, settle: Duration) -> String {
+    run_until(
+        Command::new(python()).arg(python_script("seed_consumer.py")),
+        |out| out.matches("Processing order:").count() >= records,
+        settle,
+        Duration::from_secs(90),
+    )
+}
+
+/// The seed's consumer example, as written: group `order-processing-group`, earliest, auto
+/// commit. It reads what the producer example sent; killed and started again, it resumes from
+/// the offsets it committed and reads nothing twice. (Its first member was killed, not closed:
+/// the second waits out the first's session, kafka-python's default 45 s, as it would on
+/// Kafka, before it gets the partition.)
+#[test]
+fn the_seed_consumer_example_reads_in_a_group_commits_and_a_second_run_resumes_without_rereading() {
+    let _port = PORT_9092.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = InProcessBroker::start("127.0.0.1:9092", &[]);
+    for _ in 0..3 {
+        let out = run_python("seed_producer.py", &[]);
+        assert!(!out.contains("Error sending message"), "{out}");
+    }
+    // kafka-python auto-commits every 5 s: let one commit happen after the last record.
+    let first = run_seed_consumer(3, Duration::from_secs(7));
+    assert_eq!(offsets_printed(&first), vec![0, 1, 2], "{first}");
+    assert!(!first.contains("Error consuming messages"), "{first}");
+    let out = run_python("seed_producer.py", &[]);
+    assert!(out.contains("Offset: 3"), "{out}");
+    let second = run_seed_consumer(1, Duration::from_secs(2));
+    assert_eq!(offsets_printed(&second), vec![3], "the second run resumes at the committed offset:\n{second}");
     broker.shutdown();
 }
