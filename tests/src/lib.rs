@@ -174,12 +174,8 @@ pub fn run_bounded(command: &mut Command, timeout: Duration) -> Output {
 /// `done`, lets it run `settle` longer (say, for an auto-commit), then kills it (SIGKILL, as a
 /// crash would) and returns its stdout. Panics if `done` does not hold within `timeout`.
 pub fn run_until(command: &mut Command, done: impl Fn(&str) -> bool, settle: Duration, timeout: Duration) -> String {
-    let mut child = command
-        .env("PYTHONUNBUFFERED", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut child =
+        command.env("PYTHONUNBUFFERED", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let collect = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = buffer.clone();

@@ -189,6 +189,14 @@ impl GroupCoordinator {
                 refuse(&mut out, ErrorCode::UNKNOWN_MEMBER_ID, &request);
                 return out;
             }
+            if self.groups.len() >= self.config.max_groups {
+                tracing::warn!(
+                    groups = self.groups.len(),
+                    "group.coordinator.groups.max reached: a new group is refused"
+                );
+                refuse(&mut out, ErrorCode::COORDINATOR_NOT_AVAILABLE, &request);
+                return out;
+            }
             self.groups.insert(request.group_id.clone(), Group::new(&request.group_id, partition, now_ms));
         }
         let group = self.groups.get_mut(&request.group_id).expect("present");
@@ -259,9 +267,17 @@ impl GroupCoordinator {
             Ok(partition) => partition,
             Err(code) => return (all(code), None),
         };
+        let full = self.groups.len() >= self.config.max_groups;
         let group = match self.groups.get_mut(&request.group_id) {
             Some(group) => group,
             // No group: only a consumer without group management (generation -1) may commit.
+            None if request.generation_id < 0 && full => {
+                tracing::warn!(
+                    groups = self.config.max_groups,
+                    "group.coordinator.groups.max reached: a new group is refused"
+                );
+                return (all(ErrorCode::COORDINATOR_NOT_AVAILABLE), None);
+            }
             None if request.generation_id < 0 => {
                 let group = Group::new(&request.group_id, partition, now_ms);
                 self.groups.entry(request.group_id.clone()).or_insert(group)

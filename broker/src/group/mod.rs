@@ -48,8 +48,14 @@ pub struct GroupConfig {
     /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits
     /// for more members (extended per new member, up to the rebalance timeout).
     pub initial_rebalance_delay_ms: i64,
-    /// `group.max.size`: members (joined or waiting for a member id) per group.
+    /// `group.max.size`: members (joined or waiting for a member id) per group. Kafka's default
+    /// is unbounded; Gregor's is 10,000, so JoinGroups with fresh member ids cannot grow a group
+    /// without bound.
     pub max_size: usize,
+    /// Groups one coordinator holds at most (Gregor's own limit, `group.coordinator.groups.max`):
+    /// a client inventing group ids cannot grow memory without bound. Beyond it a new group
+    /// gets COORDINATOR_NOT_AVAILABLE.
+    pub max_groups: usize,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
     /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
@@ -63,7 +69,8 @@ impl Default for GroupConfig {
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
-            max_size: i32::MAX as usize,
+            max_size: 10_000,
+            max_groups: 100_000,
             offset_metadata_max_bytes: 4_096,
             offsets_retention_ms: 7 * 24 * 3_600_000,
         }

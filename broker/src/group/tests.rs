@@ -374,6 +374,30 @@ fn the_group_refuses_members_beyond_its_max_size_and_bad_session_timeouts() {
 }
 
 #[test]
+fn a_coordinator_holds_at_most_its_groups_max() {
+    let config = GroupConfig { offsets_partitions: 1, max_groups: 2, ..GroupConfig::default() };
+    let mut c = GroupCoordinator::new(config);
+    let _ = c.begin_load(0, 0);
+    c.finish_load(0, 0, Vec::new(), 0);
+    for (i, group) in ["a", "b", "c"].into_iter().enumerate() {
+        let out = c.join(0, JoinRequest { group_id: group.to_string(), ..join("", i as u128) }, i as u64);
+        let expected = if i < 2 { ErrorCode::MEMBER_ID_REQUIRED } else { ErrorCode::COORDINATOR_NOT_AVAILABLE };
+        assert_eq!(join_reply(&out, i as u64).error, expected, "group {group}");
+    }
+    let commit = CommitRequest {
+        group_id: "d".to_string(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        offsets: vec![(
+            TopicPartition::new("t", 0),
+            OffsetValue { offset: 1, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 0 },
+        )],
+    };
+    assert_eq!(c.commit_offsets(0, commit).0[0].1, ErrorCode::COORDINATOR_NOT_AVAILABLE);
+}
+
+#[test]
 fn a_member_that_leaves_is_gone_at_once_and_the_last_one_empties_the_group() {
     let mut c = coordinator();
     let (a, b) = stable_pair(&mut c);

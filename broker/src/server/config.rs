@@ -287,6 +287,7 @@ impl BrokerConfig {
                 }
             }
             "group.max.size" => self.group.max_size = parse_positive(value).map_err(err)?,
+            "group.coordinator.groups.max" => self.group.max_groups = parse_positive(value).map_err(err)?,
             other if IGNORED_KEYS.contains(&other) => self.ignored.push(format!("{origin}: {other}")),
             other => return Err(err(format!("unknown configuration key `{other}`"))),
         }
