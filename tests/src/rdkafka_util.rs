@@ -43,10 +43,9 @@ pub type Read = Vec<(i32, i64, Vec<u8>, Vec<u8>)>;
 /// assignment and librdkafka's default isolation level (read_committed).
 pub fn read_to_end(bootstrap: &str, topic: &str, partitions: i32, timeout: Duration) -> Read {
     let consumer: BaseConsumer = client_config(bootstrap)
-        // librdkafka's assign() fails with "Local: Unknown group" without a group id. With one,
-        // it only tries to locate a coordinator, and as the broker does not list FindCoordinator
-        // in ApiVersions it never sends a group request: start offsets are explicit and nothing
-        // is committed.
+        // librdkafka's assign() fails with "Local: Unknown group" without a group id. With
+        // assign() (no subscribe) it never joins the group: start offsets are explicit and
+        // nothing is committed.
         .set("group.id", "gregor-tests-assign-only")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
