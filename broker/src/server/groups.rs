@@ -10,12 +10,11 @@ use super::state::{Broker, SharedPartition};
 use crate::controller::NewTopic;
 use crate::env::{now_ms, random_u128};
 use crate::group::{GroupConfig, GroupCoordinator, GroupRecord, LoadState, Output, Reply, WaiterId, Write};
+use crate::protocol::client::{self, BatchRecord};
 use crate::replication::{AcksAllWait, AppendRefusal};
 use crate::types::{ErrorCode, TopicPartition};
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -170,34 +169,17 @@ pub async fn await_replication(
     }
 }
 
-/// One v2 batch holding `records` (uncompressed, no producer id).
+/// One v2 batch holding `records` (uncompressed, no producer id): a write is appended, and
+/// committed, as one unit.
 fn encode_batch(records: &[GroupRecord], now: i64) -> Bytes {
-    let records: Vec<Record> = records
+    let records: Vec<BatchRecord> = records
         .iter()
-        .enumerate()
-        .map(|(i, record)| {
+        .map(|record| {
             let (key, value) = record.encode();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            }
+            BatchRecord { key: Some(key), value, timestamp: now }
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .expect("an uncompressed batch of our own records always encodes");
-    buf.freeze()
+    client::encode_batch(&records, None, Compression::None)
 }
 
 /// What `__consumer_offsets` is created with on first use.
@@ -357,4 +339,35 @@ fn decode_into(partition: i32, mut bytes: Bytes, out: &mut Vec<GroupRecord>) -> 
 /// A member id's randomness (seeded in the simulator).
 pub fn member_id_entropy() -> u128 {
     random_u128()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::OffsetValue;
+
+    /// A commit of several partitions is one batch (a log refuses a produce of several), and it
+    /// decodes back to the same records.
+    #[test]
+    fn a_write_of_several_records_is_one_batch_that_loads_back() {
+        let records: Vec<GroupRecord> = (0..3)
+            .map(|p| GroupRecord::Offset {
+                group_id: "g".to_string(),
+                tp: TopicPartition::new("t", p),
+                value: Some(OffsetValue {
+                    offset: 10 + i64::from(p),
+                    leader_epoch: 1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: 5,
+                }),
+            })
+            .collect();
+        let mut bytes = encode_batch(&records, 5);
+        let batch = crate::log::batch::parse_header(&bytes).expect("a valid batch header");
+        assert_eq!(batch.size, bytes.len(), "one batch");
+        crate::log::batch::validate_batch(&bytes, 1 << 20).expect("what a leader's log accepts");
+        let mut decoded = Vec::new();
+        decode_into(0, bytes.split_off(0), &mut decoded);
+        assert_eq!(decoded, records);
+    }
 }
