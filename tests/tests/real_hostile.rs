@@ -89,6 +89,9 @@ fn a_catalogue_of_hostile_frames_leaves_the_broker_serving_real_clients_with_all
         ("connections.max.idle.ms", IDLE_MS.to_string()),
         ("socket.io.timeout.ms", IO_TIMEOUT_MS.to_string()),
         ("max.connections", MAX_CONNECTIONS.to_string()),
+        // A mutated JoinGroup that still decodes joins a group: without the initial delay its
+        // answer comes at once instead of after the 500 ms the catalogue waits per frame.
+        ("group.initial.rebalance.delay.ms", "0".to_string()),
     ];
     let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut broker = ChildBroker::start(broker_binary, addr, dir.path(), &overrides);

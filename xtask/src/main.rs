@@ -7,7 +7,8 @@
 //! - `cargo bench-broker`  the broker benchmark (release build)
 //! - `cargo fuzz-broker`   the request-path fuzzer (`broker/examples/fuzz.rs`, release build)
 //!
-//! Everything a fresh machine lacks (the Python venv with kafka-python; librdkafka is built
+//! Everything a fresh machine lacks (the Python venv with kafka-python, confluent-kafka and
+//! aiokafka; kafkajs under `tests/js/node_modules`, with the machine's npm; librdkafka is built
 //! from source by the `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
 
 use std::path::{Path, PathBuf};
@@ -153,9 +154,11 @@ fn tier_lint(root: &Path) -> Result<(), String> {
     )
 }
 
-/// Real clients (kafka-python, librdkafka) against a real broker.
+/// Real clients (kafka-python, librdkafka, confluent-kafka, aiokafka, kafkajs) against a real
+/// broker.
 fn tier_real(root: &Path) -> Result<(), String> {
     let python = ensure_python_venv(root)?;
+    ensure_node_modules(root)?;
     run(
         "real clients against a real broker",
         Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).args([
@@ -234,6 +237,21 @@ fn ensure_python_venv(root: &Path) -> Result<PathBuf, String> {
     )?;
     std::fs::write(&stamp, wanted).map_err(|e| format!("writing {}: {e}", stamp.display()))?;
     Ok(python)
+}
+
+/// Installs `tests/js`'s locked npm packages (kafkajs) unless they are already there.
+fn ensure_node_modules(root: &Path) -> Result<(), String> {
+    let js = root.join("tests/js");
+    let lock = read_to_string(&js.join("package-lock.json"))?;
+    let stamp = js.join("node_modules/.gregor-lock");
+    if read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        return Ok(());
+    }
+    run(
+        "install the Node.js test packages",
+        Command::new("npm").current_dir(&js).args(["ci", "--no-audit", "--no-fund"]),
+    )?;
+    std::fs::write(&stamp, lock).map_err(|e| format!("writing {}: {e}", stamp.display()))
 }
 
 fn read_to_string(path: &Path) -> Result<String, String> {

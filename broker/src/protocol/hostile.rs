@@ -187,9 +187,13 @@ fn sample_body(api_key: ApiKey, version: i16, topic: &str) -> RequestKind {
         }
         ApiKey::JoinGroup => RequestKind::JoinGroup(
             JoinGroupRequest::default()
-                .with_group_id(group(topic))
+                // One group per version: v0 members (whose rebalance timeout is their 10 s
+                // session) never hold up the short rebalances of the others.
+                .with_group_id(group(&format!("{topic}-v{version}")))
                 .with_session_timeout_ms(10_000)
-                .with_rebalance_timeout_ms(if version >= 1 { 10_000 } else { -1 })
+                // Short, so that a rebalance that waits for earlier (silent) hostile members
+                // ends before the catalogue gives up on the answer.
+                .with_rebalance_timeout_ms(if version >= 1 { 100 } else { -1 })
                 .with_protocol_type(text("consumer"))
                 .with_protocols(vec![JoinGroupRequestProtocol::default()
                     .with_name(text("range"))

@@ -1,9 +1,12 @@
-//! confluent-kafka (librdkafka in Python) and aiokafka group consumers against the broker:
-//! each reads what was produced, commits, and a second run resumes after its commits.
+//! Group consumers of other clients against the broker: confluent-kafka (librdkafka in
+//! Python), aiokafka and kafkajs (Node.js, installed by `cargo xtest real` into
+//! `tests/js/node_modules`). Each reads what was produced, commits, and a second run resumes
+//! after its commits.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real threads, processes, files and clocks: never simulated
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tests::rdkafka_util::{client_config, create_topic};
@@ -77,4 +80,9 @@ fn confluent_kafka_subscribe_with_manual_commits_resumes_after_them() {
 #[test]
 fn aiokafka_group_consumer_resumes_after_its_commits() {
     reads_commits_and_resumes("aiokafka");
+}
+
+#[test]
+fn kafkajs_consumer_run_in_a_group_resumes_after_its_commits() {
+    reads_commits_and_resumes("kafkajs");
 }
