@@ -73,10 +73,20 @@ pub enum Bug {
     /// did not scan): everything before it is gone, though consumers read it long ago and the
     /// log end and high watermark never move back.
     RecoveryDropsSealedSegments = 2097152,
+    /// The group coordinator accepts an OffsetCommit whatever its member id and generation (the
+    /// fencing checks are forgotten): a member expelled for missing its session commits over
+    /// the partition's new owner.
+    CommitOldGeneration = 4194304,
+    /// When the leader's assignment is written, every member is given the leader's own part:
+    /// one partition has several owners in one generation.
+    SyncGivesLeadersAssignment = 8388608,
+    /// A coordinator that loads a `__consumer_offsets` partition replays its groups but not
+    /// their offset commits: after a coordinator moves, acknowledged commits are gone.
+    OffsetsNotReplayed = 16777216,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 22] = [
+    pub const ALL: [Bug; 25] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -99,6 +109,9 @@ impl Bug {
         Bug::HwHeldByOutOfSync,
         Bug::RetentionWrongUnit,
         Bug::RecoveryDropsSealedSegments,
+        Bug::CommitOldGeneration,
+        Bug::SyncGivesLeadersAssignment,
+        Bug::OffsetsNotReplayed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +138,9 @@ impl Bug {
             Bug::HwHeldByOutOfSync => "hw-held-by-out-of-sync",
             Bug::RetentionWrongUnit => "retention-wrong-unit",
             Bug::RecoveryDropsSealedSegments => "recovery-drops-sealed-segments",
+            Bug::CommitOldGeneration => "commit-old-generation",
+            Bug::SyncGivesLeadersAssignment => "sync-gives-leaders-assignment",
+            Bug::OffsetsNotReplayed => "offsets-not-replayed",
         }
     }
 

@@ -238,6 +238,29 @@ impl Router {
         answered
     }
 
+    /// Sends a request any broker answers (FindCoordinator), trying the next broker next time.
+    pub(crate) async fn send_any(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> Result<ResponseKind, String> {
+        let answer = self.any().send(api, version, body).await;
+        self.next_bootstrap += 1;
+        answer
+    }
+
+    /// Sends a request to the broker at `addr` (a group coordinator).
+    pub(crate) async fn send_to(
+        &mut self,
+        addr: &str,
+        api: ApiKey,
+        version: i16,
+        body: RequestKind,
+    ) -> Result<ResponseKind, String> {
+        self.link(addr).send(api, version, body).await
+    }
+
     /// The newest leader epoch known for `partition` (-1: none yet).
     fn epoch(&self, partition: Partition) -> i32 {
         self.epochs.get(&partition).copied().unwrap_or(-1)
@@ -958,7 +981,7 @@ const FINAL_READ_FETCH_MAX_BYTES: i32 = 1 << 20;
 
 /// One fetch of `partition` from `offset`, asking for at most `max_bytes` (the broker still
 /// returns a first batch that is larger).
-async fn fetch(
+pub(crate) async fn fetch(
     router: &mut Router,
     topic: &str,
     partition: Partition,

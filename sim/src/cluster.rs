@@ -37,8 +37,12 @@ const CONTROLLER_NODE_ID: i32 = 100;
 /// Timings scaled to the simulation (Kafka's defaults are 2 s heartbeats, a 9 s session and
 /// 30 s of replica lag): faults of a few seconds then move leaders and shrink ISRs. Each seed
 /// draws its own heartbeat, session and lag timings around these (`config_draw`).
-const SIM_TIMINGS: &[(&str, &str)] =
-    &[("replica.fetch.wait.max.ms", "200"), ("log.retention.check.interval.ms", "1000")];
+const SIM_TIMINGS: &[(&str, &str)] = &[
+    ("replica.fetch.wait.max.ms", "200"),
+    ("log.retention.check.interval.ms", "1000"),
+    // A group's first members need not wait 3 s for others (runs are short).
+    ("group.initial.rebalance.delay.ms", "0"),
+];
 
 /// What runs on a node, for observation: set while it runs, cleared when it is killed.
 #[derive(Clone, Default)]

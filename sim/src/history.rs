@@ -60,6 +60,13 @@ pub enum Op {
     Poll { partition: Partition, records: Vec<(i64, Value)>, high_watermark: Option<i64>, after_seek: bool },
     /// ListOffsets(latest).
     ListLatest { partition: Partition, offset: Option<i64> },
+    /// A group member's SyncGroup answer: the partitions it owns in `generation` (recorded
+    /// only once the assignment was given, so the generation is stored at the coordinator).
+    GroupAssigned { member: String, generation: i32, partitions: Vec<Partition> },
+    /// An OffsetCommit of one partition by a member in `generation`; `Ok` = acknowledged.
+    GroupCommit { member: String, generation: i32, partition: Partition, offset: i64 },
+    /// An OffsetFetch answer for one partition (`None`: no committed offset).
+    GroupOffsetFetch { partition: Partition, offset: Option<i64> },
 }
 
 /// One operation: invoke, then ok / fail / info.

@@ -17,6 +17,8 @@ pub mod client;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod group_client;
+#[cfg(madsim)]
 pub mod hostile;
 #[cfg(madsim)]
 pub mod report;

@@ -156,6 +156,13 @@ fn describe(op: &Op) -> String {
             format!("poll p{partition}: {span}, HW {high_watermark:?}{}", if *after_seek { ", after seek" } else { "" })
         }
         Op::ListLatest { partition, offset } => format!("list latest p{partition} -> {offset:?}"),
+        Op::GroupAssigned { member, generation, partitions } => {
+            format!("{member} given partitions {partitions:?} in generation {generation}")
+        }
+        Op::GroupCommit { member, generation, partition, offset } => {
+            format!("{member} commits offset {offset} of p{partition} in generation {generation}")
+        }
+        Op::GroupOffsetFetch { partition, offset } => format!("committed offset of p{partition} -> {offset:?}"),
     }
 }
 

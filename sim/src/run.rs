@@ -21,6 +21,7 @@ use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Reco
 use crate::cluster::{create_topic, wait_for_catch_up, World};
 use crate::config_draw::ConfigDraw;
 use crate::disk::DiskFaultCounts;
+use crate::group_client::{run_group_member, MemberConfig};
 use crate::history::{History, Process};
 use crate::hostile::run_hostile_client;
 use crate::nemesis::apply::{note, Nemesis};
@@ -39,6 +40,8 @@ use tokio::time::Instant;
 /// How often the state checkers take the replica changes recorded since the last time (each
 /// change carries its own time: this is bookkeeping, not a sampling rate).
 const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+/// The group the workload's subscribe-mode consumers share.
+const GROUP: &str = "sim-group";
 
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
@@ -174,6 +177,22 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             workload_stop.clone(),
         );
         workers.push(node.spawn(task));
+    }
+
+    for g in 0..scenario.workload.group_consumers {
+        let name = format!("group-member-{}", g + 1);
+        let node = handle.create_node().name(&name).ip(format!("10.0.7.{}", g + 1).parse().expect("ip")).build();
+        let member = MemberConfig {
+            process: Process(1500 + g + 1),
+            name,
+            bootstrap: bootstrap.clone(),
+            topic: scenario.topic.name.clone(),
+            partitions: scenario.topic.partitions,
+            group: GROUP.to_string(),
+            fetch_max_bytes: config.consumer_fetch_max_bytes as i32,
+            slow: g == 0 && scenario.workload.group_slow_member,
+        };
+        workers.push(node.spawn(run_group_member(member, recorder.clone(), workload_stop.clone())));
     }
 
     let mut hostile = Vec::new();

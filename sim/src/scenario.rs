@@ -131,6 +131,14 @@ pub struct WorkloadSpec {
     /// Sends per second per producer.
     #[serde(default = "default_rate")]
     pub rate_per_second: u32,
+    /// Subscribe-mode consumers: members of one group (classic protocol, range assignment,
+    /// a commit after every poll; `sim::group_client`); 0: none.
+    #[serde(default)]
+    pub group_consumers: u32,
+    /// The first group member is slow: now and then it takes longer over a batch than its
+    /// session timeout, is expelled, and commits late (`sim::group_client`).
+    #[serde(default)]
+    pub group_slow_member: bool,
     /// Clients mixing malformed and oversized requests into the run (`sim::hostile`); 0: none.
     #[serde(default)]
     pub hostile_clients: u32,

@@ -117,6 +117,7 @@ impl GroupCoordinator {
         let mut stored: BTreeMap<String, (Option<GroupValue>, BTreeMap<TopicPartition, OffsetValue>)> = BTreeMap::new();
         for record in records {
             match record {
+                GroupRecord::Offset { .. } if crate::planted::active(crate::planted::Bug::OffsetsNotReplayed) => {}
                 GroupRecord::Offset { group_id, tp, value } => {
                     let offsets = &mut stored.entry(group_id).or_default().1;
                     match value {

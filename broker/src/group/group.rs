@@ -727,8 +727,14 @@ impl Group {
         let Some(assignment) = self.pending_assignment.take() else { return out };
         match result {
             Ok(()) => {
+                let leaders_part = self.leader_id.as_ref().and_then(|l| assignment.get(l)).cloned().unwrap_or_default();
+                let one_for_all = crate::planted::active(crate::planted::Bug::SyncGivesLeadersAssignment);
                 for (id, member) in &mut self.members {
-                    member.assignment = assignment.get(id).cloned().unwrap_or_default();
+                    member.assignment = if one_for_all {
+                        leaders_part.clone()
+                    } else {
+                        assignment.get(id).cloned().unwrap_or_default()
+                    };
                     if let Some(waiter) = member.awaiting_sync.take() {
                         let reply = SyncReply {
                             error: ErrorCode::NONE,
@@ -892,8 +898,11 @@ impl Group {
         if generation_id < 0 && self.state == GroupState::Empty {
             return ErrorCode::NONE;
         }
-        let Some(member) = self.members.get_mut(member_id) else { return ErrorCode::UNKNOWN_MEMBER_ID };
-        if generation_id != self.generation_id {
+        let forgets_generation = crate::planted::active(crate::planted::Bug::CommitOldGeneration);
+        let Some(member) = self.members.get_mut(member_id) else {
+            return if forgets_generation { ErrorCode::NONE } else { ErrorCode::UNKNOWN_MEMBER_ID };
+        };
+        if generation_id != self.generation_id && !forgets_generation {
             return ErrorCode::ILLEGAL_GENERATION;
         }
         member.session_deadline_ms = now_ms + i64::from(member.session_timeout_ms);

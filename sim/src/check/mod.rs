@@ -14,10 +14,12 @@
 //! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 //! | `read-then-vanished` | a record any consumer read stays at its offset: the final read returns it there |
+//! | `single-owner`, `commit-fenced`, `committed-offsets-durable` | consumer groups (see [`groups`]) |
 
 pub mod availability;
 pub mod epochs;
 pub mod exits;
+pub mod groups;
 pub mod metadata;
 pub mod replicas;
 pub mod state;
@@ -55,6 +57,9 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(poll_order(history));
     violations.extend(hw_monotonic(history));
     violations.extend(phantom_value(history));
+    violations.extend(groups::single_owner(history));
+    violations.extend(groups::commit_fenced(history));
+    violations.extend(groups::committed_offsets_durable(history));
     violations
 }
 

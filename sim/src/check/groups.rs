@@ -1,0 +1,195 @@
+//! Consumer-group checkers, judged only from what members were told (SyncGroup, OffsetCommit
+//! and OffsetFetch answers), never from the coordinator's own state.
+//!
+//! | checker | must hold |
+//! | --- | --- |
+//! | `single-owner` | no two members are given one partition in one generation |
+//! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged |
+//! | `committed-offsets-durable` | an OffsetFetch never answers below a commit acknowledged before it was asked (coordinator failover and crashes included) |
+//!
+//! `committed-offsets-durable` relies on the workload committing each partition's offsets in
+//! increasing order within a generation and resuming from the committed offset after every
+//! (re)assignment, as the simulator's members do: then acknowledged commits of a partition
+//! never go down, unless the broker loses or reorders one.
+
+use super::Violation;
+use crate::history::{History, Op, Outcome, Partition};
+use std::collections::BTreeMap;
+
+/// `single-owner`: one owner per (generation, partition).
+pub fn single_owner(history: &History) -> Vec<Violation> {
+    let mut owners: BTreeMap<(i32, Partition), (&str, usize)> = BTreeMap::new();
+    let mut violations = Vec::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        let (Op::GroupAssigned { member, generation, partitions }, Outcome::Ok) = (&o.op, o.outcome) else { continue };
+        for &partition in partitions {
+            match owners.get(&(*generation, partition)) {
+                Some((owner, first)) if *owner != member.as_str() => violations.push(Violation {
+                    invariant: "single-owner",
+                    partition,
+                    offsets: vec![],
+                    values: vec![],
+                    operations: vec![*first, i],
+                    detail: format!("generation {generation} gave partition {partition} to {owner} and to {member}"),
+                }),
+                Some(_) => {}
+                None => {
+                    owners.insert((*generation, partition), (member.as_str(), i));
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// `commit-fenced`: once a member was given generation `g'`, the group is at `g'` or later;
+/// a commit of an older generation invoked after that must be refused (ILLEGAL_GENERATION).
+pub fn commit_fenced(history: &History) -> Vec<Violation> {
+    // Generations given, in completion order: (completed, generation, op).
+    let mut given: Vec<(u64, i32, usize)> = history
+        .operations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match (&o.op, o.outcome) {
+            (Op::GroupAssigned { generation, .. }, Outcome::Ok) => Some((o.completed_ns, *generation, i)),
+            _ => None,
+        })
+        .collect();
+    given.sort();
+    let mut violations = Vec::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        let (Op::GroupCommit { member, generation, partition, offset }, Outcome::Ok) = (&o.op, o.outcome) else {
+            continue;
+        };
+        let newer =
+            given.iter().take_while(|(done, _, _)| *done < o.invoked_ns).filter(|(_, g, _)| g > generation).last();
+        if let Some((_, newer_generation, shown)) = newer {
+            violations.push(Violation {
+                invariant: "commit-fenced",
+                partition: *partition,
+                offsets: vec![*offset],
+                values: vec![],
+                operations: vec![*shown, i],
+                detail: format!(
+                    "{member}'s commit of offset {offset} in generation {generation} was acknowledged although generation {newer_generation} had been given out before it was sent"
+                ),
+            });
+        }
+    }
+    violations
+}
+
+/// `committed-offsets-durable`: an OffsetFetch answer is at least every commit of that
+/// partition acknowledged before the fetch was sent.
+pub fn committed_offsets_durable(history: &History) -> Vec<Violation> {
+    let mut acked: BTreeMap<Partition, Vec<(u64, i64, usize)>> = BTreeMap::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        if let (Op::GroupCommit { partition, offset, .. }, Outcome::Ok) = (&o.op, o.outcome) {
+            acked.entry(*partition).or_default().push((o.completed_ns, *offset, i));
+        }
+    }
+    let mut violations = Vec::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        let (Op::GroupOffsetFetch { partition, offset }, Outcome::Ok) = (&o.op, o.outcome) else { continue };
+        let Some(commits) = acked.get(partition) else { continue };
+        let highest = commits.iter().filter(|(done, _, _)| *done < o.invoked_ns).max_by_key(|(_, offset, _)| *offset);
+        if let Some((_, committed, shown)) = highest {
+            let answered = offset.unwrap_or(-1);
+            if answered < *committed {
+                violations.push(Violation {
+                    invariant: "committed-offsets-durable",
+                    partition: *partition,
+                    offsets: vec![*committed, answered],
+                    values: vec![],
+                    operations: vec![*shown, i],
+                    detail: format!(
+                        "offset {committed} was committed and acknowledged, but a later OffsetFetch answered {}",
+                        offset.map_or("no committed offset".to_string(), |o| o.to_string())
+                    ),
+                });
+            }
+        }
+    }
+    violations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Operation, Process};
+
+    fn op(process: u32, invoked_ns: u64, completed_ns: u64, outcome: Outcome, op: Op) -> Operation {
+        Operation { process: Process(process), invoked_ns, completed_ns, outcome, op }
+    }
+
+    fn assigned(member: &str, generation: i32, partitions: &[Partition], at: u64) -> Operation {
+        op(
+            1,
+            at,
+            at,
+            Outcome::Ok,
+            Op::GroupAssigned { member: member.to_string(), generation, partitions: partitions.to_vec() },
+        )
+    }
+
+    fn committed(
+        member: &str,
+        generation: i32,
+        partition: Partition,
+        offset: i64,
+        at: (u64, u64),
+        outcome: Outcome,
+    ) -> Operation {
+        op(1, at.0, at.1, outcome, Op::GroupCommit { member: member.to_string(), generation, partition, offset })
+    }
+
+    fn history(operations: Vec<Operation>) -> History {
+        History { operations }
+    }
+
+    #[test]
+    fn single_owner_fails_on_a_partition_given_twice_in_one_generation_but_not_across_generations() {
+        let bad = history(vec![assigned("a", 1, &[0, 1], 10), assigned("b", 1, &[1, 2], 11)]);
+        let found = single_owner(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].invariant, found[0].partition), ("single-owner", 1));
+        let fine = history(vec![assigned("a", 1, &[0, 1], 10), assigned("b", 2, &[1], 11), assigned("a", 2, &[0], 12)]);
+        assert!(single_owner(&fine).is_empty());
+    }
+
+    #[test]
+    fn commit_fenced_fails_on_an_old_generation_acknowledged_after_a_newer_one_was_given() {
+        let bad = history(vec![
+            assigned("a", 1, &[0], 10),
+            assigned("b", 2, &[0], 20),
+            committed("a", 1, 0, 5, (25, 30), Outcome::Ok),
+        ]);
+        assert_eq!(commit_fenced(&bad)[0].invariant, "commit-fenced");
+        // Near misses: sent before generation 2 was given; refused; or of the new generation.
+        let fine = history(vec![
+            assigned("a", 1, &[0], 10),
+            committed("a", 1, 0, 4, (15, 25), Outcome::Ok),
+            assigned("b", 2, &[0], 20),
+            committed("a", 1, 0, 5, (25, 30), Outcome::Fail),
+            committed("b", 2, 0, 6, (26, 31), Outcome::Ok),
+        ]);
+        assert!(commit_fenced(&fine).is_empty());
+    }
+
+    #[test]
+    fn committed_offsets_durable_fails_when_a_fetch_answers_below_an_acknowledged_commit() {
+        let fetch = |offset, at: u64| op(2, at, at + 1, Outcome::Ok, Op::GroupOffsetFetch { partition: 0, offset });
+        let bad = history(vec![committed("a", 1, 0, 7, (10, 20), Outcome::Ok), fetch(Some(3), 30)]);
+        assert_eq!(committed_offsets_durable(&bad)[0].invariant, "committed-offsets-durable");
+        let lost = history(vec![committed("a", 1, 0, 7, (10, 20), Outcome::Ok), fetch(None, 30)]);
+        assert_eq!(committed_offsets_durable(&lost).len(), 1);
+        // Near misses: the fetch was sent before the ack, or the commit was never acknowledged.
+        let fine = history(vec![
+            committed("a", 1, 0, 7, (10, 20), Outcome::Ok),
+            fetch(Some(3), 15),
+            committed("a", 1, 0, 9, (21, 22), Outcome::Info),
+            fetch(Some(7), 30),
+        ]);
+        assert!(committed_offsets_durable(&fine).is_empty());
+    }
+}

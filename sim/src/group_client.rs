@@ -1,0 +1,469 @@
+//! Subscribe-mode consumers: group members that speak the classic protocol from the client
+//! side as Kafka's consumers do (FindCoordinator, JoinGroup with MEMBER_ID_REQUIRED, the
+//! leader's `range` assignment in the consumer-protocol encoding, SyncGroup, Heartbeat,
+//! OffsetFetch, OffsetCommit after each poll, LeaveGroup at the end), and record what they
+//! were given: assignments per generation, commits, committed offsets, and every poll.
+//!
+//! Every request has its own timeout (the link's); the rebalance timeout is kept below it, so a
+//! JoinGroup long poll is answered before the link gives up.
+
+use crate::client::{fetch, FetchResult, Recorder, Router};
+use crate::history::{Op, Outcome, Partition, Process};
+use broker::types::ErrorCode;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedPartitions;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `session.timeout.ms` of the simulator's members (the broker's default minimum).
+pub const SESSION_TIMEOUT_MS: i32 = 6_000;
+/// `max.poll.interval.ms` as the rebalance timeout: below the link's 3 s request timeout.
+pub const REBALANCE_TIMEOUT_MS: i32 = 2_500;
+/// How often a member heartbeats (well within the rebalance timeout, so it rejoins in time).
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+
+/// One member's settings.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    pub process: Process,
+    pub name: String,
+    pub bootstrap: Vec<String>,
+    pub topic: String,
+    pub partitions: i32,
+    pub group: String,
+    pub fetch_max_bytes: i32,
+    /// A slow consumer: every [`STALL_EVERY`] it takes [`STALL_FOR`] over a batch before
+    /// committing it, longer than its session, as a consumer that exceeds
+    /// `max.poll.interval.ms` would. It is expelled meanwhile, and its late commit must be
+    /// refused.
+    pub slow: bool,
+}
+
+/// How often a slow member stalls.
+const STALL_EVERY: Duration = Duration::from_secs(20);
+/// How long a slow member stalls: past its session timeout.
+const STALL_FOR: Duration = Duration::from_secs(8);
+
+fn text(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// The member's subscription in the consumer protocol (version 0): just the topic.
+fn subscription(topic: &str) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    ConsumerProtocolSubscription::default().with_topics(vec![text(topic)]).encode(&mut buf, 0).expect("encodes");
+    buf.freeze()
+}
+
+fn encode_assignment(topic: &str, partitions: &[Partition]) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    ConsumerProtocolAssignment::default()
+        .with_assigned_partitions(vec![AssignedPartitions::default()
+            .with_topic(TopicName(text(topic)))
+            .with_partitions(partitions.to_vec())])
+        .encode(&mut buf, 0)
+        .expect("encodes");
+    buf.freeze()
+}
+
+fn decode_assignment(mut bytes: Bytes, topic: &str) -> Option<Vec<Partition>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    if bytes.remaining() < 2 {
+        return None;
+    }
+    let version = bytes.get_i16();
+    let assignment = ConsumerProtocolAssignment::decode(&mut bytes, version.clamp(0, 3)).ok()?;
+    Some(
+        assignment
+            .assigned_partitions
+            .into_iter()
+            .filter(|t| t.topic.0.as_str() == topic)
+            .flat_map(|t| t.partitions)
+            .collect(),
+    )
+}
+
+/// Kafka's `range` assignor for one topic: members sorted by id, partitions in contiguous
+/// ranges, the first `partitions % members` members one more.
+pub fn range_assign(members: &[String], partitions: i32) -> BTreeMap<String, Vec<Partition>> {
+    let mut sorted = members.to_vec();
+    sorted.sort();
+    let n = sorted.len().max(1) as i32;
+    let (per, extra) = (partitions / n, partitions % n);
+    let mut next = 0;
+    sorted
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let count = per + i32::from((i as i32) < extra);
+            let range: Vec<Partition> = (next..next + count).collect();
+            next += count;
+            (m, range)
+        })
+        .collect()
+}
+
+/// Where a member stands with its group.
+struct Membership {
+    coordinator: Option<String>,
+    member_id: String,
+    generation: i32,
+    /// Owned partitions → (position, first poll since the assignment).
+    owned: BTreeMap<Partition, (i64, bool)>,
+    /// A slow member's next stall.
+    next_stall: tokio::time::Instant,
+}
+
+/// Why the member must (re)join.
+enum Rejoin {
+    /// Keep the member id (REBALANCE_IN_PROGRESS).
+    Same,
+    /// Start as a new member (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID).
+    Fresh,
+    /// Look the coordinator up again first.
+    FindCoordinator,
+}
+
+fn classify(code: ErrorCode) -> Rejoin {
+    match code {
+        ErrorCode::REBALANCE_IN_PROGRESS => Rejoin::Same,
+        ErrorCode::UNKNOWN_MEMBER_ID | ErrorCode::ILLEGAL_GENERATION | ErrorCode::FENCED_INSTANCE_ID => Rejoin::Fresh,
+        _ => Rejoin::FindCoordinator,
+    }
+}
+
+/// A group member: joins, consumes and commits what it owns until `stop`, then leaves.
+pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Arc<tokio::sync::Notify>) {
+    let mut router = Router::new(config.bootstrap.clone(), config.name.clone(), config.topic.clone());
+    let mut m = Membership {
+        coordinator: None,
+        member_id: String::new(),
+        generation: -1,
+        owned: BTreeMap::new(),
+        next_stall: tokio::time::Instant::now() + STALL_EVERY,
+    };
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let pause = match step(&config, &mut router, &mut m, &recorder).await {
+            Ok(()) => Duration::from_millis(50),
+            Err(Rejoin::Same) => Duration::from_millis(10),
+            Err(Rejoin::Fresh) => {
+                m.member_id.clear();
+                Duration::from_millis(10)
+            }
+            Err(Rejoin::FindCoordinator) => {
+                m.coordinator = None;
+                Duration::from_millis(100)
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+    leave(&config, &mut router, &m).await;
+}
+
+/// One round: make sure the member is in a generation, then poll, commit and heartbeat.
+async fn step(
+    config: &MemberConfig,
+    router: &mut Router,
+    m: &mut Membership,
+    recorder: &Recorder,
+) -> Result<(), Rejoin> {
+    if m.coordinator.is_none() {
+        m.coordinator = Some(find_coordinator(router, &config.group).await.ok_or(Rejoin::FindCoordinator)?);
+        m.generation = -1;
+    }
+    if m.generation < 0 {
+        join_and_sync(config, router, m, recorder).await?;
+        fetch_committed(config, router, m, recorder).await?;
+    }
+    let heartbeat_due = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+    let partitions: Vec<Partition> = m.owned.keys().copied().collect();
+    for partition in partitions {
+        let (position, after_seek) = m.owned[&partition];
+        let invoked = recorder.now_ns();
+        match fetch(router, &config.topic, partition, position, 100, config.fetch_max_bytes).await {
+            FetchResult::Records { records, high_watermark } if !records.is_empty() => {
+                let next = records.last().map_or(position, |(o, _)| o + 1);
+                recorder.record(
+                    config.process,
+                    invoked,
+                    Outcome::Ok,
+                    Op::Poll { partition, records, high_watermark: Some(high_watermark), after_seek },
+                );
+                m.owned.insert(partition, (next, false));
+                if config.slow && tokio::time::Instant::now() >= m.next_stall {
+                    tokio::time::sleep(STALL_FOR).await;
+                    m.next_stall = tokio::time::Instant::now() + STALL_EVERY;
+                }
+                commit(config, router, m, recorder, partition, next).await?;
+            }
+            FetchResult::Records { .. } | FetchResult::Error => {}
+            FetchResult::OutOfRange => {
+                // auto.offset.reset=earliest: our topics expire nothing, so it is 0.
+                m.owned.insert(partition, (0, true));
+            }
+        }
+        if tokio::time::Instant::now() >= heartbeat_due {
+            break;
+        }
+    }
+    heartbeat(config, router, m).await
+}
+
+async fn coordinator_call(
+    router: &mut Router,
+    m: &Membership,
+    api: ApiKey,
+    version: i16,
+    body: RequestKind,
+) -> Result<ResponseKind, Rejoin> {
+    let addr = m.coordinator.clone().ok_or(Rejoin::FindCoordinator)?;
+    router.send_to(&addr, api, version, body).await.map_err(|_| Rejoin::FindCoordinator)
+}
+
+async fn find_coordinator(router: &mut Router, group: &str) -> Option<String> {
+    let request = FindCoordinatorRequest::default().with_key(text(group)).with_key_type(0);
+    match router.send_any(ApiKey::FindCoordinator, 3, RequestKind::FindCoordinator(request)).await {
+        Ok(ResponseKind::FindCoordinator(r)) if ErrorCode(r.error_code).is_none() => {
+            Some(format!("{}:{}", r.host, r.port))
+        }
+        _ => None,
+    }
+}
+
+async fn join_and_sync(
+    config: &MemberConfig,
+    router: &mut Router,
+    m: &mut Membership,
+    recorder: &Recorder,
+) -> Result<(), Rejoin> {
+    m.owned.clear();
+    let join = |member_id: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(text(&config.group)))
+            .with_session_timeout_ms(SESSION_TIMEOUT_MS)
+            .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
+            .with_member_id(text(member_id))
+            .with_protocol_type(text("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(text("range"))
+                .with_metadata(subscription(&config.topic))])
+    };
+    let mut answer =
+        coordinator_call(router, m, ApiKey::JoinGroup, 5, RequestKind::JoinGroup(join(&m.member_id))).await?;
+    if let ResponseKind::JoinGroup(r) = &answer {
+        if ErrorCode(r.error_code) == ErrorCode::MEMBER_ID_REQUIRED {
+            m.member_id = r.member_id.to_string();
+            answer =
+                coordinator_call(router, m, ApiKey::JoinGroup, 5, RequestKind::JoinGroup(join(&m.member_id))).await?;
+        }
+    }
+    let ResponseKind::JoinGroup(joined) = answer else { return Err(Rejoin::FindCoordinator) };
+    let code = ErrorCode(joined.error_code);
+    if !code.is_none() {
+        return Err(classify(code));
+    }
+    m.member_id = joined.member_id.to_string();
+    let assignments = if joined.leader == joined.member_id {
+        let members: Vec<String> = joined.members.iter().map(|member| member.member_id.to_string()).collect();
+        range_assign(&members, config.partitions)
+            .into_iter()
+            .map(|(member, partitions)| {
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(text(&member))
+                    .with_assignment(encode_assignment(&config.topic, &partitions))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sync = SyncGroupRequest::default()
+        .with_group_id(GroupId(text(&config.group)))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(text(&m.member_id))
+        .with_assignments(assignments);
+    let invoked = recorder.now_ns();
+    let ResponseKind::SyncGroup(synced) =
+        coordinator_call(router, m, ApiKey::SyncGroup, 3, RequestKind::SyncGroup(sync)).await?
+    else {
+        return Err(Rejoin::FindCoordinator);
+    };
+    let code = ErrorCode(synced.error_code);
+    if !code.is_none() {
+        return Err(classify(code));
+    }
+    let partitions = decode_assignment(synced.assignment, &config.topic).ok_or(Rejoin::Fresh)?;
+    recorder.record(
+        config.process,
+        invoked,
+        Outcome::Ok,
+        Op::GroupAssigned {
+            member: m.member_id.clone(),
+            generation: joined.generation_id,
+            partitions: partitions.clone(),
+        },
+    );
+    m.generation = joined.generation_id;
+    m.owned = partitions.into_iter().map(|p| (p, (0, true))).collect();
+    Ok(())
+}
+
+/// Starts each owned partition at its committed offset (or the beginning).
+async fn fetch_committed(
+    config: &MemberConfig,
+    router: &mut Router,
+    m: &mut Membership,
+    recorder: &Recorder,
+) -> Result<(), Rejoin> {
+    if m.owned.is_empty() {
+        return Ok(());
+    }
+    let request = OffsetFetchRequest::default().with_group_id(GroupId(text(&config.group))).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default()
+            .with_name(TopicName(text(&config.topic)))
+            .with_partition_indexes(m.owned.keys().copied().collect()),
+    ]));
+    let invoked = recorder.now_ns();
+    let ResponseKind::OffsetFetch(r) =
+        coordinator_call(router, m, ApiKey::OffsetFetch, 5, RequestKind::OffsetFetch(request)).await?
+    else {
+        return Err(Rejoin::FindCoordinator);
+    };
+    if !ErrorCode(r.error_code).is_none() {
+        m.generation = -1;
+        return Err(classify(ErrorCode(r.error_code)));
+    }
+    for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
+        if !ErrorCode(p.error_code).is_none() || !m.owned.contains_key(&p.partition_index) {
+            m.generation = -1;
+            return Err(Rejoin::FindCoordinator);
+        }
+        let offset = (p.committed_offset >= 0).then_some(p.committed_offset);
+        recorder.record(
+            config.process,
+            invoked,
+            Outcome::Ok,
+            Op::GroupOffsetFetch { partition: p.partition_index, offset },
+        );
+        m.owned.insert(p.partition_index, (offset.unwrap_or(0), true));
+    }
+    Ok(())
+}
+
+async fn commit(
+    config: &MemberConfig,
+    router: &mut Router,
+    m: &mut Membership,
+    recorder: &Recorder,
+    partition: Partition,
+    offset: i64,
+) -> Result<(), Rejoin> {
+    let request = OffsetCommitRequest::default()
+        .with_group_id(GroupId(text(&config.group)))
+        .with_generation_id_or_member_epoch(m.generation)
+        .with_member_id(text(&m.member_id))
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(text(&config.topic)))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(text("")))])]);
+    let op = Op::GroupCommit { member: m.member_id.clone(), generation: m.generation, partition, offset };
+    let invoked = recorder.now_ns();
+    let answer = coordinator_call(router, m, ApiKey::OffsetCommit, 7, RequestKind::OffsetCommit(request)).await;
+    let code = match &answer {
+        Ok(ResponseKind::OffsetCommit(r)) => {
+            r.topics.first().and_then(|t| t.partitions.first()).map(|p| ErrorCode(p.error_code))
+        }
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::NONE) => {
+            recorder.record(config.process, invoked, Outcome::Ok, op);
+            Ok(())
+        }
+        Some(code) => {
+            // A refused commit: nothing was stored, except for the coordinator errors that
+            // follow a write that timed out (it may still land).
+            let outcome = if matches!(code, ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::NOT_COORDINATOR) {
+                Outcome::Info
+            } else {
+                Outcome::Fail
+            };
+            recorder.record(config.process, invoked, outcome, op);
+            m.generation = -1;
+            Err(classify(code))
+        }
+        None => {
+            recorder.record(config.process, invoked, Outcome::Info, op);
+            m.generation = -1;
+            Err(Rejoin::FindCoordinator)
+        }
+    }
+}
+
+async fn heartbeat(config: &MemberConfig, router: &mut Router, m: &mut Membership) -> Result<(), Rejoin> {
+    let request = HeartbeatRequest::default()
+        .with_group_id(GroupId(text(&config.group)))
+        .with_generation_id(m.generation)
+        .with_member_id(text(&m.member_id));
+    match coordinator_call(router, m, ApiKey::Heartbeat, 3, RequestKind::Heartbeat(request)).await {
+        Ok(ResponseKind::Heartbeat(r)) if ErrorCode(r.error_code).is_none() => Ok(()),
+        Ok(ResponseKind::Heartbeat(r)) => {
+            m.generation = -1;
+            Err(classify(ErrorCode(r.error_code)))
+        }
+        _ => {
+            m.generation = -1;
+            Err(Rejoin::FindCoordinator)
+        }
+    }
+}
+
+async fn leave(config: &MemberConfig, router: &mut Router, m: &Membership) {
+    if m.member_id.is_empty() || m.coordinator.is_none() {
+        return;
+    }
+    let request = LeaveGroupRequest::default()
+        .with_group_id(GroupId(text(&config.group)))
+        .with_members(vec![MemberIdentity::default().with_member_id(text(&m.member_id))]);
+    let _ = coordinator_call(router, m, ApiKey::LeaveGroup, 3, RequestKind::LeaveGroup(request)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_assignment_gives_contiguous_ranges_and_the_first_members_one_more() {
+        let members = vec!["b".to_string(), "a".to_string(), "c".to_string()];
+        let assigned = range_assign(&members, 7);
+        assert_eq!(assigned["a"], vec![0, 1, 2]);
+        assert_eq!(assigned["b"], vec![3, 4]);
+        assert_eq!(assigned["c"], vec![5, 6]);
+    }
+
+    #[test]
+    fn an_assignment_round_trips_through_the_consumer_protocol() {
+        let bytes = encode_assignment("t", &[1, 4]);
+        assert_eq!(decode_assignment(bytes, "t"), Some(vec![1, 4]));
+        assert_eq!(decode_assignment(Bytes::new(), "t"), Some(vec![]));
+    }
+}
