@@ -178,6 +178,9 @@ pub async fn join_group(
         member_id_entropy: groups::member_id_entropy(),
     };
     let member_id = join.member_id.clone();
+    if let Err(code) = groups::check_coordinator(broker, &join.group_id) {
+        return join_response(JoinReply::error(code, &member_id), version);
+    }
     let (waiter, rx) = broker.groups.park();
     let out = broker.groups.core().join(now_ms(), join, waiter);
     dispatch(broker, out);
@@ -233,6 +236,9 @@ pub async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest, version
         protocol_name: opt_string(&request.protocol_name),
         assignments: request.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
     };
+    if let Err(code) = groups::check_coordinator(broker, &sync.group_id) {
+        return SyncGroupResponse::default().with_error_code(code.0);
+    }
     let (waiter, rx) = broker.groups.park();
     let out = broker.groups.core().sync(now_ms(), sync, waiter);
     dispatch(broker, out);
@@ -253,6 +259,9 @@ pub async fn sync_group(broker: &Arc<Broker>, request: SyncGroupRequest, version
 // ---------------------------------------------------------------- Heartbeat / LeaveGroup
 
 pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(code) = groups::check_coordinator(broker, &request.group_id) {
+        return HeartbeatResponse::default().with_error_code(code.0);
+    }
     let code = broker.groups.core().heartbeat(
         now_ms(),
         &request.group_id,
@@ -269,7 +278,10 @@ pub fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i1
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let (code, codes, out) = broker.groups.core().leave(now_ms(), &request.group_id, &leaving);
+    let (code, codes, out) = match groups::check_coordinator(broker, &request.group_id) {
+        Ok(()) => broker.groups.core().leave(now_ms(), &request.group_id, &leaving),
+        Err(code) => (code, Vec::new(), crate::group::Output::default()),
+    };
     dispatch(broker, out);
     if version < 3 {
         // One member, no member list: its error is the group's.
@@ -322,7 +334,10 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
         group_instance_id: opt_string(&request.group_instance_id),
         offsets,
     };
-    let (decided, write) = broker.groups.core().commit_offsets(now, commit);
+    let (decided, write) = match groups::check_coordinator(broker, &commit.group_id) {
+        Ok(()) => broker.groups.core().commit_offsets(now, commit),
+        Err(code) => (commit.offsets.iter().map(|(tp, _)| (tp.clone(), code)).collect(), None),
+    };
     let result = match &write {
         Some(write) => match groups::append(broker, write) {
             Ok(awaiting) => groups::await_replication(broker, awaiting).await,
@@ -374,6 +389,7 @@ fn fetch_group(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<
             .flat_map(|(name, indexes)| indexes.iter().map(|i| TopicPartition::new(name.clone(), *i)))
             .collect()
     });
+    groups::check_coordinator(broker, group_id)?;
     let found = broker.groups.core().fetch_offsets(group_id, wanted.as_deref())?;
     let mut by_topic: BTreeMap<String, Vec<(i32, i64, i32, String)>> = BTreeMap::new();
     for (tp, value) in found {
@@ -507,7 +523,9 @@ pub fn describe_groups(broker: &Broker, request: DescribeGroupsRequest, version:
         .map(|id| {
             let described = DescribedGroup::default().with_group_id(id.clone());
             let described = if version >= 3 { described.with_authorized_operations(i32::MIN) } else { described };
-            match broker.groups.core().describe(id) {
+            let described_group =
+                groups::check_coordinator(broker, id).and_then(|()| broker.groups.core().describe(id));
+            match described_group {
                 Ok(g) => {
                     let members = g
                         .members
@@ -542,7 +560,7 @@ pub fn describe_groups(broker: &Broker, request: DescribeGroupsRequest, version:
 pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
     for id in &request.groups_names {
-        let decided = broker.groups.core().delete(id);
+        let decided = groups::check_coordinator(broker, id).and_then(|()| broker.groups.core().delete(id));
         let code = match decided {
             Err(code) => code,
             Ok(write) => {

@@ -213,8 +213,34 @@ pub async fn group_loop(broker: Arc<Broker>, shutdown: super::signal::Signal<()>
     }
 }
 
+/// Whether this broker may answer for `group_id` now: its controller lease holds (it cannot
+/// have been replaced as leader behind its back), and it still leads the group's partition at
+/// the epoch it loaded it at. Checked on every group request, so a zombie coordinator (cut
+/// off, or just back and not yet told it was replaced) never answers from stale state; the
+/// client looks the coordinator up again.
+pub fn check_coordinator(broker: &Broker, group_id: &str) -> Result<(), ErrorCode> {
+    let (partition, loaded) = {
+        let core = broker.groups.core();
+        let partition = core.partition_for(group_id);
+        (partition, core.partitions().get(&partition).copied())
+    };
+    let Some(loaded) = loaded else { return Ok(()) }; // the core answers NOT_COORDINATOR
+    if broker.controller_lease_expired(now_ms()) {
+        return Err(ErrorCode::NOT_COORDINATOR);
+    }
+    let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
+    let partition = broker.partition(&tp).ok_or(ErrorCode::NOT_COORDINATOR)?;
+    let p = partition.lock();
+    if p.is_leader() && p.leader_epoch().0 == loaded.leader_epoch() {
+        Ok(())
+    } else {
+        Err(ErrorCode::NOT_COORDINATOR)
+    }
+}
+
 /// Brings the coordinator's partitions in line with the `__consumer_offsets` partitions this
-/// broker leads, and loads those that are waiting.
+/// broker leads (none while its controller lease has expired), and loads those that are
+/// waiting.
 fn follow_leadership(broker: &Arc<Broker>) {
     let replicas: Vec<(i32, SharedPartition)> = broker
         .meta()
@@ -223,8 +249,10 @@ fn follow_leadership(broker: &Arc<Broker>) {
         .filter(|(tp, _)| tp.topic == OFFSETS_TOPIC)
         .map(|(tp, p)| (tp.partition, p.clone()))
         .collect();
+    let zombie = broker.controller_lease_expired(now_ms());
     let led: BTreeMap<i32, i32> = replicas
         .iter()
+        .filter(|_| !zombie)
         .filter_map(|(index, p)| {
             let p = p.lock();
             p.is_leader().then(|| (*index, p.leader_epoch().0))

@@ -87,10 +87,13 @@ pub async fn controller_link(broker: Arc<Broker>, shutdown: Signal<()>) {
                 Some(broker_epoch) => {
                     let logs = broker.replica_logs();
                     let request = ControllerRequest::Heartbeat { node_id: broker.node_id, broker_epoch, logs };
+                    let sent_at = now_ms();
                     match broker.controller_call(request).await {
                         Ok(ControllerReply::Heartbeat { fenced }) => {
                             if fenced {
                                 wait = interval.min(Duration::from_millis(50));
+                            } else {
+                                broker.renew_controller_lease(sent_at);
                             }
                         }
                         Ok(other) => tracing::warn!(?other, "unexpected controller reply"),

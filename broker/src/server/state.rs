@@ -219,6 +219,11 @@ pub struct Broker {
     pub observation_tap: Arc<ObservationTap>,
     /// The group coordinator (for the `__consumer_offsets` partitions this broker leads).
     pub groups: super::groups::Groups,
+    /// Until when (ms) this broker's view of leadership is known to be current: the send time
+    /// of its last heartbeat that the controller answered, plus `broker.session.timeout.ms`.
+    /// The controller cannot have fenced it (and moved its leaderships) before then; after it,
+    /// the broker may be a zombie, and its group coordinator stops answering.
+    controller_lease_until_ms: Mutex<i64>,
 }
 
 /// What the simulator's state checks may see of one replica (never private fields).
@@ -268,7 +273,19 @@ impl Broker {
             // On in simulator builds: the simulator's state checks read every change.
             observation_tap: Arc::new(ObservationTap::new(cfg!(madsim))),
             groups,
+            controller_lease_until_ms: Mutex::new(i64::MIN),
         })
+    }
+
+    /// The controller answered a heartbeat sent at `sent_at_ms`, unfenced.
+    pub fn renew_controller_lease(&self, sent_at_ms: i64) {
+        let mut until = self.controller_lease_until_ms.lock().expect("not poisoned");
+        *until = (*until).max(sent_at_ms + self.config.session_timeout_ms);
+    }
+
+    /// Whether the controller may have fenced this broker by `now_ms` (see the field).
+    pub fn controller_lease_expired(&self, now_ms: i64) -> bool {
+        now_ms >= *self.controller_lease_until_ms.lock().expect("not poisoned")
     }
 
     pub fn meta(&self) -> MutexGuard<'_, MetaState> {
