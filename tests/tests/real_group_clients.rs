@@ -86,3 +86,44 @@ fn aiokafka_group_consumer_resumes_after_its_commits() {
 fn kafkajs_consumer_run_in_a_group_resumes_after_its_commits() {
     reads_commits_and_resumes("kafkajs");
 }
+
+/// `broker groups` (the lag view of `kafka-consumer-groups.sh`) against a running broker: the
+/// group is listed, and each partition shows the committed offset, the log end and the lag.
+#[test]
+fn the_groups_command_lists_the_group_and_shows_committed_offsets_log_ends_and_lag() {
+    let broker = InProcessBroker::start("127.0.0.1:0", &[("group.initial.rebalance.delay.ms", "0")]);
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap, "lagging", PARTITIONS);
+    produce(&bootstrap, "lagging", 0, 30);
+    assert_eq!(consume("confluent", &bootstrap, "lagging", "lag-group", 30, "1").len(), 30);
+    // Five more that nobody reads: partitions 0, 1, 2, 0, 1 (records go to i % 3).
+    produce(&bootstrap, "lagging", 30, 35);
+    let groups = |args: &[&str]| {
+        let output = run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_gregor-broker"))
+                .arg("groups")
+                .args(["--bootstrap-server", &bootstrap])
+                .args(args),
+            Duration::from_secs(60),
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "broker groups {args:?}: {}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let listed = groups(&["--list"]);
+    assert!(listed.lines().any(|l| l.starts_with("lag-group") && l.contains("Empty")), "{listed}");
+    let described = groups(&["--describe", "--group", "lag-group"]);
+    let rows: Vec<Vec<&str>> =
+        described.lines().filter(|l| l.starts_with("lagging ")).map(|l| l.split_whitespace().collect()).collect();
+    let expected =
+        [["lagging", "0", "10", "12", "2"], ["lagging", "1", "10", "12", "2"], ["lagging", "2", "10", "11", "1"]];
+    assert_eq!(rows.len(), 3, "{described}");
+    for (row, expected) in rows.iter().zip(expected) {
+        assert_eq!(&row[..5], &expected[..], "{described}");
+    }
+    broker.shutdown();
+}

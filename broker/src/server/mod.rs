@@ -15,6 +15,8 @@ pub mod connection;
 pub mod controller_rpc;
 pub mod group_handlers;
 pub mod groups;
+#[cfg(not(madsim))]
+pub mod groups_cli;
 pub mod halt;
 pub mod handlers;
 pub mod replication;
@@ -228,10 +230,16 @@ async fn housekeeping_loop(broker: Arc<Broker>, shutdown: Signal<()>) {
     }
 }
 
-/// The `broker` binary: `broker [--config FILE | FILE] [--override key=value]...`.
+/// The `broker` binary: `broker [--config FILE | FILE] [--override key=value]...`, or
+/// `broker groups ...` (see `groups_cli`).
 #[cfg(not(madsim))]
 pub fn cli_main() -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("groups") {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(groups_cli::run(&args[1..]));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -268,6 +276,7 @@ async fn wait_for_signal() {
 }
 
 const USAGE: &str = "usage: broker [--config server.properties | server.properties] [--override key=value]...
+       broker groups --bootstrap-server HOST:PORT (--list | --describe (--group GROUP | --all-groups))
 
 Starts a Gregor node. With no arguments it is one broker and its controller (process.roles=broker,controller),
 listens on 127.0.0.1:9092 and keeps data in ./data. A cluster: one node with process.roles=controller (or both)
