@@ -8,7 +8,10 @@
 
 use super::group::{Group, GroupState, MemberSummary};
 use super::records::{partition_for, GroupRecord, GroupValue, OffsetValue};
-use super::{AfterWrite, GroupConfig, JoinReply, JoinRequest, Output, Reply, SyncReply, SyncRequest, WaiterId, Write};
+use super::{
+    AfterWrite, GroupConfig, JoinReply, JoinRequest, Output, Reply, SyncReply, SyncRequest, WaiterId, Write,
+    ASSIGNMENT_BYTES_MAX, MEMBER_METADATA_BYTES_MAX, MEMBER_PROTOCOLS_MAX, NAME_BYTES_MAX,
+};
 use crate::types::{ErrorCode, TopicPartition};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -87,7 +90,7 @@ impl GroupCoordinator {
 
     /// The group's partition if it is loaded here; otherwise the error the client acts on.
     pub fn route(&self, group_id: &str) -> Result<i32, ErrorCode> {
-        if group_id.is_empty() {
+        if group_id.is_empty() || group_id.len() > NAME_BYTES_MAX {
             return Err(ErrorCode::INVALID_GROUP_ID);
         }
         let partition = self.partition_for(group_id);
@@ -185,6 +188,11 @@ impl GroupCoordinator {
             refuse(&mut out, ErrorCode::INVALID_SESSION_TIMEOUT, &request);
             return out;
         }
+        if let Err(why) = check_join_bounds(&request) {
+            tracing::warn!(group = %request.group_id, why, "JoinGroup refused");
+            refuse(&mut out, ErrorCode::INVALID_REQUEST, &request);
+            return out;
+        }
         if !self.groups.contains_key(&request.group_id) {
             if !request.member_id.is_empty() {
                 refuse(&mut out, ErrorCode::UNKNOWN_MEMBER_ID, &request);
@@ -206,6 +214,13 @@ impl GroupCoordinator {
 
     pub fn sync(&mut self, now_ms: i64, request: SyncRequest, waiter: WaiterId) -> Output {
         let mut out = Output::default();
+        if request.assignments.len() > self.config.max_size
+            || request.assignments.iter().any(|(m, a)| m.len() > NAME_BYTES_MAX || a.len() > ASSIGNMENT_BYTES_MAX)
+        {
+            tracing::warn!(group = %request.group_id, "SyncGroup refused: an assignment beyond its bounds");
+            out.reply(waiter, Reply::Sync(SyncReply::error(ErrorCode::INVALID_REQUEST)));
+            return out;
+        }
         let found = self
             .route(&request.group_id)
             .and_then(|_| self.groups.get_mut(&request.group_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID));
@@ -443,6 +458,25 @@ impl GroupCoordinator {
         }
         Ok(tombstones(group))
     }
+}
+
+/// A JoinGroup's names and metadata within what a group keeps and stores.
+fn check_join_bounds(request: &JoinRequest) -> Result<(), String> {
+    let names = [Some(&request.member_id), request.group_instance_id.as_ref(), Some(&request.protocol_type)];
+    if names.into_iter().flatten().any(|n| n.len() > NAME_BYTES_MAX) {
+        return Err(format!("a member id, instance id or protocol type is longer than {NAME_BYTES_MAX} bytes"));
+    }
+    if request.protocols.len() > MEMBER_PROTOCOLS_MAX {
+        return Err(format!("{} protocols offered, at most {MEMBER_PROTOCOLS_MAX}", request.protocols.len()));
+    }
+    if request.protocols.iter().any(|(name, _)| name.len() > NAME_BYTES_MAX) {
+        return Err(format!("a protocol name is longer than {NAME_BYTES_MAX} bytes"));
+    }
+    let metadata: usize = request.protocols.iter().map(|(_, m)| m.len()).sum();
+    if metadata > MEMBER_METADATA_BYTES_MAX {
+        return Err(format!("{metadata} bytes of protocol metadata, at most {MEMBER_METADATA_BYTES_MAX}"));
+    }
+    Ok(())
 }
 
 /// The records that remove a group and every offset it committed.

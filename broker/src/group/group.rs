@@ -322,6 +322,8 @@ impl Group {
         out: &mut Output,
     ) {
         let prefix = request.group_instance_id.as_deref().unwrap_or(&request.client_id);
+        // A client id can be long (32 KiB): the member id keeps a readable start of it.
+        let prefix: String = prefix.chars().take(200).collect();
         let new_member_id = format!("{prefix}-{}", uuid_string(request.member_id_entropy));
         if let Some(instance) = request.group_instance_id.clone() {
             if let Some(old_member_id) = self.static_members.get(&instance).cloned() {

@@ -33,6 +33,17 @@ pub use records::{partition_for, GroupRecord, GroupValue, MemberValue, OffsetVal
 use crate::types::ErrorCode;
 use bytes::Bytes;
 
+/// Longest group id, member id, instance id, protocol type or protocol name taken (bytes):
+/// they are stored as `int16`-length strings in `__consumer_offsets`.
+pub const NAME_BYTES_MAX: usize = 16_384;
+/// Protocols one JoinGroup may offer.
+pub const MEMBER_PROTOCOLS_MAX: usize = 64;
+/// Bytes of protocol metadata one member may send (all its protocols together): every member's
+/// is kept and written with the group's generation.
+pub const MEMBER_METADATA_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes of one member's assignment in the leader's SyncGroup.
+pub const ASSIGNMENT_BYTES_MAX: usize = 1024 * 1024;
+
 /// Names a parked JoinGroup or SyncGroup request; chosen by the server, unique per process.
 pub type WaiterId = u64;
 

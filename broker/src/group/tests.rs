@@ -398,6 +398,29 @@ fn a_coordinator_holds_at_most_its_groups_max() {
 }
 
 #[test]
+fn joins_and_assignments_beyond_their_bounds_are_refused_before_anything_is_kept() {
+    let mut c = coordinator();
+    let big = Bytes::from(vec![0u8; MEMBER_METADATA_BYTES_MAX + 1]);
+    let out = c.join(0, JoinRequest { protocols: vec![("range".to_string(), big)], ..join("", 1) }, 1);
+    assert_eq!(join_reply(&out, 1).error, ErrorCode::INVALID_REQUEST);
+    let many = (0..=MEMBER_PROTOCOLS_MAX).map(|i| (format!("p{i}"), Bytes::new())).collect();
+    let out = c.join(0, JoinRequest { protocols: many, ..join("", 1) }, 2);
+    assert_eq!(join_reply(&out, 2).error, ErrorCode::INVALID_REQUEST);
+    let out = c.join(0, JoinRequest { group_instance_id: Some("i".repeat(NAME_BYTES_MAX + 1)), ..join("", 1) }, 3);
+    assert_eq!(join_reply(&out, 3).error, ErrorCode::INVALID_REQUEST);
+    let out = c.join(0, JoinRequest { group_id: "g".repeat(NAME_BYTES_MAX + 1), ..join("", 1) }, 4);
+    assert_eq!(join_reply(&out, 4).error, ErrorCode::INVALID_GROUP_ID);
+    assert!(c.describe("g").is_ok_and(|g| g.members.is_empty()), "nothing was kept");
+    let (a, _) = stable_pair(&mut c);
+    let huge = vec![(a.clone(), Bytes::from(vec![0u8; ASSIGNMENT_BYTES_MAX + 1]))];
+    let out = c.sync(DELAY_MS + 500, SyncRequest { assignments: huge, ..sync(&a, 1, &[]) }, 9);
+    assert_eq!(sync_reply(&out, 9).error, ErrorCode::INVALID_REQUEST);
+    // A client id of the protocol's longest still makes a member id that can be stored.
+    let out = c.join(0, JoinRequest { group_id: "h".to_string(), client_id: "c".repeat(32_767), ..join("", 1) }, 10);
+    assert!(join_reply(&out, 10).member_id.len() < 300);
+}
+
+#[test]
 fn a_member_that_leaves_is_gone_at_once_and_the_last_one_empties_the_group() {
     let mut c = coordinator();
     let (a, b) = stable_pair(&mut c);
