@@ -74,6 +74,11 @@ async def aiokafka():
     return read
 
 
-read = confluent() if client == "confluent" else asyncio.run(aiokafka())
+if client == "confluent":
+    read = confluent()
+elif client == "aiokafka":
+    read = asyncio.run(aiokafka())
+else:
+    raise SystemExit(f"unknown client {client}")
 for partition, offset, value in read:
     print(partition, offset, value)

@@ -30,19 +30,24 @@ fn produce(bootstrap: &str, topic: &str, from: usize, to: usize) {
     }
 }
 
-/// The values a run of `group_consume.py` read, sorted.
+/// The values a run of the client's group consumer script read, sorted.
 fn consume(client: &str, bootstrap: &str, topic: &str, group: &str, count: usize, idle_s: &str) -> Vec<String> {
-    let output = run_bounded(
-        Command::new(python()).arg(python_script("group_consume.py")).args([
-            client,
-            bootstrap,
-            topic,
-            group,
-            &count.to_string(),
-            idle_s,
-        ]),
-        Duration::from_secs(120),
-    );
+    let count = count.to_string();
+    let mut command = match client {
+        "kafkajs" => {
+            let mut node = Command::new(std::env::var("GREGOR_NODE").unwrap_or_else(|_| "node".to_string()));
+            node.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("js/group_consume.js"));
+            node.args([bootstrap, topic, group, &count, idle_s]);
+            node
+        }
+        "confluent" | "aiokafka" => {
+            let mut python = Command::new(python());
+            python.arg(python_script("group_consume.py")).args([client, bootstrap, topic, group, &count, idle_s]);
+            python
+        }
+        other => panic!("no group consumer script for {other}"),
+    };
+    let output = run_bounded(&mut command, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{client} consumer failed\nstdout:\n{stdout}\nstderr:\n{stderr}");

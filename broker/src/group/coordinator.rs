@@ -6,7 +6,7 @@
 //! unloads the partition: its groups' parked requests get NOT_COORDINATOR and the groups are
 //! dropped (the new leader loads them from the records).
 
-use super::group::{Group, GroupState, MemberSummary};
+use super::membership::{Group, GroupState, MemberSummary};
 use super::records::{partition_for, GroupRecord, GroupValue, OffsetValue};
 use super::{
     AfterWrite, GroupConfig, JoinReply, JoinRequest, Output, Reply, SyncReply, SyncRequest, WaiterId, Write,

@@ -3,7 +3,7 @@
 //!
 //! - [`records`]: the records of `__consumer_offsets` in Kafka's format, and which partition
 //!   holds a group.
-//! - [`group`]: one group's membership and rebalance (JoinGroup, SyncGroup, Heartbeat,
+//! - [`membership`]: one group's membership and rebalance (JoinGroup, SyncGroup, Heartbeat,
 //!   LeaveGroup, session and rebalance timeouts, static members).
 //! - [`coordinator`]: the groups of the `__consumer_offsets` partitions this broker leads,
 //!   loaded by replaying those partitions; offsets (commit, fetch, retention).
@@ -21,13 +21,13 @@
 //! completes, times out, or the coordinator moves).
 
 pub mod coordinator;
-pub mod group;
+pub mod membership;
 pub mod records;
 #[cfg(test)]
 mod tests;
 
 pub use coordinator::{CommitRequest, GroupCoordinator, GroupSummary, LoadState, OffsetFetch};
-pub use group::{GroupState, MemberSummary};
+pub use membership::{GroupState, MemberSummary};
 pub use records::{partition_for, GroupRecord, GroupValue, MemberValue, OffsetValue};
 
 use crate::types::ErrorCode;

@@ -176,9 +176,9 @@ fn commits_are_fenced_by_member_and_generation_and_visible_only_once_written() {
     let (codes, write) = c.commit_offsets(10_000, commit(1, &a, 7));
     assert_eq!(codes[0].1, ErrorCode::NONE);
     let write = write.expect("records to write");
-    assert_eq!(c.fetch_offsets("g", Some(&[tp.clone()])).unwrap()[0].1, None, "not before it is committed");
+    assert_eq!(c.fetch_offsets("g", Some(std::slice::from_ref(&tp))).unwrap()[0].1, None, "not before it is committed");
     let _ = c.written(10_001, &write, Ok(()));
-    assert_eq!(c.fetch_offsets("g", Some(&[tp.clone()])).unwrap()[0].1, Some(value(7)));
+    assert_eq!(c.fetch_offsets("g", Some(std::slice::from_ref(&tp))).unwrap()[0].1, Some(value(7)));
     // A failed write changes nothing.
     let (_, write) = c.commit_offsets(10_002, commit(1, &a, 9));
     let _ = c.written(10_003, &write.unwrap(), Err(ErrorCode::NOT_COORDINATOR));

@@ -81,7 +81,7 @@ pub async fn find_coordinator(
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let (_, found) = results.pop().expect("one key before v4");
-    let response = match found {
+    match found {
         Ok((node, host, port)) => {
             FindCoordinatorResponse::default().with_node_id(BrokerId(node)).with_host(str_bytes(host)).with_port(port)
         }
@@ -97,8 +97,7 @@ pub async fn find_coordinator(
                 r
             }
         }
-    };
-    response
+    }
 }
 
 type Found = Result<(i32, String, i32), (ErrorCode, String)>;

@@ -100,7 +100,7 @@ async fn call(addr: &str, api: ApiKey, version: i16, body: RequestKind) -> anyho
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {addr} timed out"))??;
     conn.request_timeout = REQUEST_TIMEOUT;
-    Ok(conn.send(api, version, body).await.map_err(|e| anyhow::anyhow!("{api:?} to {addr}: {e}"))?)
+    conn.send(api, version, body).await.map_err(|e| anyhow::anyhow!("{api:?} to {addr}: {e}"))
 }
 
 fn text(s: &str) -> StrBytes {

@@ -377,7 +377,7 @@ impl Group {
                 self.maybe_complete_join(now_ms, out);
             }
             GroupState::CompletingRebalance | GroupState::Stable
-                if !protocols_changed && !(self.state == GroupState::Stable && self.is_leader(&member_id)) =>
+                if !(protocols_changed || self.state == GroupState::Stable && self.is_leader(&member_id)) =>
             {
                 // Nothing changed: the member missed its answer; give it the generation again.
                 let member = self.members.get_mut(&member_id).expect("checked");
