@@ -6,6 +6,7 @@
 use broker::protocol::client::{encode_batch, BatchRecord, Connection};
 use broker::server::{self, BrokerConfig, BrokerHandle};
 use broker::storage::real::RealDisk;
+use broker::types::TopicPartition;
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -74,6 +75,15 @@ impl Cluster {
         let controller = self.controller.controller.as_ref().unwrap().lock().unwrap();
         let p = controller.image().partition(topic, 0).unwrap();
         (p.leader, p.isr.clone(), p.leader_epoch)
+    }
+
+    /// The ISR of partition 0 as broker `node` itself has replayed it (it learns a change a
+    /// moment after the controller committed it).
+    fn isr_seen_by(&self, node: i32, topic: &str) -> Vec<i32> {
+        let handle = self.brokers[node as usize - 1].as_ref().unwrap();
+        let partition = handle.broker.as_ref().unwrap().partition(&TopicPartition::new(topic, 0)).unwrap();
+        let isr = partition.lock().image().isr.clone();
+        isr
     }
 }
 
@@ -229,6 +239,7 @@ async fn below_min_isr_acks_1_writes_stay_invisible_until_the_isr_recovers() {
     let config = handle.broker.as_ref().unwrap().config.clone();
     handle.shutdown().await.unwrap();
     eventually("the ISR shrinks", || cluster.leadership("strict").1.len() == 2).await;
+    eventually("the leader knows", || cluster.isr_seen_by(leader, "strict").len() == 2).await;
     let mut conn = connect(&cluster.addr(leader)).await;
     assert_eq!(produce(&mut conn, "strict", "refused", -1).await.0, 19, "NOT_ENOUGH_REPLICAS");
     assert_eq!(produce(&mut conn, "strict", "acks-1", 1).await, (0, 1), "appended at offset 1");
