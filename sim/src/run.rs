@@ -13,10 +13,11 @@ use crate::check::availability::{
     TakeoverRules,
 };
 use crate::check::exits::check_exits;
+use crate::check::groups::{acknowledged_commits, group_progress};
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
-use crate::check::{check_history, Violation};
+use crate::check::{check_history, final_log_ends, Violation};
 use crate::client::{final_read, run_consumer, run_producer, ProducerConfig, Recorder, StopSignal};
 use crate::cluster::{create_topic, wait_for_catch_up, World};
 use crate::config_draw::ConfigDraw;
@@ -42,6 +43,10 @@ use tokio::time::Instant;
 const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The group the workload's subscribe-mode consumers share.
 const GROUP: &str = "sim-group";
+/// How often the heal phase looks whether the group has committed everything.
+const GROUP_PROGRESS_POLL: Duration = Duration::from_millis(200);
+/// How long a stopped member may take to leave (one LeaveGroup, one request timeout).
+const GROUP_LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a run produced.
 #[derive(Clone, Debug, Serialize)]
@@ -179,6 +184,10 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
         workers.push(node.spawn(task));
     }
 
+    // Group members go on through the heal phase until the group has committed what the final
+    // reads found (group-progress), so they stop on their own signal.
+    let groups_stop = Arc::new(Notify::new());
+    let mut group_workers = Vec::new();
     for g in 0..scenario.workload.group_consumers {
         let name = format!("group-member-{}", g + 1);
         let node = handle.create_node().name(&name).ip(format!("10.0.7.{}", g + 1).parse().expect("ip")).build();
@@ -192,7 +201,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             fetch_max_bytes: config.consumer_fetch_max_bytes as i32,
             slow: g == 0 && scenario.workload.group_slow_member,
         };
-        workers.push(node.spawn(run_group_member(member, recorder.clone(), workload_stop.clone())));
+        group_workers.push(node.spawn(run_group_member(member, recorder.clone(), groups_stop.clone())));
     }
 
     let mut hostile = Vec::new();
@@ -262,6 +271,22 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             });
         }
     }
+    if !group_workers.is_empty() {
+        let ends = final_log_ends(&recorder.history());
+        while Instant::now() < heal_deadline {
+            let committed = acknowledged_commits(&recorder.history());
+            if ends.iter().all(|(p, end)| committed.get(p).copied().unwrap_or(0) >= *end) {
+                break;
+            }
+            tokio::time::sleep(GROUP_PROGRESS_POLL).await;
+        }
+        groups_stop.notify_waiters();
+        for worker in group_workers {
+            if tokio::time::timeout(GROUP_LEAVE_TIMEOUT, worker).await.is_err() {
+                liveness_failure.get_or_insert_with(|| "a group member did not leave its group in time".to_string());
+            }
+        }
+    }
     // Caught up: every assigned replica in its leader's ISR, at the leader's log end.
     let caught_up = wait_for_catch_up(&world, &scenario, heal_deadline).await;
     monitor_stop.notify_waiters();
@@ -307,6 +332,9 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     }
     violations.extend(world.with_controller_records(|_, records| check_leader_from_isr(records)).unwrap_or_default());
     violations.extend(check_history(&history, liveness_failure.is_none()));
+    if scenario.workload.group_consumers > 0 && liveness_failure.is_none() {
+        violations.extend(group_progress(&history, &final_log_ends(&history)));
+    }
     let final_observations = world.observe_all();
     let fewest_segments = world.fewest_segments(&scenario.topic.name, scenario.topic.partitions);
     let faults = faults.lock().expect("faults").clone();

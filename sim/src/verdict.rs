@@ -49,7 +49,8 @@ impl Verdict {
 }
 
 /// Invariants that say the cluster was unavailable when it should not have been.
-pub const LIVENESS_INVARIANTS: &[&str] = &["leader-takeover", "progress-in-budget", "catch-up-after-heal"];
+pub const LIVENESS_INVARIANTS: &[&str] =
+    &["leader-takeover", "progress-in-budget", "catch-up-after-heal", "group-progress"];
 
 pub fn is_liveness(invariant: &str) -> bool {
     LIVENESS_INVARIANTS.contains(&invariant)

@@ -6,6 +6,7 @@
 //! | `single-owner` | no two members are given one partition in one generation |
 //! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged |
 //! | `committed-offsets-durable` | an OffsetFetch never answers below a commit acknowledged before it was asked (coordinator failover and crashes included) |
+//! | `group-progress` (liveness) | by the end of the heal phase the group has consumed and committed every partition to the end the final read found |
 //!
 //! `committed-offsets-durable` relies on the workload committing each partition's offsets in
 //! increasing order within a generation and resuming from the committed offset after every
@@ -113,6 +114,41 @@ pub fn committed_offsets_durable(history: &History) -> Vec<Violation> {
     violations
 }
 
+/// The highest acknowledged commit of each partition.
+pub fn acknowledged_commits(history: &History) -> BTreeMap<Partition, i64> {
+    let mut highest: BTreeMap<Partition, i64> = BTreeMap::new();
+    for o in &history.operations {
+        if let (Op::GroupCommit { partition, offset, .. }, Outcome::Ok) = (&o.op, o.outcome) {
+            let h = highest.entry(*partition).or_insert(*offset);
+            *h = (*h).max(*offset);
+        }
+    }
+    highest
+}
+
+/// `group-progress`: every partition's acknowledged commits reach `log_ends` (what the final
+/// reads found; partitions without one are not judged). A liveness check: the group stalled
+/// (no coordinator, a rebalance that never ends, members that never get partitions).
+pub fn group_progress(history: &History, log_ends: &BTreeMap<Partition, i64>) -> Vec<Violation> {
+    let committed = acknowledged_commits(history);
+    log_ends
+        .iter()
+        .filter_map(|(&partition, &end)| {
+            let reached = committed.get(&partition).copied().unwrap_or(0);
+            (reached < end).then(|| Violation {
+                invariant: "group-progress",
+                partition,
+                offsets: vec![reached, end],
+                values: vec![],
+                operations: vec![],
+                detail: format!(
+                    "when the heal phase ended the group had committed partition {partition} up to {reached}, not to its end {end}"
+                ),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +210,20 @@ mod tests {
             committed("b", 2, 0, 6, (26, 31), Outcome::Ok),
         ]);
         assert!(commit_fenced(&fine).is_empty());
+    }
+
+    #[test]
+    fn group_progress_fails_when_commits_stop_short_of_the_end_and_passes_at_it() {
+        let h = history(vec![
+            committed("a", 1, 0, 5, (1, 2), Outcome::Ok),
+            committed("a", 1, 0, 9, (3, 4), Outcome::Info),
+            committed("b", 1, 1, 7, (3, 4), Outcome::Ok),
+        ]);
+        let ends: BTreeMap<Partition, i64> = [(0, 9), (1, 7), (2, 0)].into();
+        let found = group_progress(&h, &ends);
+        assert_eq!(found.len(), 1, "only partition 0 (its commit to 9 was never acknowledged): {found:?}");
+        assert_eq!((found[0].invariant, found[0].partition), ("group-progress", 0));
+        assert!(group_progress(&h, &[(1, 7)].into()).is_empty());
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl FinalRead {
     }
 }
 
+/// The end each partition's final read reached (the heal phase's ListLatest).
+pub fn final_log_ends(history: &History) -> BTreeMap<Partition, i64> {
+    final_reads(history).into_iter().map(|(p, read)| (p, read.log_end)).collect()
+}
+
 fn final_reads(history: &History) -> BTreeMap<Partition, FinalRead> {
     let mut reads: BTreeMap<Partition, FinalRead> = BTreeMap::new();
     for o in history.operations.iter().filter(|o| o.process.is_final_reader() && o.outcome == Outcome::Ok) {
