@@ -83,10 +83,14 @@ pub enum Bug {
     /// A coordinator that loads a `__consumer_offsets` partition replays its groups but not
     /// their offset commits: after a coordinator moves, acknowledged commits are gone.
     OffsetsNotReplayed = 16777216,
+    /// A coordinator that takes a `__consumer_offsets` partition over from another (leader
+    /// epoch above 0) never finishes loading it: its groups get COORDINATOR_LOAD_IN_PROGRESS
+    /// for good. Nothing is lost or reordered; the group just stops.
+    LoadNeverCompletes = 33554432,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 25] = [
+    pub const ALL: [Bug; 26] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -112,6 +116,7 @@ impl Bug {
         Bug::CommitOldGeneration,
         Bug::SyncGivesLeadersAssignment,
         Bug::OffsetsNotReplayed,
+        Bug::LoadNeverCompletes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -141,6 +146,7 @@ impl Bug {
             Bug::CommitOldGeneration => "commit-old-generation",
             Bug::SyncGivesLeadersAssignment => "sync-gives-leaders-assignment",
             Bug::OffsetsNotReplayed => "offsets-not-replayed",
+            Bug::LoadNeverCompletes => "load-never-completes",
         }
     }
 

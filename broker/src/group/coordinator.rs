@@ -117,6 +117,9 @@ impl GroupCoordinator {
         if self.partitions.get(&partition) != Some(&LoadState::Loading { leader_epoch }) {
             return 0;
         }
+        if leader_epoch > 0 && crate::planted::active(crate::planted::Bug::LoadNeverCompletes) {
+            return 0;
+        }
         let mut stored: BTreeMap<String, (Option<GroupValue>, BTreeMap<TopicPartition, OffsetValue>)> = BTreeMap::new();
         for record in records {
             match record {
