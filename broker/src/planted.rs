@@ -87,10 +87,14 @@ pub enum Bug {
     /// epoch above 0) never finishes loading it: its groups get COORDINATOR_LOAD_IN_PROGRESS
     /// for good. Nothing is lost or reordered; the group just stops.
     LoadNeverCompletes = 33554432,
+    /// The log cleaner keeps the records a newer one of the same key supersedes and drops the
+    /// newest one (its comparison is the wrong way round): a compacted `__consumer_offsets`
+    /// replays an older commit than the one acknowledged.
+    CleanerDropsNewest = 67108864,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 26] = [
+    pub const ALL: [Bug; 27] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -117,6 +121,7 @@ impl Bug {
         Bug::SyncGivesLeadersAssignment,
         Bug::OffsetsNotReplayed,
         Bug::LoadNeverCompletes,
+        Bug::CleanerDropsNewest,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +152,7 @@ impl Bug {
             Bug::SyncGivesLeadersAssignment => "sync-gives-leaders-assignment",
             Bug::OffsetsNotReplayed => "offsets-not-replayed",
             Bug::LoadNeverCompletes => "load-never-completes",
+            Bug::CleanerDropsNewest => "cleaner-drops-newest",
         }
     }
 

@@ -132,6 +132,8 @@ pub struct ValidatedBatch {
     /// The largest record timestamp and the offset delta of the first record that has it.
     pub max_timestamp: i64,
     pub offset_delta_of_max_timestamp: i32,
+    /// Whether some record has no key (a compacted topic refuses the batch).
+    pub has_null_key: bool,
 }
 
 /// Validates one batch from a producer: exactly one whole batch, magic 2, CRC-32C, size limit,
@@ -170,8 +172,103 @@ pub fn validate_batch(bytes: &[u8], max_message_bytes: usize) -> Result<Validate
         return Err(LogError::InvalidRecord("producers may not write control batches".to_string()));
     }
     let body = decompress(header.compression(), &bytes[BATCH_HEADER_BYTES..])?;
-    let (max_timestamp, offset_delta_of_max_timestamp) = validate_records(&header, &body)?;
-    Ok(ValidatedBatch { header, max_timestamp, offset_delta_of_max_timestamp })
+    let mut max = (i64::MIN, 0);
+    let mut has_null_key = false;
+    walk_records(&header, &body, Deltas::Dense, |record| {
+        if record.timestamp > max.0 {
+            max = (record.timestamp, record.offset_delta);
+        }
+        has_null_key |= record.key.is_none();
+    })?;
+    Ok(ValidatedBatch { header, max_timestamp: max.0, offset_delta_of_max_timestamp: max.1, has_null_key })
+}
+
+/// Validates one stored batch, as a follower gets it from its leader: exactly one whole batch,
+/// magic 2, CRC-32C, record framing. A stored batch may have been compacted (records removed,
+/// offset deltas with gaps, no records at all), so the deltas need only increase within
+/// `0..=lastOffsetDelta`. Returns its header.
+pub fn validate_stored_batch(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+    let header = parse_header(bytes)?;
+    if header.size != bytes.len() {
+        return Err(LogError::CorruptMessage(format!(
+            "batch claims {} bytes but is {} bytes long",
+            header.size,
+            bytes.len()
+        )));
+    }
+    if !crc_matches(bytes) {
+        return Err(LogError::CorruptMessage(format!("CRC-32C mismatch (header says {:#010x})", header.crc)));
+    }
+    if header.record_count < 0 || header.last_offset_delta < 0 {
+        return Err(LogError::CorruptMessage(format!(
+            "record count {} and lastOffsetDelta {} must not be negative",
+            header.record_count, header.last_offset_delta
+        )));
+    }
+    let body = decompress(header.compression(), &bytes[BATCH_HEADER_BYTES..])?;
+    walk_records(&header, &body, Deltas::Compacted, |_| {})?;
+    Ok(header)
+}
+
+/// The records of a stored batch, for the log cleaner: decompresses the body and returns it
+/// with where each record lies in it. Checks the framing as [`validate_stored_batch`] does.
+pub fn stored_records(batch: &[u8]) -> Result<(BatchHeader, Vec<u8>, Vec<RecordView>), LogError> {
+    let header = parse_header(batch)?;
+    let body = decompress(header.compression(), &batch[BATCH_HEADER_BYTES..header.size.min(batch.len())])?;
+    let mut views = Vec::with_capacity(header.record_count.clamp(0, 1 << 16) as usize);
+    walk_records(&header, &body, Deltas::Compacted, |record| views.push(record))?;
+    Ok((header, body, views))
+}
+
+/// The batch `header` describes, holding only `records` (whole records copied from its body,
+/// in order; their offset and timestamp deltas still hold, relative to the same base), stored
+/// uncompressed. Base offset, lastOffsetDelta, timestamps and producer fields are kept, as
+/// Kafka's cleaner keeps them: a consumer moves past the batch by its lastOffsetDelta, and the
+/// producer's sequence range stays what it was.
+pub fn rebuild(header: &BatchHeader, records: &[u8], record_count: i32) -> Vec<u8> {
+    const COMPRESSION_BITS: i16 = 0x07;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
+    let batch_length = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32;
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&[0; 4]); // CRC, below
+    out.extend_from_slice(&(header.attributes & !COMPRESSION_BITS).to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&record_count.to_be_bytes());
+    out.extend_from_slice(records);
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    debug_assert!(crc_matches(&out));
+    out
+}
+
+/// A batch with no records covering `base_offset ..= base_offset + last_offset_delta`: what
+/// the cleaner leaves where it removed whole batches, so that batches stay contiguous in
+/// offsets (every reader and recovery check the log by that) and a consumer moves past it.
+pub fn empty_batch(base_offset: i64, last_offset_delta: i32, leader_epoch: i32, max_timestamp: i64) -> Vec<u8> {
+    let header = BatchHeader {
+        base_offset,
+        size: BATCH_HEADER_BYTES,
+        partition_leader_epoch: leader_epoch,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta,
+        base_timestamp: max_timestamp,
+        max_timestamp,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        record_count: 0,
+    };
+    rebuild(&header, &[], 0)
 }
 
 /// Decompresses a batch body (identity for uncompressed batches).
@@ -272,55 +369,96 @@ impl Cursor<'_> {
         Ok(())
     }
 
-    /// A length-prefixed field; -1 means null.
-    fn skip_bytes_field(&mut self) -> Result<(), LogError> {
+    /// A length-prefixed field: where it lies, or `None` for null (length -1).
+    fn bytes_field(&mut self) -> Result<Option<std::ops::Range<usize>>, LogError> {
         match self.varint()? {
-            -1 => Ok(()),
+            -1 => Ok(None),
             n if n < 0 => Err(LogError::CorruptMessage(format!("negative field length {n}"))),
-            n => self.skip(n as usize),
+            n => {
+                let start = self.at;
+                self.skip(n as usize)?;
+                Ok(Some(start..self.at))
+            }
         }
     }
 }
 
-/// Walks every record: framing, offset deltas 0..n-1, exact byte count. Returns the largest
-/// timestamp and the offset delta of the first record with it.
-fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(i64, i32), LogError> {
+/// How record offset deltas must run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Deltas {
+    /// A producer's batch: 0, 1, ..., n-1, with lastOffsetDelta n-1.
+    Dense,
+    /// A stored batch, perhaps compacted: strictly increasing within `0..=lastOffsetDelta`.
+    Compacted,
+}
+
+/// One record of a batch body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordView {
+    pub offset_delta: i32,
+    pub timestamp: i64,
+    /// Where the key lies in the body; `None` for a null key.
+    pub key: Option<std::ops::Range<usize>>,
+    /// A null value: a tombstone in a compacted topic.
+    pub value_is_null: bool,
+    /// The whole record (its length prefix included) in the body.
+    pub bytes: std::ops::Range<usize>,
+}
+
+/// Walks every record of `body` (`header.record_count` of them): framing, offset deltas as
+/// `deltas` says, exact byte count; `visit` sees each.
+fn walk_records(
+    header: &BatchHeader,
+    body: &[u8],
+    deltas: Deltas,
+    mut visit: impl FnMut(RecordView),
+) -> Result<(), LogError> {
     let mut cursor = Cursor { bytes: body, at: 0 };
-    let mut max = (i64::MIN, 0);
-    for expected_delta in 0..header.record_count {
+    let mut previous_delta = -1;
+    for index in 0..header.record_count {
+        let start = cursor.at;
         let length = cursor.varint()?;
         if length <= 0 {
             return Err(LogError::CorruptMessage(format!("record length {length}")));
         }
         let end = cursor.at + length as usize;
         if end > body.len() {
-            return Err(LogError::CorruptMessage(format!("record {expected_delta} runs past the batch")));
+            return Err(LogError::CorruptMessage(format!("record {index} runs past the batch")));
         }
         cursor.skip(1)?; // attributes
         let timestamp_delta = cursor.varlong()?;
         let offset_delta = cursor.varint()?;
-        if offset_delta != expected_delta {
-            return Err(LogError::CorruptMessage(format!("record {expected_delta} has offset delta {offset_delta}")));
+        let fits = match deltas {
+            Deltas::Dense => offset_delta == index,
+            Deltas::Compacted => offset_delta > previous_delta && offset_delta <= header.last_offset_delta,
+        };
+        if !fits {
+            return Err(LogError::CorruptMessage(format!(
+                "record {index} has offset delta {offset_delta} after {previous_delta} (lastOffsetDelta {})",
+                header.last_offset_delta
+            )));
         }
-        cursor.skip_bytes_field()?; // key
-        cursor.skip_bytes_field()?; // value
+        previous_delta = offset_delta;
+        let key = cursor.bytes_field()?;
+        let value = cursor.bytes_field()?;
         let headers = cursor.varint()?;
         if headers < 0 {
             return Err(LogError::CorruptMessage(format!("negative header count {headers}")));
         }
         for _ in 0..headers {
-            cursor.skip_bytes_field()?;
-            cursor.skip_bytes_field()?;
+            cursor.bytes_field()?;
+            cursor.bytes_field()?;
         }
         if cursor.at != end {
-            return Err(LogError::CorruptMessage(format!(
-                "record {expected_delta} length {length} does not match its fields"
-            )));
+            return Err(LogError::CorruptMessage(format!("record {index} length {length} does not match its fields")));
         }
-        let timestamp = header.base_timestamp.wrapping_add(timestamp_delta);
-        if timestamp > max.0 {
-            max = (timestamp, offset_delta);
-        }
+        visit(RecordView {
+            offset_delta,
+            timestamp: header.base_timestamp.wrapping_add(timestamp_delta),
+            key,
+            value_is_null: value.is_none(),
+            bytes: start..end,
+        });
     }
     if cursor.at != body.len() {
         return Err(LogError::CorruptMessage(format!(
@@ -329,7 +467,7 @@ fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(i64, i32), Log
             header.record_count
         )));
     }
-    Ok(max)
+    Ok(())
 }
 
 /// Record timestamps and offset deltas of a stored batch, for ListOffsets by timestamp.

@@ -14,18 +14,24 @@
 //!   `fetch_offset`, never past `upper_bound` (exclusive), at most `max_bytes` unless
 //!   `min_one_batch` (then at least one batch even if larger: KIP-74).
 //! - [`PartitionLog::tick`] runs time-based work: `log.flush.interval.ms`, `log.roll.ms`.
-//! - [`PartitionLog::apply_retention`] deletes whole segments past `retention.bytes` / `retention.ms`.
+//! - [`PartitionLog::apply_retention`] deletes whole segments past `retention.bytes` / `retention.ms`
+//!   (topics whose `cleanup.policy` includes `delete`).
+//! - [`PartitionLog::clean`] compacts (`cleanup.policy=compact`): the newest record of each key
+//!   stays, tombstones go after `delete.retention.ms`; crash-safe (see `cleaner.rs`).
 //! - [`PartitionLog::close`] flushes everything for a clean shutdown.
 //!
 //! Time is always passed in as `now_ms` (milliseconds since the Unix epoch): the log never reads
 //! a clock, so the simulator controls it.
 
 pub mod batch;
+mod cleaner;
 pub mod leader_epoch;
 pub mod producer_state;
 mod segment;
 pub mod topic_config;
 
+#[cfg(test)]
+mod cleaner_tests;
 #[cfg(test)]
 mod tests;
 
@@ -60,6 +66,43 @@ pub struct LogConfig {
     pub retention_ms: Option<i64>,
     /// `max.message.bytes` / `message.max.bytes`: the largest batch accepted.
     pub max_message_bytes: usize,
+    /// `cleanup.policy` / `log.cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms` / `log.cleaner.delete.retention.ms`: how long the cleaner keeps a
+    /// tombstone (a keyed record with a null value), counted from the batch's max timestamp.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio` / `log.cleaner.min.cleanable.ratio`: clean once the bytes
+    /// written since the last clean are at least this share of the cleanable bytes. In `0..=1`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `log.cleaner.dedupe.buffer.size`: the most memory one cleaning pass spends on its map
+    /// from key to newest offset (key bytes plus [`cleaner::MAP_ENTRY_OVERHEAD_BYTES`] per key).
+    /// A pass whose keys do not fit cleans only the segments whose keys did.
+    pub cleaner_dedupe_buffer_bytes: usize,
+}
+
+/// `cleanup.policy`: `delete` (retention), `compact` (the cleaner), or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy { delete: true, compact: false };
+    pub const COMPACT: CleanupPolicy = CleanupPolicy { delete: false, compact: true };
+
+    /// Kafka's syntax: a comma-separated list of `delete` and `compact`, at least one.
+    pub fn parse(value: &str) -> Result<CleanupPolicy, String> {
+        let mut policy = CleanupPolicy { delete: false, compact: false };
+        for word in value.split(',').map(str::trim) {
+            match word {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return Err(format!("expected `delete`, `compact` or `compact,delete`, got `{value}`")),
+            }
+        }
+        Ok(policy)
+    }
 }
 
 impl Default for LogConfig {
@@ -73,6 +116,10 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 3600 * 1000),
             max_message_bytes: 1024 * 1024 + 12,
+            cleanup_policy: CleanupPolicy::DELETE,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            cleaner_dedupe_buffer_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -197,6 +244,10 @@ pub struct PartitionLog {
     failed: Option<String>,
     /// First offset of each leader epoch. Invariant: no entry starts at or past the log end.
     epochs: LeaderEpochCache,
+    /// The cleaner has compacted everything below this offset (as far as it knew the keys);
+    /// what lies above was written since. Not persisted: after a restart the whole log counts
+    /// as dirty and the first pass cleans it again (idempotent, only slower).
+    first_dirty_offset: i64,
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
@@ -219,9 +270,16 @@ impl PartitionLog {
             }
         }
         let names = disk.list_dir(&dir).map_err(io_error(&dir))?;
-        for stray in names.iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".deleted")) {
+        for stray in
+            names.iter().filter(|n| n.ends_with(".tmp") || n.ends_with(".deleted") || cleaner::is_unfinished(n))
+        {
             disk.remove_file(&dir.join(stray)).map_err(io_error(&dir))?;
         }
+        // A clean that reached its commit point (the swap file) is finished before anything else.
+        let names = match cleaner::complete_swaps(&*disk, &dir, &names, config.index_interval_bytes)? {
+            true => disk.list_dir(&dir).map_err(io_error(&dir))?,
+            false => names,
+        };
         let clean = names.iter().any(|n| n == CLEAN_SHUTDOWN_FILE);
         let recovery_point = if clean { i64::MAX } else { read_recovery_point(&*disk, &dir) };
         let mut bases: Vec<i64> =
@@ -267,6 +325,7 @@ impl PartitionLog {
             first_unflushed_ms: None,
             failed: None,
             epochs: LeaderEpochCache::default(),
+            first_dirty_offset: 0,
         };
         let rebuild_epochs = match LeaderEpochCache::load(&*log.disk, &log.dir) {
             Ok(Some(epochs)) => {
@@ -362,6 +421,9 @@ impl PartitionLog {
         if header.is_transactional() {
             return Err(LogError::InvalidRecord("transactional batches are not supported yet".to_string()));
         }
+        if self.config.cleanup_policy.compact && validated.has_null_key {
+            return Err(LogError::InvalidRecord("a compacted topic cannot accept a record without a key".to_string()));
+        }
         if header.producer_id >= 0 {
             if header.base_sequence < 0 {
                 return Err(LogError::InvalidRecord(format!(
@@ -439,8 +501,8 @@ impl PartitionLog {
                     break; // a partial batch at the end of a fetch response (KIP-74 allows it)
                 }
                 let bytes = &batches[position..position + header.size];
-                let validated = batch::validate_batch(bytes, usize::MAX)?;
-                let header = validated.header;
+                // The leader's cleaner may have compacted it: gaps in offset deltas, no records.
+                let header = batch::validate_stored_batch(bytes)?;
                 let log_end = log.log_end_offset().0;
                 if header.base_offset != log_end {
                     return Err(LogError::InvalidRecord(format!(
@@ -650,6 +712,7 @@ impl PartitionLog {
         }
         self.disk.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
         let log_end = self.log_end_offset().0;
+        self.first_dirty_offset = self.first_dirty_offset.min(log_end);
         self.producers.truncate_from(log_end);
         self.epochs.truncate_from_end(log_end);
         self.epochs.write(&*self.disk, &self.dir)?;
@@ -684,6 +747,7 @@ impl PartitionLog {
             log.epochs.truncate_from_end(i64::MIN);
             log.epochs.write(&*log.disk, &log.dir)?;
             log.recovery_point = offset.0;
+            log.first_dirty_offset = offset.0;
             write_recovery_point(&*log.disk, &log.dir, offset.0)?;
             log.unflushed_messages = 0;
             log.first_unflushed_ms = None;
@@ -734,6 +798,9 @@ impl PartitionLog {
     pub fn apply_retention(&mut self, now_ms: i64, high_watermark: Offset) -> Result<usize, LogError> {
         self.guard(|log| {
             let mut deleted = 0;
+            if !log.config.cleanup_policy.delete {
+                return Ok(0); // a compacted topic keeps every key's newest record, however old
+            }
             let mut retention_ms = log.config.retention_ms;
             if crate::planted::active(crate::planted::Bug::RetentionWrongUnit) {
                 retention_ms = retention_ms.map(|ms| ms / 60_000);

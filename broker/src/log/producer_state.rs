@@ -126,6 +126,13 @@ impl ProducerStateManager {
         self.producers.retain(|_, e| !e.batches.is_empty());
     }
 
+    /// Whether the batch of `producer_id` ending at `last_offset` is one this state remembers
+    /// (one of the producer's last five): the log cleaner keeps such a batch, if only as an
+    /// empty one, so that replaying the log rebuilds the same state.
+    pub fn remembers(&self, producer_id: i64, last_offset: i64) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.batches.iter().any(|b| b.last_offset == last_offset))
+    }
+
     /// Forgets batches below `offset` (retention), and producers left with none.
     pub fn remove_before(&mut self, offset: i64) {
         for entry in self.producers.values_mut() {

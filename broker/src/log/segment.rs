@@ -228,7 +228,11 @@ impl Segment {
         if header.base_offset != expected {
             return Ok(Err(format!("batch base offset {} where {expected} was expected", header.base_offset)));
         }
-        if header.last_offset_delta < 0 || header.record_count <= 0 {
+        // A cleaned batch may hold fewer records than offsets, or none (`batch::empty_batch`).
+        if header.last_offset_delta < 0
+            || header.record_count < 0
+            || i64::from(header.record_count) > i64::from(header.last_offset_delta) + 1
+        {
             return Ok(Err(format!(
                 "impossible batch: last offset delta {}, {} records",
                 header.last_offset_delta, header.record_count
@@ -514,14 +518,20 @@ impl Segment {
     /// Removes the segment's files (the caller syncs the directory).
     pub fn delete_files(&self, disk: &dyn Disk) -> Result<(), LogError> {
         let dir = self.path.parent().expect("segments live in a partition directory");
-        for extension in ["log", "index", "timeindex"] {
-            let path = dir.join(file_name(self.base_offset, extension));
-            if disk.exists(&path) {
-                disk.remove_file(&path).map_err(storage(&path))?;
-            }
-        }
-        Ok(())
+        remove_files(disk, dir, self.base_offset)
     }
+}
+
+/// Removes the files of the segment at `base_offset` in `dir`, those that exist (the caller
+/// syncs the directory).
+pub fn remove_files(disk: &dyn Disk, dir: &Path, base_offset: i64) -> Result<(), LogError> {
+    for extension in ["log", "index", "timeindex"] {
+        let path = dir.join(file_name(base_offset, extension));
+        if disk.exists(&path) {
+            disk.remove_file(&path).map_err(storage(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a header scan stopped.

@@ -1,7 +1,7 @@
 //! Topic-level config overrides (CreateTopics `configs`, stored in the metadata) and the value
 //! parsers shared with the broker's `server.properties`.
 
-use super::LogConfig;
+use super::{CleanupPolicy, LogConfig};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -35,6 +35,23 @@ pub fn parse_optional_limit<T: std::str::FromStr + TryFrom<i64>>(value: &str) ->
         return Err(format!("must be -1 (unlimited) or non-negative, got {n}"));
     }
     T::try_from(n).map(Some).map_err(|_| format!("out of range: {n}"))
+}
+
+pub fn parse_non_negative(value: &str) -> Result<i64, String> {
+    let n: i64 = parse_num(value)?;
+    if n < 0 {
+        return Err(format!("must not be negative, got {n}"));
+    }
+    Ok(n)
+}
+
+/// A share in `0..=1` (`min.cleanable.dirty.ratio`).
+pub fn parse_ratio(value: &str) -> Result<f64, String> {
+    let n: f64 = parse_num(value)?;
+    if !(0.0..=1.0).contains(&n) {
+        return Err(format!("must be between 0 and 1, got {n}"));
+    }
+    Ok(n)
 }
 
 pub fn parse_segment_bytes(value: &str) -> Result<u64, String> {
@@ -71,12 +88,9 @@ pub fn topic_log_config(
             "unclean.leader.election.enable" => {
                 parse_bool(value).map_err(bad)?;
             }
-            "cleanup.policy" if value == "delete" => {}
-            "cleanup.policy" => {
-                return Err(bad(format!(
-                    "only `delete` is supported (log compaction is not implemented), got `{value}`"
-                )))
-            }
+            "cleanup.policy" => config.cleanup_policy = CleanupPolicy::parse(value).map_err(bad)?,
+            "delete.retention.ms" => config.delete_retention_ms = parse_non_negative(value).map_err(bad)?,
+            "min.cleanable.dirty.ratio" => config.min_cleanable_dirty_ratio = parse_ratio(value).map_err(bad)?,
             "message.timestamp.type" if value == "CreateTime" => {}
             "message.timestamp.type" => return Err(bad(format!("only CreateTime is supported, got `{value}`"))),
             "compression.type" if value == "producer" => {}
@@ -99,7 +113,16 @@ mod tests {
         let mut overrides = BTreeMap::new();
         overrides.insert("retention.ms".to_string(), "1000".to_string());
         assert_eq!(topic_log_config(&defaults, &overrides).unwrap().retention_ms, Some(1000));
-        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert("cleanup.policy".to_string(), "compact,delete".to_string());
+        let config = topic_log_config(&defaults, &overrides).unwrap();
+        assert_eq!(config.cleanup_policy, CleanupPolicy { delete: true, compact: true });
+        overrides.insert("cleanup.policy".to_string(), "shred".to_string());
         assert_eq!(topic_log_config(&defaults, &overrides).unwrap_err().0, "cleanup.policy");
+        overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "1.5".to_string());
+        assert_eq!(topic_log_config(&defaults, &overrides).unwrap_err().0, "min.cleanable.dirty.ratio");
+        overrides.insert("min.cleanable.dirty.ratio".to_string(), "0.25".to_string());
+        overrides.insert("compression.type".to_string(), "lz5".to_string());
+        assert_eq!(topic_log_config(&defaults, &overrides).unwrap_err().0, "compression.type");
     }
 }

@@ -6,4 +6,4 @@
 pub mod follower;
 pub mod partition;
 
-pub use partition::{AcksAllWait, AppendRefusal, IsrProposal, Partition, ReplicaState, Transition};
+pub use partition::{AcksAllWait, AppendRefusal, Due, IsrProposal, Partition, ReplicaState, Transition};

@@ -28,6 +28,15 @@ use crate::types::{ErrorCode, LeaderEpoch, Offset, TopicPartition};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
+/// Which periodic log work is due in a [`Partition::housekeeping`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// `log.retention.check.interval.ms` has passed: apply retention.
+    pub retention: bool,
+    /// `log.cleaner.backoff.ms` has passed: clean compacted logs.
+    pub clean: bool,
+}
+
 /// A follower's progress as its leader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowerProgress {
@@ -539,15 +548,18 @@ impl Partition {
 
     // ------------------------------------------------------------ upkeep
 
-    /// Time-based log work (flush.ms, segment.ms) and, when due, retention.
-    pub fn housekeeping(&mut self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
+    /// Time-based log work (flush.ms, segment.ms) and, when due, retention and cleaning.
+    /// Both work only below the HW (a follower's is its leader's, as far as it knows).
+    pub fn housekeeping(&mut self, now_ms: i64, due: Due) -> Result<(), LogError> {
         let (log, high_watermark) = (&mut self.log, self.high_watermark);
         let result = log.tick(now_ms).and_then(|()| {
-            if retention_due {
-                log.apply_retention(now_ms, high_watermark).map(|_| ())
-            } else {
-                Ok(())
+            if due.retention {
+                log.apply_retention(now_ms, high_watermark)?;
             }
+            if due.clean {
+                log.clean(now_ms, high_watermark)?;
+            }
+            Ok(())
         });
         self.clamp_high_watermark();
         result

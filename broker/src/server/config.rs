@@ -3,8 +3,10 @@
 //! (file and line, or the flag).
 
 use crate::group::GroupConfig;
-use crate::log::topic_config::{parse_bool, parse_num, parse_optional_limit, parse_positive, parse_segment_bytes};
-use crate::log::LogConfig;
+use crate::log::topic_config::{
+    parse_bool, parse_non_negative, parse_num, parse_optional_limit, parse_positive, parse_ratio, parse_segment_bytes,
+};
+use crate::log::{CleanupPolicy, LogConfig};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,6 +118,10 @@ pub struct BrokerConfig {
     pub socket_io_timeout_ms: u64,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: i64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned at all.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: how often the cleaner looks at every compacted partition.
+    pub cleaner_backoff_ms: i64,
     /// Log defaults (`log.segment.bytes`, `log.flush.*`, `log.retention.*`, `message.max.bytes`).
     pub log: LogConfig,
     /// The group coordinator's settings (`offsets.topic.num.partitions`, `group.*`,
@@ -162,6 +168,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             socket_io_timeout_ms: 30_000,
             retention_check_interval_ms: 300_000,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
             log: LogConfig::default(),
             group: GroupConfig::default(),
             offsets_topic_replication_factor: None,
@@ -254,6 +262,18 @@ impl BrokerConfig {
                 self.retention_check_interval_ms = parse_positive(value).map_err(err)?
             }
             "message.max.bytes" => self.log.max_message_bytes = parse_positive(value).map_err(err)?,
+            "log.cleanup.policy" => self.log.cleanup_policy = CleanupPolicy::parse(value).map_err(err)?,
+            "log.cleaner.enable" => self.cleaner_enable = parse_bool(value).map_err(err)?,
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = parse_positive(value).map_err(err)?,
+            "log.cleaner.delete.retention.ms" => {
+                self.log.delete_retention_ms = parse_non_negative(value).map_err(err)?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                self.log.min_cleanable_dirty_ratio = parse_ratio(value).map_err(err)?
+            }
+            "log.cleaner.dedupe.buffer.size" => {
+                self.log.cleaner_dedupe_buffer_bytes = parse_positive(value).map_err(err)?
+            }
             "log.segment.bytes" => self.log.segment_bytes = parse_segment_bytes(value).map_err(err)?,
             "log.roll.ms" => self.log.segment_ms = parse_positive(value).map_err(err)?,
             "log.roll.hours" => self.log.segment_ms = parse_positive::<i64>(value).map_err(err)? * 3_600_000,

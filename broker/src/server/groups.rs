@@ -185,10 +185,10 @@ fn encode_batch(records: &[GroupRecord], now: i64) -> Bytes {
 /// What `__consumer_offsets` is created with on first use.
 pub fn offsets_topic(broker: &Broker) -> NewTopic {
     let mut configs = BTreeMap::new();
-    // Until the log cleaner exists, committed offsets must never be expired by time or size
-    // (retention would take a group's offsets away while it runs).
-    configs.insert("retention.ms".to_string(), "-1".to_string());
-    configs.insert("retention.bytes".to_string(), "-1".to_string());
+    // Compacted, as in Kafka: the newest record of each group and offset key stays (retention
+    // would take a running group's offsets away), so a load replays the live groups, not the
+    // whole history.
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
     configs.insert("segment.bytes".to_string(), broker.config.offsets_topic_segment_bytes.to_string());
     NewTopic {
         name: OFFSETS_TOPIC.to_string(),
@@ -333,10 +333,11 @@ fn load(broker: &Broker, replicas: &[(i32, SharedPartition)], partition: i32, ep
 
 /// Decodes stored batches into group records (skipping, with a warning, any record that is not
 /// one: they are never written by us, and a client cannot produce to this topic). Returns the
-/// offset after the last record read.
+/// offset after the last batch read: a batch the cleaner emptied still moves the load past it.
 fn decode_into(partition: i32, mut bytes: Bytes, out: &mut Vec<GroupRecord>) -> crate::types::Offset {
     let mut next = crate::types::Offset(-1);
     while !bytes.is_empty() {
+        let Ok(header) = crate::log::batch::parse_header(&bytes) else { break };
         let set = match RecordBatchDecoder::decode(&mut bytes) {
             Ok(set) => set,
             Err(error) => {
@@ -344,8 +345,8 @@ fn decode_into(partition: i32, mut bytes: Bytes, out: &mut Vec<GroupRecord>) -> 
                 break;
             }
         };
+        next = crate::types::Offset(header.last_offset() + 1);
         for record in set.records {
-            next = crate::types::Offset(record.offset + 1);
             if record.control {
                 continue;
             }
@@ -397,5 +398,43 @@ mod tests {
         let mut decoded = Vec::new();
         decode_into(0, bytes.split_off(0), &mut decoded);
         assert_eq!(decoded, records);
+    }
+
+    /// A coordinator loading a compacted partition replays only each key's newest record, and
+    /// moves past the empty batches the cleaner left to the log end.
+    #[test]
+    fn a_cleaned_offsets_partition_loads_the_newest_commit_of_each_partition() {
+        use crate::log::{CleanupPolicy, LogConfig, PartitionLog};
+        use crate::types::{LeaderEpoch, Offset};
+        let disk = crate::storage::mem::MemDisk::new();
+        let config = LogConfig {
+            segment_bytes: 500,
+            cleanup_policy: CleanupPolicy::COMPACT,
+            min_cleanable_dirty_ratio: 0.0,
+            ..LogConfig::default()
+        };
+        let mut log = PartitionLog::open(Arc::new(disk), "/o-0".into(), config, 0).unwrap();
+        let commit = |p: i32, offset: i64| GroupRecord::Offset {
+            group_id: "g".to_string(),
+            tp: TopicPartition::new("t", p),
+            value: Some(OffsetValue { offset, leader_epoch: 1, metadata: String::new(), commit_timestamp_ms: 5 }),
+        };
+        for offset in 0..40 {
+            log.append(encode_batch(&[commit((offset % 2) as i32, offset)], 5), LeaderEpoch(0), 5).unwrap();
+        }
+        let end = log.log_end_offset();
+        log.clean(5, end).unwrap().expect("cleaned");
+        let bytes = log.read(Offset(0), usize::MAX, end, true).unwrap().records;
+        let mut decoded = Vec::new();
+        assert_eq!(decode_into(0, bytes, &mut decoded), end);
+        assert!(decoded.len() < 10, "{} of 40 commits replayed: the cleaner removed too little", decoded.len());
+        let mut newest = BTreeMap::new();
+        for record in decoded {
+            if let GroupRecord::Offset { tp, value: Some(value), .. } = record {
+                let previous = newest.insert(tp.partition, value.offset);
+                assert!(previous.is_none_or(|p| p < value.offset), "replayed in offset order");
+            }
+        }
+        assert_eq!(newest, BTreeMap::from([(0, 38), (1, 39)]));
     }
 }

@@ -30,6 +30,7 @@ pub use state::Broker;
 
 use crate::controller::{Controller, ControllerConfig, MetadataLog};
 use crate::env::now_ms;
+use crate::replication::Due;
 use connection::Connections;
 use signal::Signal;
 use std::net::SocketAddr;
@@ -211,6 +212,8 @@ async fn wait_until_unfenced(broker: &Broker) {
 async fn housekeeping_loop(broker: Arc<Broker>, shutdown: Signal<()>) {
     let retention_interval = broker.config.retention_check_interval_ms;
     let mut next_retention = now_ms() + retention_interval;
+    let clean_interval = broker.config.cleaner_backoff_ms;
+    let mut next_clean = now_ms() + clean_interval;
     loop {
         let interval = broker
             .shortest_flush_interval_ms()
@@ -226,7 +229,11 @@ async fn housekeeping_loop(broker: Arc<Broker>, shutdown: Signal<()>) {
         if retention_due {
             next_retention = now + retention_interval;
         }
-        broker.housekeeping(now, retention_due);
+        let clean_due = broker.config.cleaner_enable && now >= next_clean;
+        if clean_due {
+            next_clean = now + clean_interval;
+        }
+        broker.housekeeping(now, Due { retention: retention_due, clean: clean_due });
     }
 }
 

@@ -14,7 +14,7 @@ use crate::controller::{MetadataImage, MetadataRecord, PartitionImage};
 use crate::env::{now_ms, random_u128};
 use crate::log::topic_config::topic_log_config;
 use crate::log::{LogError, PartitionLog};
-use crate::replication::{Partition, ReplicaState, Transition};
+use crate::replication::{Due, Partition, ReplicaState, Transition};
 use crate::storage::{self, Disk};
 use crate::types::TopicPartition;
 use crate::types::{ApiError, ErrorCode};
@@ -558,12 +558,12 @@ impl Broker {
     }
 
     /// Time-based log work (flush.ms, segment.ms) and, when due, retention.
-    pub fn housekeeping(&self, now: i64, retention_due: bool) {
+    pub fn housekeeping(&self, now: i64, due: Due) {
         if self.offline_reason().is_some() {
             return;
         }
         for partition in self.all_partitions() {
-            let result = partition.lock().housekeeping(now, retention_due);
+            let result = partition.lock().housekeeping(now, due);
             if let Err(error) = result {
                 self.note_log_error(&error);
                 return;
