@@ -423,8 +423,16 @@ fn node_config(scenario: &Scenario, draw: &ConfigDraw, node_id: i32, settings: &
     // A small __consumer_offsets (created when a client first looks up a group coordinator),
     // replicated like a production one as far as the cluster allows.
     config.set("offsets.topic.num.partitions", "3").expect("valid");
-    let offsets_replication = scenario.cluster.brokers.min(3).to_string();
-    config.set("offsets.topic.replication.factor", &offsets_replication).expect("valid");
+    // Small offsets segments and a cleaner that looks every second: group commits roll
+    // segments within a run, and the cleaner compacts them under the run's faults.
+    config.set("offsets.topic.segment.bytes", "4096").expect("valid");
+    config.set("log.cleaner.backoff.ms", "1000").expect("valid");
+    let offsets_replication = scenario.cluster.brokers.min(3);
+    config.set("offsets.topic.replication.factor", &offsets_replication.to_string()).expect("valid");
+    // Kafka's production advice, cluster-wide: acks=all group writes need two replicas where
+    // there are two (the workload's topic sets its own). With one, a commit acknowledged by a
+    // lone leader is lost with that leader's page cache.
+    config.set("min.insync.replicas", &offsets_replication.min(2).to_string()).expect("valid");
     config.set("unclean.leader.election.enable", &scenario.topic.unclean_leader_election.to_string()).expect("valid");
     for (key, value) in SIM_TIMINGS {
         config.set(key, value).expect("valid");

@@ -201,6 +201,32 @@ fn a_follower_appends_the_cleaned_batches_its_leader_serves() {
 }
 
 #[test]
+fn a_follower_whose_log_end_falls_inside_an_empty_batch_of_its_leader_catches_up() {
+    let disk = disk();
+    let mut leader = open(&disk, compacted());
+    fill(&mut leader, 2, 60, NOW);
+    let follower_dir = PathBuf::from("/data/compacted-follower");
+    let mut follower = PartitionLog::open(Arc::new(disk.clone()), follower_dir, compacted(), NOW).unwrap();
+    let first = leader.read(Offset(0), usize::MAX, Offset(10), true).unwrap().records;
+    follower.append_replicated(&first, NOW, LeaderEpoch(0)).unwrap();
+    assert_eq!(follower.log_end_offset(), Offset(10));
+    leader.clean(NOW, leader.log_end_offset()).unwrap().expect("cleaned");
+    let rest = leader.read(Offset(10), usize::MAX, leader.log_end_offset(), true).unwrap().records;
+    assert!(batch::parse_header(&rest).unwrap().base_offset < 10, "the leader's first batch spans offset 10");
+    follower.append_replicated(&rest, NOW, LeaderEpoch(0)).unwrap();
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    let (leader_records, follower_records) = (read_all(&leader).0, read_all(&follower).0);
+    // The follower keeps its own first ten records (its cleaner removes them later), then
+    // serves exactly what the leader does.
+    assert_eq!(follower_records[..10].iter().map(|r| r.0).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    assert_eq!(follower_records[10..], leader_records[..]);
+    // Its own cleaner then removes them, but for what is newest in its own sealed segments.
+    follower.clean(NOW, follower.log_end_offset()).unwrap();
+    let cleaned = read_all(&follower).0;
+    assert!(cleaned.ends_with(&leader_records) && cleaned.len() <= leader_records.len() + 2, "{cleaned:?}");
+}
+
+#[test]
 fn an_idempotent_producers_remembered_batches_survive_cleaning_and_a_restart_without_snapshots() {
     let disk = disk();
     let mut log = open(&disk, compacted());

@@ -500,10 +500,21 @@ impl PartitionLog {
                 if header.size > batches.len() - position {
                     break; // a partial batch at the end of a fetch response (KIP-74 allows it)
                 }
-                let bytes = &batches[position..position + header.size];
+                let sent = &batches[position..position + header.size];
                 // The leader's cleaner may have compacted it: gaps in offset deltas, no records.
-                let header = batch::validate_stored_batch(bytes)?;
+                let mut header = batch::validate_stored_batch(sent)?;
                 let log_end = log.log_end_offset().0;
+                let suffix;
+                let mut bytes = sent;
+                if header.record_count == 0 && header.base_offset < log_end && log_end <= header.last_offset() {
+                    // An empty batch the leader's cleaner made of several removed batches, our
+                    // log end among them: it says no records remain in its offsets, so its part
+                    // past our log end is an empty batch of our own (batches stay contiguous).
+                    let delta = i32::try_from(header.last_offset() - log_end).expect("within one batch");
+                    suffix = batch::empty_batch(log_end, delta, header.partition_leader_epoch, header.max_timestamp);
+                    header = batch::parse_header(&suffix)?;
+                    bytes = &suffix;
+                }
                 if header.base_offset != log_end {
                     return Err(LogError::InvalidRecord(format!(
                         "replicated batch at offset {} but the log ends at {log_end}",
@@ -530,7 +541,7 @@ impl PartitionLog {
                 if log.unflushed_messages >= log.config.flush_interval_messages {
                     log.flush_inner()?;
                 }
-                position += header.size;
+                position += sent.len();
                 appended += 1;
             }
             Ok(appended)
