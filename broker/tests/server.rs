@@ -7,9 +7,9 @@ mod common;
 
 use common::{batch, create_topic, fetch, name, produce, values_of};
 
-use broker::protocol::client::Connection;
+use broker::protocol::client::{encode_batch, BatchRecord, Connection};
 use broker::server::BrokerHandle;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -182,6 +182,44 @@ async fn api_versions_of_an_unknown_version_is_answered_with_v0_and_unsupported_
 }
 
 #[tokio::test]
+async fn a_compacted_topic_keeps_the_newest_value_of_each_key_across_a_restart() {
+    let overrides = [("log.cleaner.backoff.ms", "100")];
+    let mut broker = TestBroker::start(&overrides).await;
+    let mut conn = broker.connect().await;
+    let configs = [("cleanup.policy", "compact"), ("segment.bytes", "100"), ("min.cleanable.dirty.ratio", "0.01")];
+    assert_eq!(create_topic(&mut conn, "compacted", 1, &configs).await, 0);
+    let keyed = |key: Option<String>, value: String| {
+        let record = BatchRecord { key: key.map(Bytes::from), value: Some(Bytes::from(value)), timestamp: 1 };
+        encode_batch(&[record], None, Compression::None)
+    };
+    for i in 0..30 {
+        let (error, offset) =
+            produce(&mut conn, "compacted", 0, -1, keyed(Some(format!("k{}", i % 3)), format!("v{i}"))).await;
+        assert_eq!((error, offset), (0, i));
+    }
+    let (error, _) = produce(&mut conn, "compacted", 0, -1, keyed(None, "no key".to_string())).await;
+    assert_eq!(error, 87, "INVALID_RECORD: a compacted topic needs keys");
+    // One batch per segment: the last (29) is the active segment, never cleaned; below it the
+    // newest of each key stays (k2's newest sealed one is 26).
+    let expected: Vec<(i64, String)> = (26..30).map(|i| (i, format!("v{i}"))).collect();
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = values_of(&fetch(&mut conn, "compacted", 0, 0, 0, 0).await.records);
+        if found == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found, expected, "the cleaner compacted the sealed segments");
+    broker.restart(&overrides).await;
+    let mut conn = broker.connect().await;
+    let partition = fetch(&mut conn, "compacted", 0, 0, 0, 0).await;
+    assert_eq!((values_of(&partition.records), partition.high_watermark), (expected, 30));
+    // A consumer positioned inside what was removed reads on from the next record.
+    assert_eq!(values_of(&fetch(&mut conn, "compacted", 0, 5, 0, 0).await.records)[0].0, 26);
+}
+
+#[tokio::test]
 async fn create_topics_refuses_what_one_broker_cannot_honour() {
     let broker = TestBroker::start(&[]).await;
     let mut conn = broker.connect().await;
@@ -189,7 +227,7 @@ async fn create_topics_refuses_what_one_broker_cannot_honour() {
     assert_eq!(create_topic(&mut conn, "ok", 2, &[]).await, 36, "TOPIC_ALREADY_EXISTS");
     assert_eq!(create_topic(&mut conn, "bad name!", 1, &[]).await, 17, "INVALID_TOPIC_EXCEPTION");
     assert_eq!(create_topic(&mut conn, "zero", 0, &[]).await, 37, "INVALID_PARTITIONS");
-    assert_eq!(create_topic(&mut conn, "compacted", 1, &[("cleanup.policy", "compact")]).await, 40, "INVALID_CONFIG");
+    assert_eq!(create_topic(&mut conn, "shredded", 1, &[("cleanup.policy", "shred")]).await, 40, "INVALID_CONFIG");
     assert_eq!(create_topic(&mut conn, "typo", 1, &[("retention.msx", "1")]).await, 40, "INVALID_CONFIG");
     let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
         .with_name(name("rf3"))
