@@ -130,5 +130,23 @@ fn the_groups_command_lists_the_group_and_shows_committed_offsets_log_ends_and_l
     for (row, expected) in rows.iter().zip(expected) {
         assert_eq!(&row[..5], &expected[..], "{described}");
     }
+    // kafka-python's admin deletes the (empty) group's offset of partition 0 (OffsetDelete);
+    // the lag view then shows none for it. A group that does not exist is an error.
+    let delete = |group: &str| {
+        let output = run_bounded(
+            Command::new(python())
+                .arg(python_script("delete_group_offsets.py"))
+                .args([&bootstrap, group, "lagging", "0"]),
+            Duration::from_secs(60),
+        );
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(delete("lag-group"), "lagging 0 NoError");
+    assert_eq!(delete("no-such-group"), "error GroupIdNotFoundError");
+    let described = groups(&["--describe", "--group", "lag-group"]);
+    let partitions: Vec<&str> =
+        described.lines().filter(|l| l.starts_with("lagging ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(partitions, ["1", "2"], "an empty group shows only committed offsets: {described}");
     broker.shutdown();
 }

@@ -463,6 +463,43 @@ impl GroupCoordinator {
     }
 }
 
+impl GroupCoordinator {
+    /// OffsetDelete: the committed offsets of `partitions` are removed (tombstones), as Kafka
+    /// does: any partition of an Empty group; of a consumer group with members, a partition of
+    /// a topic no member subscribes to (else GROUP_SUBSCRIBED_TO_TOPIC for it). Group-level
+    /// errors: GROUP_ID_NOT_FOUND, and NON_EMPTY_GROUP for a group with members whose
+    /// subscriptions cannot be read. Returns a code per partition and the records to write
+    /// (`None` if nothing is committed for them: there is nothing to remove).
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<(Vec<ErrorCode>, Option<Write>), ErrorCode> {
+        self.route(group_id)?;
+        let group = self.groups.get(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
+        let subscribed = match group.state() {
+            GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
+            GroupState::Empty => BTreeSet::new(),
+            _ => group.subscribed_topics().ok_or(ErrorCode::NON_EMPTY_GROUP)?,
+        };
+        let mut codes = Vec::with_capacity(partitions.len());
+        let mut records = Vec::new();
+        for tp in partitions {
+            if subscribed.contains(&tp.topic) {
+                codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
+                continue;
+            }
+            codes.push(ErrorCode::NONE);
+            if group.offsets.contains_key(tp) {
+                records.push(GroupRecord::Offset { group_id: group_id.to_string(), tp: tp.clone(), value: None });
+            }
+        }
+        let write =
+            (!records.is_empty()).then_some(Write { partition: group.partition, records, then: AfterWrite::Offsets });
+        Ok((codes, write))
+    }
+}
+
 /// A JoinGroup's names and metadata within what a group keeps and stores.
 fn check_join_bounds(request: &JoinRequest) -> Result<(), String> {
     let names = [Some(&request.member_id), request.group_instance_id.as_ref(), Some(&request.protocol_type)];

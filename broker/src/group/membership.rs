@@ -201,6 +201,30 @@ impl Group {
         self.members.is_empty() && self.pending_members.is_empty()
     }
 
+    /// The topics a consumer group's members subscribe to, read from their protocol metadata
+    /// (the consumer protocol's subscription); `None` if that cannot be known (another protocol
+    /// type, or metadata that does not decode): then every topic counts as subscribed.
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        if self.protocol_type() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol_name()?;
+        let mut topics = std::collections::BTreeSet::new();
+        for member in self.members.values() {
+            let mut metadata = member.metadata_for(protocol);
+            if metadata.len() < 2 {
+                return None;
+            }
+            let version = i16::from_be_bytes([metadata[0], metadata[1]]).clamp(0, 3);
+            let _ = bytes::Buf::get_i16(&mut metadata);
+            let subscription = ConsumerProtocolSubscription::decode(&mut metadata, version).ok()?;
+            topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+        }
+        Some(topics)
+    }
+
     pub fn members(&self) -> Vec<MemberSummary> {
         let protocol = self.protocol_name.clone().unwrap_or_default();
         self.members

@@ -483,3 +483,58 @@ fn a_member_that_never_syncs_is_removed_at_the_rebalance_timeout() {
     let reply = join_reply(&out, 23);
     assert_eq!((reply.generation_id, reply.leader.clone()), (2, b), "b leads generation 2 alone");
 }
+
+/// A consumer's JoinGroup metadata: the consumer protocol's subscription (v0) to `topics`.
+fn subscription(topics: &[&str]) -> Bytes {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+    let subscription = ConsumerProtocolSubscription::default()
+        .with_topics(topics.iter().map(|t| StrBytes::from_string(t.to_string())).collect());
+    let mut bytes = bytes::BytesMut::new();
+    bytes.extend_from_slice(&0i16.to_be_bytes());
+    subscription.encode(&mut bytes, 0).unwrap();
+    bytes.freeze()
+}
+
+#[test]
+fn offset_delete_removes_offsets_the_group_does_not_consume_and_refuses_the_rest() {
+    let mut c = coordinator();
+    let value = OffsetValue { offset: 4, leader_epoch: -1, metadata: String::new(), commit_timestamp_ms: 1 };
+    let (orders, old) = (TopicPartition::new("orders", 0), TopicPartition::new("old-topic", 0));
+    // Offsets committed while the group was empty (no members, generation -1).
+    let commit = CommitRequest {
+        group_id: "g".to_string(),
+        generation_id: -1,
+        member_id: String::new(),
+        group_instance_id: None,
+        offsets: vec![(orders.clone(), value.clone()), (old.clone(), value.clone())],
+    };
+    let (_, write) = c.commit_offsets(1, commit);
+    let _ = c.written(2, &write.unwrap(), Ok(()));
+    assert_eq!(c.delete_offsets("nobody", std::slice::from_ref(&old)).unwrap_err(), ErrorCode::GROUP_ID_NOT_FOUND);
+    // A member subscribed to `orders` joins: its offsets stay, the other topic's may go.
+    let mut request = join("", 1);
+    request.protocols = vec![("range".to_string(), subscription(&["orders"]))];
+    let member_id = join_reply(&c.join(10, request.clone(), 1), 1).member_id;
+    request.member_id = member_id;
+    let _ = c.join(10, request, 2);
+    let _ = c.tick(10 + DELAY_MS);
+    assert_eq!(c.describe("g").unwrap().state, GroupState::CompletingRebalance);
+    let (codes, write) = c.delete_offsets("g", &[orders.clone(), old.clone()]).unwrap();
+    assert_eq!(codes, vec![ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC, ErrorCode::NONE]);
+    let write = write.expect("a tombstone for old-topic");
+    assert_eq!(write.records, vec![GroupRecord::Offset { group_id: "g".to_string(), tp: old.clone(), value: None }]);
+    assert_eq!(c.fetch_offsets("g", None).unwrap().len(), 2, "nothing changes before the tombstone is written");
+    let _ = c.written(20, &write, Ok(()));
+    assert_eq!(c.fetch_offsets("g", None).unwrap(), vec![(orders.clone(), Some(value))]);
+    // Nothing committed for it: nothing to write, and no error.
+    assert_eq!(c.delete_offsets("g", std::slice::from_ref(&old)).unwrap(), (vec![ErrorCode::NONE], None));
+}
+
+#[test]
+fn offset_delete_of_a_group_whose_subscriptions_cannot_be_read_is_refused_while_it_has_members() {
+    let mut c = coordinator();
+    let _ = stable_pair(&mut c); // its members' metadata is not a consumer subscription
+    let tp = TopicPartition::new("orders", 0);
+    assert_eq!(c.delete_offsets("g", &[tp]).unwrap_err(), ErrorCode::NON_EMPTY_GROUP);
+}

@@ -258,6 +258,15 @@ fn sample_body(api_key: ApiKey, version: i16, topic: &str) -> RequestKind {
         ApiKey::DeleteGroups => {
             RequestKind::DeleteGroups(DeleteGroupsRequest::default().with_groups_names(vec![group(topic)]))
         }
+        ApiKey::OffsetDelete => {
+            RequestKind::OffsetDelete(OffsetDeleteRequest::default().with_group_id(group(topic)).with_topics(vec![
+                offset_delete_request::OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(vec![
+                        offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    ]),
+            ]))
+        }
         other => unreachable!("{other:?} is not advertised; add a sample when it is"),
     }
 }

@@ -41,9 +41,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
-const _: () = assert!(SUPPORTED_APIS.len() == 19);
+const _: () = assert!(SUPPORTED_APIS.len() == 20);
 
 /// Array elements one request may hold in all (nested arrays included), whatever its size: a
 /// decoded element takes up to ~40 times its bytes on the wire, so without this one

@@ -377,6 +377,7 @@ pub async fn handle_frame(
             ResponseKind::DescribeGroups(group_handlers::describe_groups(broker, r, version))
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group_handlers::delete_groups(broker, r).await),
+        RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group_handlers::offset_delete(broker, r).await),
         other => unreachable!("decode_request decodes only advertised APIs, got {other:?}"),
     };
     protocol::encode_response(api_key, version, header.correlation_id, &response).map(Some).map_err(|e| {

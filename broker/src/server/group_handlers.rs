@@ -1,6 +1,6 @@
 //! The consumer-group APIs: wire requests in (every version the broker advertises), the
 //! coordinator core's answers out. FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete.
 
 use super::groups::{self, dispatch, wait_parked, OFFSETS_TOPIC};
 use super::state::Broker;
@@ -16,6 +16,7 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
@@ -575,4 +576,62 @@ pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -
         results.push(DeletableGroupResult::default().with_group_id(id.clone()).with_error_code(code.0));
     }
     DeleteGroupsResponse::default().with_results(results)
+}
+
+// ---------------------------------------------------------------- OffsetDelete
+
+/// OffsetDelete (v0): removes a group's committed offsets for partitions it does not consume
+/// (`kafka-consumer-groups.sh --delete-offsets`). Partitions of topics this broker does not
+/// know get UNKNOWN_TOPIC_OR_PARTITION, as in Kafka.
+pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = request.group_id.to_string();
+    let mut asked: Vec<(TopicPartition, bool)> = Vec::new();
+    {
+        let meta = broker.meta();
+        for topic in &request.topics {
+            let known = meta.image.topics.get(topic.name.0.as_str()).map(|t| t.partitions);
+            for p in &topic.partitions {
+                let tp = TopicPartition::new(topic.name.0.to_string(), p.partition_index);
+                asked.push((tp, known.is_some_and(|n| (0..n).contains(&p.partition_index))));
+            }
+        }
+    }
+    let known: Vec<TopicPartition> = asked.iter().filter(|(_, k)| *k).map(|(tp, _)| tp.clone()).collect();
+    let decided = groups::check_coordinator(broker, &group_id)
+        .and_then(|()| broker.groups.core().delete_offsets(&group_id, &known));
+    let (codes, write) = match decided {
+        Ok(decided) => decided,
+        Err(code) => return OffsetDeleteResponse::default().with_error_code(code.0),
+    };
+    if let Some(write) = write {
+        let result = match groups::append(broker, &write) {
+            Ok(awaiting) => groups::await_replication(broker, awaiting).await,
+            Err(code) => Err(code),
+        };
+        let out = broker.groups.core().written(now_ms(), &write, result);
+        dispatch(broker, out);
+        if let Err(code) = result {
+            return OffsetDeleteResponse::default().with_error_code(code.0);
+        }
+    }
+    let mut codes = codes.into_iter();
+    let mut topics: BTreeMap<String, Vec<OffsetDeleteResponsePartition>> = BTreeMap::new();
+    for (tp, known) in asked {
+        let code = if known {
+            codes.next().expect("one code per known partition")
+        } else {
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+        };
+        topics
+            .entry(tp.topic)
+            .or_default()
+            .push(OffsetDeleteResponsePartition::default().with_partition_index(tp.partition).with_error_code(code.0));
+    }
+    let topics = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetDeleteResponseTopic::default().with_name(TopicName(str_bytes(name))).with_partitions(partitions)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }
