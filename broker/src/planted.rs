@@ -91,10 +91,14 @@ pub enum Bug {
     /// newest one (its comparison is the wrong way round): a compacted `__consumer_offsets`
     /// replays an older commit than the one acknowledged.
     CleanerDropsNewest = 67108864,
+    /// OffsetFetch answers one past each committed offset (an off-by-one in the answer): a
+    /// member that resumes there never reads the record at the committed offset. No commit is
+    /// lost or moved back; one record per resumption is simply never consumed.
+    OffsetFetchPastCommit = 134217728,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 27] = [
+    pub const ALL: [Bug; 28] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -122,6 +126,7 @@ impl Bug {
         Bug::OffsetsNotReplayed,
         Bug::LoadNeverCompletes,
         Bug::CleanerDropsNewest,
+        Bug::OffsetFetchPastCommit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -153,6 +158,7 @@ impl Bug {
             Bug::OffsetsNotReplayed => "offsets-not-replayed",
             Bug::LoadNeverCompletes => "load-never-completes",
             Bug::CleanerDropsNewest => "cleaner-drops-newest",
+            Bug::OffsetFetchPastCommit => "offset-fetch-past-commit",
         }
     }
 

@@ -331,14 +331,20 @@ impl GroupCoordinator {
     ) -> Result<OffsetFetch, ErrorCode> {
         self.route(group_id)?;
         let offsets = self.groups.get(group_id).map(|g| &g.offsets);
-        Ok(match partitions {
+        let mut found: OffsetFetch = match partitions {
             Some(partitions) => {
                 partitions.iter().map(|tp| (tp.clone(), offsets.and_then(|o| o.get(tp)).cloned())).collect()
             }
             None => {
                 offsets.map(|o| o.iter().map(|(tp, v)| (tp.clone(), Some(v.clone()))).collect()).unwrap_or_default()
             }
-        })
+        };
+        if crate::planted::active(crate::planted::Bug::OffsetFetchPastCommit) {
+            for value in found.iter_mut().filter_map(|(_, v)| v.as_mut()) {
+                value.offset += 1;
+            }
+        }
+        Ok(found)
     }
 
     // ------------------------------------------------------------ committed records

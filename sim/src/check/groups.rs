@@ -6,6 +6,7 @@
 //! | `single-owner` | no two members are given one partition in one generation |
 //! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged |
 //! | `committed-offsets-durable` | an OffsetFetch never answers below a commit acknowledged before it was asked (coordinator failover and crashes included) |
+//! | `no-skip` | every offset below a partition's highest acknowledged commit was polled by some member: after a rebalance or a restart a member resumes at the committed offset, never past it |
 //! | `group-progress` (liveness) | by the end of the heal phase the group has consumed and committed every partition to the end the final read found |
 //!
 //! `committed-offsets-durable` relies on the workload committing each partition's offsets in
@@ -114,6 +115,45 @@ pub fn committed_offsets_durable(history: &History) -> Vec<Violation> {
     violations
 }
 
+/// `no-skip`: every offset below a partition's highest acknowledged commit was polled by some
+/// group member (a process that was given an assignment). A member commits the offset after
+/// what it polled, so an offset below a commit that no member ever polled was skipped: some
+/// member resumed past the committed offset (the OffsetFetch answer, or where it began). The
+/// workload's topics have neither retention nor compaction: every offset exists.
+pub fn no_skip(history: &History) -> Vec<Violation> {
+    let members: std::collections::BTreeSet<_> = history
+        .operations
+        .iter()
+        .filter(|o| matches!(o.op, Op::GroupAssigned { .. }) && o.outcome == Outcome::Ok)
+        .map(|o| o.process)
+        .collect();
+    let mut polled: BTreeMap<Partition, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for o in history.operations.iter().filter(|o| members.contains(&o.process) && o.outcome == Outcome::Ok) {
+        if let Op::Poll { partition, records, .. } = &o.op {
+            polled.entry(*partition).or_default().extend(records.iter().map(|(offset, _)| *offset));
+        }
+    }
+    let mut violations = Vec::new();
+    for (i, o) in history.operations.iter().enumerate() {
+        let (Op::GroupCommit { partition, offset, member, .. }, Outcome::Ok) = (&o.op, o.outcome) else { continue };
+        let seen = polled.get(partition);
+        let Some(skipped) = (0..*offset).find(|at| seen.is_none_or(|s| !s.contains(at))) else { continue };
+        let until = (skipped..*offset).find(|at| seen.is_some_and(|s| s.contains(at))).unwrap_or(*offset);
+        violations.push(Violation {
+            invariant: "no-skip",
+            partition: *partition,
+            offsets: vec![skipped, until],
+            values: vec![],
+            operations: vec![i],
+            detail: format!(
+                "{member} committed offset {offset}, but no member ever polled offsets {skipped}..{until} below it"
+            ),
+        });
+        polled.entry(*partition).or_default().extend(skipped..until); // one report per gap
+    }
+    violations
+}
+
 /// The highest acknowledged commit of each partition.
 pub fn acknowledged_commits(history: &History) -> BTreeMap<Partition, i64> {
     let mut highest: BTreeMap<Partition, i64> = BTreeMap::new();
@@ -181,6 +221,48 @@ mod tests {
 
     fn history(operations: Vec<Operation>) -> History {
         History { operations }
+    }
+
+    fn polled(process: u32, partition: Partition, offsets: std::ops::Range<i64>, at: u64) -> Operation {
+        let records = offsets.map(|o| (o, crate::history::Value(o as u64))).collect();
+        op(process, at, at, Outcome::Ok, Op::Poll { partition, records, high_watermark: None, after_seek: false })
+    }
+
+    #[test]
+    fn no_skip_fails_when_members_commit_past_offsets_nobody_polled_and_passes_on_redelivery() {
+        let member = |process, name: &str, generation, at| Operation {
+            process: Process(process),
+            ..assigned(name, generation, &[0], at)
+        };
+        let commit = |process, name: &str, generation, offset, at| Operation {
+            process: Process(process),
+            ..committed(name, generation, 0, offset, (at, at + 1), Outcome::Ok)
+        };
+        // `a` reads 0..10 and commits 10; after a rebalance `b` resumes at 12, not 10.
+        let bad = history(vec![
+            member(1, "a", 1, 10),
+            polled(1, 0, 0..10, 20),
+            commit(1, "a", 1, 10, 30),
+            member(2, "b", 2, 40),
+            polled(2, 0, 12..20, 50),
+            commit(2, "b", 2, 20, 60),
+        ]);
+        let found = no_skip(&bad);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].invariant, found[0].offsets.clone()), ("no-skip", vec![10, 12]));
+        // Resuming below the commit (redelivery) is fine; so are polls of a non-member (an
+        // assigned consumer), which do not count for the group either way.
+        let fine = history(vec![
+            member(1, "a", 1, 10),
+            polled(1, 0, 0..10, 20),
+            commit(1, "a", 1, 10, 30),
+            member(2, "b", 2, 40),
+            polled(2, 0, 8..20, 50),
+            commit(2, "b", 2, 20, 60),
+        ]);
+        assert!(no_skip(&fine).is_empty());
+        let outsider = history(vec![member(1, "a", 1, 10), polled(7, 0, 0..10, 20), commit(1, "a", 1, 10, 30)]);
+        assert_eq!(no_skip(&outsider).len(), 1, "an assigned consumer's polls are not the group's");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! | `hw-monotonic` | high watermarks and ListOffsets(latest) seen by clients never go back in real time |
 //! | `phantom-value` | every value read was sent by someone (a corrupt record was never served) |
 //! | `read-then-vanished` | a record any consumer read stays at its offset: the final read returns it there |
-//! | `single-owner`, `commit-fenced`, `committed-offsets-durable` | consumer groups (see [`groups`]) |
+//! | `single-owner`, `commit-fenced`, `committed-offsets-durable`, `no-skip` | consumer groups (see [`groups`]) |
 
 pub mod availability;
 pub mod epochs;
@@ -60,6 +60,7 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(groups::single_owner(history));
     violations.extend(groups::commit_fenced(history));
     violations.extend(groups::committed_offsets_durable(history));
+    violations.extend(groups::no_skip(history));
     violations
 }
 
