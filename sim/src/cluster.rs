@@ -28,6 +28,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// `offsets.topic.num.partitions` of every simulated broker.
+pub const OFFSETS_PARTITIONS: i32 = 3;
+
 /// Where every simulated node keeps its data (`log.dirs`).
 pub const DATA_DIR: &str = "/data";
 /// The controller node's address (clusters of more than one broker).
@@ -422,7 +425,7 @@ fn node_config(scenario: &Scenario, draw: &ConfigDraw, node_id: i32, settings: &
     config.set("log.segment.bytes", "65536").expect("valid");
     // A small __consumer_offsets (created when a client first looks up a group coordinator),
     // replicated like a production one as far as the cluster allows.
-    config.set("offsets.topic.num.partitions", "3").expect("valid");
+    config.set("offsets.topic.num.partitions", &OFFSETS_PARTITIONS.to_string()).expect("valid");
     // Small offsets segments and a cleaner that looks every second: group commits roll
     // segments within a run, and the cleaner compacts them under the run's faults.
     config.set("offsets.topic.segment.bytes", "4096").expect("valid");

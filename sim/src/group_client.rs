@@ -30,6 +30,9 @@ pub const REBALANCE_TIMEOUT_MS: i32 = 2_500;
 /// How often a member heartbeats (well within the rebalance timeout, so it rejoins in time).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 
+/// The workload's group.
+pub const GROUP: &str = "sim-group";
+
 /// One member's settings.
 #[derive(Clone, Debug)]
 pub struct MemberConfig {
@@ -45,6 +48,20 @@ pub struct MemberConfig {
     /// `max.poll.interval.ms` would. It is expelled meanwhile, and its late commit must be
     /// refused.
     pub slow: bool,
+    /// `group.instance.id` of a static member.
+    pub instance_id: Option<String>,
+}
+
+impl MemberConfig {
+    /// Who owns a partition, for the history: a static member's instance id (a restarted one
+    /// is the same owner under a new member id, the old one fenced), else its member id.
+    fn owner(&self, member_id: &str) -> String {
+        self.instance_id.clone().unwrap_or_else(|| member_id.to_string())
+    }
+
+    fn instance(&self) -> Option<StrBytes> {
+        self.instance_id.as_deref().map(text)
+    }
 }
 
 /// How often a slow member stalls.
@@ -261,6 +278,7 @@ async fn join_and_sync(
             .with_session_timeout_ms(SESSION_TIMEOUT_MS)
             .with_rebalance_timeout_ms(REBALANCE_TIMEOUT_MS)
             .with_member_id(text(member_id))
+            .with_group_instance_id(config.instance())
             .with_protocol_type(text("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(text("range"))
@@ -298,6 +316,7 @@ async fn join_and_sync(
         .with_group_id(GroupId(text(&config.group)))
         .with_generation_id(joined.generation_id)
         .with_member_id(text(&m.member_id))
+        .with_group_instance_id(config.instance())
         .with_assignments(assignments);
     let invoked = recorder.now_ns();
     let ResponseKind::SyncGroup(synced) =
@@ -315,7 +334,7 @@ async fn join_and_sync(
         invoked,
         Outcome::Ok,
         Op::GroupAssigned {
-            member: m.member_id.clone(),
+            member: config.owner(&m.member_id),
             generation: joined.generation_id,
             partitions: partitions.clone(),
         },
@@ -379,13 +398,14 @@ async fn commit(
         .with_group_id(GroupId(text(&config.group)))
         .with_generation_id_or_member_epoch(m.generation)
         .with_member_id(text(&m.member_id))
+        .with_group_instance_id(config.instance())
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(TopicName(text(&config.topic)))
             .with_partitions(vec![OffsetCommitRequestPartition::default()
                 .with_partition_index(partition)
                 .with_committed_offset(offset)
                 .with_committed_metadata(Some(text("")))])]);
-    let op = Op::GroupCommit { member: m.member_id.clone(), generation: m.generation, partition, offset };
+    let op = Op::GroupCommit { member: config.owner(&m.member_id), generation: m.generation, partition, offset };
     let invoked = recorder.now_ns();
     let answer = coordinator_call(router, m, ApiKey::OffsetCommit, 7, RequestKind::OffsetCommit(request)).await;
     let code = match &answer {
@@ -423,7 +443,8 @@ async fn heartbeat(config: &MemberConfig, router: &mut Router, m: &mut Membershi
     let request = HeartbeatRequest::default()
         .with_group_id(GroupId(text(&config.group)))
         .with_generation_id(m.generation)
-        .with_member_id(text(&m.member_id));
+        .with_member_id(text(&m.member_id))
+        .with_group_instance_id(config.instance());
     match coordinator_call(router, m, ApiKey::Heartbeat, 3, RequestKind::Heartbeat(request)).await {
         Ok(ResponseKind::Heartbeat(r)) if ErrorCode(r.error_code).is_none() => Ok(()),
         Ok(ResponseKind::Heartbeat(r)) => {
@@ -443,7 +464,9 @@ async fn leave(config: &MemberConfig, router: &mut Router, m: &Membership) {
     }
     let request = LeaveGroupRequest::default()
         .with_group_id(GroupId(text(&config.group)))
-        .with_members(vec![MemberIdentity::default().with_member_id(text(&m.member_id))]);
+        .with_members(vec![MemberIdentity::default()
+            .with_member_id(text(&m.member_id))
+            .with_group_instance_id(config.instance())]);
     let _ = coordinator_call(router, m, ApiKey::LeaveGroup, 3, RequestKind::LeaveGroup(request)).await;
 }
 

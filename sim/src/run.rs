@@ -33,6 +33,7 @@ use crate::supervisor::supervise;
 use broker::server::state::PartitionObservation;
 use madsim::runtime::Handle;
 use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -42,7 +43,6 @@ use tokio::time::Instant;
 /// change carries its own time: this is bookkeeping, not a sampling rate).
 const STATE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 /// The group the workload's subscribe-mode consumers share.
-const GROUP: &str = "sim-group";
 /// How often the heal phase looks whether the group has committed everything.
 const GROUP_PROGRESS_POLL: Duration = Duration::from_millis(200);
 /// How long a stopped member may take to leave (one LeaveGroup, one request timeout).
@@ -186,22 +186,38 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
 
     // Group members go on through the heal phase until the group has committed what the final
     // reads found (group-progress), so they stop on their own signal.
+    // Each member is its own node, started again (from scratch: a new member, or the same
+    // static instance) when the nemesis restarts it; `members_left` counts those that left.
     let groups_stop = Arc::new(Notify::new());
-    let mut group_workers = Vec::new();
+    let members_left = Arc::new(AtomicUsize::new(0));
+    let mut member_nodes = Vec::new();
     for g in 0..scenario.workload.group_consumers {
         let name = format!("group-member-{}", g + 1);
-        let node = handle.create_node().name(&name).ip(format!("10.0.7.{}", g + 1).parse().expect("ip")).build();
         let member = MemberConfig {
             process: Process(1500 + g + 1),
-            name,
+            name: name.clone(),
             bootstrap: bootstrap.clone(),
             topic: scenario.topic.name.clone(),
             partitions: scenario.topic.partitions,
-            group: GROUP.to_string(),
+            group: crate::group_client::GROUP.to_string(),
             fetch_max_bytes: config.consumer_fetch_max_bytes as i32,
             slow: g == 0 && scenario.workload.group_slow_member,
+            instance_id: scenario.workload.group_static_members.then(|| format!("member-{}", g + 1)),
         };
-        group_workers.push(node.spawn(run_group_member(member, recorder.clone(), groups_stop.clone())));
+        let (recorder, stop, left) = (recorder.clone(), groups_stop.clone(), members_left.clone());
+        let node = handle
+            .create_node()
+            .name(&name)
+            .ip(format!("10.0.7.{}", g + 1).parse().expect("ip"))
+            .init(move || {
+                let (member, recorder, stop, left) = (member.clone(), recorder.clone(), stop.clone(), left.clone());
+                async move {
+                    run_group_member(member, recorder, stop).await;
+                    left.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .build();
+        member_nodes.push(node.id());
     }
 
     let mut hostile = Vec::new();
@@ -225,6 +241,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     let nemesis = Nemesis {
         handle: &handle,
         world: &world,
+        members: &member_nodes,
         scenario: &scenario,
         topic: &scenario.topic.name,
         faults: &faults,
@@ -271,7 +288,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             });
         }
     }
-    if !group_workers.is_empty() {
+    if !member_nodes.is_empty() {
         let ends = final_log_ends(&recorder.history());
         while Instant::now() < heal_deadline {
             let committed = acknowledged_commits(&recorder.history());
@@ -281,10 +298,13 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             tokio::time::sleep(GROUP_PROGRESS_POLL).await;
         }
         groups_stop.notify_waiters();
-        for worker in group_workers {
-            if tokio::time::timeout(GROUP_LEAVE_TIMEOUT, worker).await.is_err() {
+        let leave_deadline = Instant::now() + GROUP_LEAVE_TIMEOUT;
+        while members_left.load(Ordering::SeqCst) < member_nodes.len() {
+            if Instant::now() >= leave_deadline {
                 liveness_failure.get_or_insert_with(|| "a group member did not leave its group in time".to_string());
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     // Caught up: every assigned replica in its leader's ISR, at the leader's log end.

@@ -139,6 +139,10 @@ pub struct WorkloadSpec {
     /// session timeout, is expelled, and commits late (`sim::group_client`).
     #[serde(default)]
     pub group_slow_member: bool,
+    /// Group members are static (`group.instance.id` = `member-N`): one restarted within its
+    /// session gets its partitions back without a rebalance.
+    #[serde(default)]
+    pub group_static_members: bool,
     /// Clients mixing malformed and oversized requests into the run (`sim::hostile`); 0: none.
     #[serde(default)]
     pub hostile_clients: u32,
@@ -346,9 +350,17 @@ impl Scenario {
                 return bad(
                     "faults.scripted.target",
                     format!(
-                        "unknown node `{}`: use broker-1 .. broker-{}, leader, follower{controller}",
-                        fault.target, self.cluster.brokers
+                        "unknown node `{}`: use broker-1 .. broker-{}, leader, follower{controller}, and with group consumers coordinator, member-1 .. member-{}",
+                        fault.target, self.cluster.brokers, self.workload.group_consumers
                     ),
+                );
+            }
+            let client = fault.target.starts_with("member-");
+            let client_kinds = [FaultKind::Crash, FaultKind::Kill, FaultKind::Pause, FaultKind::Isolate];
+            if client && !client_kinds.contains(&fault.kind) {
+                return bad(
+                    "faults.scripted.kind",
+                    "a group member can be crashed, killed, paused or isolated, nothing else".to_string(),
                 );
             }
             if fault.target == "follower" && self.topic.replication_factor < 2 {
@@ -406,6 +418,12 @@ impl Scenario {
     fn is_node(&self, name: &str) -> bool {
         if name == "leader" || name == "follower" || (name == "controller" && self.cluster.brokers > 1) {
             return true;
+        }
+        if name == "coordinator" {
+            return self.workload.group_consumers > 0;
+        }
+        if let Some(n) = name.strip_prefix("member-") {
+            return n.parse::<u32>().is_ok_and(|n| (1..=self.workload.group_consumers).contains(&n));
         }
         name.strip_prefix("broker-")
             .and_then(|n| n.parse::<u32>().ok())

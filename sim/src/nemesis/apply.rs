@@ -31,6 +31,8 @@ pub fn note(faults: &Mutex<Vec<FaultEvent>>, recorder: &Recorder, target: &str, 
 pub struct Nemesis<'a> {
     pub handle: &'a Handle,
     pub world: &'a World,
+    /// The group members' nodes (index 0 = member-1).
+    pub members: &'a [madsim::task::NodeId],
     pub scenario: &'a Scenario,
     pub topic: &'a str,
     pub faults: &'a Mutex<Vec<FaultEvent>>,
@@ -57,6 +59,15 @@ impl Nemesis<'_> {
                 Some(p) if p.leader != NO_LEADER => self.world.broker_node(p.leader).into_iter().collect(),
                 _ => vec![],
             },
+            Target::Coordinator => {
+                let image = self.world.metadata();
+                let partition = broker::group::partition_for(crate::group_client::GROUP, crate::cluster::OFFSETS_PARTITIONS);
+                match image.as_ref().and_then(|i| i.partition("__consumer_offsets", partition)) {
+                    Some(p) if p.leader != NO_LEADER => self.world.broker_node(p.leader).into_iter().collect(),
+                    _ => vec![],
+                }
+            }
+            Target::Member(_) => unreachable!("members are not brokers: see apply_to_member"),
             Target::Follower => match partition_zero() {
                 Some(p) => p
                     .replicas
@@ -67,6 +78,41 @@ impl Nemesis<'_> {
                 None => vec![],
             },
         }
+    }
+
+    /// A fault of a group member's node: its process killed (crash and kill alike: a client
+    /// has no disk) and started again after `duration` (a new member, or the same static
+    /// instance), paused, or cut off from everyone.
+    async fn apply_to_member(&self, kind: FaultKind, index: usize, duration: Duration) {
+        let name = format!("member-{}", index + 1);
+        let Some(&id) = self.members.get(index) else {
+            self.note(&name, format!("{kind:?} skipped: no such member"));
+            return;
+        };
+        let net = madsim::net::NetSim::current();
+        let (on, off) = match kind {
+            FaultKind::Crash | FaultKind::Kill => {
+                self.handle.kill(id);
+                ("kill", "restart")
+            }
+            FaultKind::Pause => {
+                self.handle.pause(id);
+                ("pause", "resume")
+            }
+            FaultKind::Isolate => {
+                net.clog_node(id);
+                ("isolate", "heal network")
+            }
+            other => unreachable!("scenario validation allows no {other:?} of a member"),
+        };
+        self.note(&name, on);
+        tokio::time::sleep(duration).await;
+        match kind {
+            FaultKind::Crash | FaultKind::Kill => self.handle.restart(id),
+            FaultKind::Pause => self.handle.resume(id),
+            _ => net.unclog_node(id),
+        }
+        self.note(&name, off);
     }
 
     /// A swarm fault that destroys a replica's data stays within the budget only while every
@@ -125,6 +171,9 @@ impl Nemesis<'_> {
         }
         tokio::time::sleep(fault.at.saturating_sub(elapsed)).await;
         let duration = fault.duration.min(fault_phase.saturating_sub(started.elapsed()));
+        if let Target::Member(index) = fault.target {
+            return self.apply_to_member(fault.kind, index, duration).await;
+        }
         let targets = self.resolve(fault.target);
         let Some(first) = targets.first() else {
             self.note(&format!("{:?}", fault.target), format!("{:?} skipped: no such node now", fault.kind));

@@ -1,7 +1,7 @@
 //! Which faults the configuration promises to survive without losing acknowledged writes: a
 //! run whose faults go beyond it may lose data and still pass (its losses are expected).
 
-use super::{loses_data, start_times, PlannedFault, Target, RECOVERY_WINDOW};
+use super::{loses_data, start_times, PlannedFault, RECOVERY_WINDOW};
 use crate::scenario::{Acks, FaultKind, Scenario};
 use serde::Serialize;
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub fn budget(scenario: &Scenario, faults: &[PlannedFault]) -> Budget {
     let topic = &scenario.topic;
     let loses_data = |f: &PlannedFault| loses_data(scenario, f);
     let moves_leadership = |f: &PlannedFault| !matches!(f.kind, FaultKind::SlowNetwork | FaultKind::DiskSlow);
-    let hits_broker = |f: &PlannedFault| f.target != Target::Controller;
+    let hits_broker = |f: &PlannedFault| f.target.is_broker();
     if topic.replication_factor == 1 {
         if faults.iter().any(|f| loses_data(f) && hits_broker(f)) {
             return beyond(

@@ -27,6 +27,18 @@ pub enum Target {
     Follower,
     /// Every broker.
     All,
+    /// A group member's node (index 0 = member-1): kill, crash, pause and isolate only.
+    Member(usize),
+    /// The group's coordinator when the fault starts: the leader of the workload group's
+    /// `__consumer_offsets` partition.
+    Coordinator,
+}
+
+impl Target {
+    /// Whether the fault hits a broker (a client's fault never costs a replica its data).
+    pub fn is_broker(self) -> bool {
+        !matches!(self, Target::Controller | Target::Member(_))
+    }
 }
 
 impl Target {
@@ -36,6 +48,10 @@ impl Target {
             "leader" => Target::Leader,
             "follower" => Target::Follower,
             "all" => Target::All,
+            "coordinator" => Target::Coordinator,
+            member if member.starts_with("member-") => {
+                Target::Member(member["member-".len()..].parse::<usize>().expect("validated") - 1)
+            }
             broker => Target::Broker(
                 broker.strip_prefix("broker-").and_then(|n| n.parse::<usize>().ok()).expect("validated") - 1,
             ),
@@ -97,6 +113,9 @@ pub const RECOVERY_WINDOW: Duration = Duration::from_secs(20);
 /// Whether a fault destroys data a replica had acknowledged: power loss without an fsync per
 /// message, or a disk swapped for an empty one.
 pub fn loses_data(scenario: &Scenario, fault: &PlannedFault) -> bool {
+    if matches!(fault.target, Target::Member(_)) {
+        return false;
+    }
     match fault.kind {
         FaultKind::Crash | FaultKind::CrashAll => scenario.topic.flush_messages != Some(1),
         FaultKind::DiskLoss => true,
