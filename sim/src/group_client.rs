@@ -462,11 +462,9 @@ async fn leave(config: &MemberConfig, router: &mut Router, m: &Membership) {
     if m.member_id.is_empty() || m.coordinator.is_none() {
         return;
     }
-    let request = LeaveGroupRequest::default()
-        .with_group_id(GroupId(text(&config.group)))
-        .with_members(vec![MemberIdentity::default()
-            .with_member_id(text(&m.member_id))
-            .with_group_instance_id(config.instance())]);
+    let request = LeaveGroupRequest::default().with_group_id(GroupId(text(&config.group))).with_members(vec![
+        MemberIdentity::default().with_member_id(text(&m.member_id)).with_group_instance_id(config.instance()),
+    ]);
     let _ = coordinator_call(router, m, ApiKey::LeaveGroup, 3, RequestKind::LeaveGroup(request)).await;
 }
 

@@ -61,7 +61,8 @@ impl Nemesis<'_> {
             },
             Target::Coordinator => {
                 let image = self.world.metadata();
-                let partition = broker::group::partition_for(crate::group_client::GROUP, crate::cluster::OFFSETS_PARTITIONS);
+                let partition =
+                    broker::group::partition_for(crate::group_client::GROUP, crate::cluster::OFFSETS_PARTITIONS);
                 match image.as_ref().and_then(|i| i.partition("__consumer_offsets", partition)) {
                     Some(p) if p.leader != NO_LEADER => self.world.broker_node(p.leader).into_iter().collect(),
                     _ => vec![],
