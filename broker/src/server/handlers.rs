@@ -552,9 +552,10 @@ fn fetch_partition(
             p.log().log_end_offset()
         }
         None => {
-            if !p.high_watermark_established() {
-                // A new leader whose HW has not caught up with its epoch yet: what it would
-                // report could be below what the previous leader showed.
+            if !p.high_watermark_established() || broker.controller_lease_expired(now_ms()) {
+                // A new leader whose HW has not caught up with its epoch yet, or one that may
+                // have been replaced (its controller lease ran out): what it would report
+                // could be below what the other leader showed.
                 return (empty.with_error_code(ErrorCode::NOT_LEADER_OR_FOLLOWER.0), false);
             }
             p.high_watermark()
@@ -629,6 +630,9 @@ fn list_offset(
     if !p.high_watermark_established() {
         // Kafka's answer (KIP-207) while a new leader's HW is below its epoch start.
         return Err(ErrorCode::OFFSET_NOT_AVAILABLE);
+    }
+    if broker.controller_lease_expired(now_ms()) {
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER); // it may have been replaced by now
     }
     let high_watermark = p.high_watermark();
     let found = match timestamp {
