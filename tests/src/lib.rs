@@ -122,6 +122,48 @@ impl Drop for ChildBroker {
     }
 }
 
+/// A controller (node 100) and brokers 1..=n as child processes, as the README starts a
+/// cluster on one machine; each node with its own port and data directory.
+pub struct ChildCluster {
+    pub controller: ChildBroker,
+    pub brokers: std::collections::BTreeMap<i32, ChildBroker>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl ChildCluster {
+    /// `every_node` goes to the controller and the brokers; `brokers_only` to the brokers.
+    pub fn start(binary: &str, brokers: i32, every_node: &[(&str, String)], brokers_only: &[(&str, String)]) -> Self {
+        let dirs: Vec<tempfile::TempDir> = (0..=brokers).map(|_| tempfile::tempdir().expect("temp dir")).collect();
+        let controller_addr = free_port();
+        let mut settings = every_node.to_vec();
+        settings.extend([
+            ("node.id", "100".to_string()),
+            ("process.roles", "controller".to_string()),
+            ("listeners", format!("CONTROLLER://{controller_addr}")),
+        ]);
+        let controller = ChildBroker::start_node(binary, controller_addr, dirs[0].path(), &settings);
+        let mut started = std::collections::BTreeMap::new();
+        for node in 1..=brokers {
+            let addr = free_port();
+            let mut settings = every_node.to_vec();
+            settings.extend_from_slice(brokers_only);
+            settings.extend([
+                ("node.id", node.to_string()),
+                ("process.roles", "broker".to_string()),
+                ("listeners", format!("PLAINTEXT://{addr}")),
+                ("controller.quorum.voters", format!("100@{controller_addr}")),
+            ]);
+            started.insert(node, ChildBroker::start_node(binary, addr, dirs[node as usize].path(), &settings));
+        }
+        ChildCluster { controller, brokers: started, _dirs: dirs }
+    }
+
+    /// Every broker's address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.brokers.values().map(|b| b.addr.to_string()).collect::<Vec<_>>().join(",")
+    }
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()

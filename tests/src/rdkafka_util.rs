@@ -26,11 +26,15 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 
 /// Creates a topic through librdkafka's admin client (CreateTopics).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    create_replicated_topic(bootstrap, topic, partitions, 1);
+}
+
+/// CreateTopics with `replication` replicas per partition.
+pub fn create_replicated_topic(bootstrap: &str, topic: &str, partitions: i32, replication: i32) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
-    let results = futures::executor::block_on(
-        admin.create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &AdminOptions::new()),
-    )
-    .expect("CreateTopics request");
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let results = futures::executor::block_on(admin.create_topics(&[new_topic], &AdminOptions::new()))
+        .expect("CreateTopics request");
     for result in results {
         result.unwrap_or_else(|(name, code)| panic!("creating {name}: {code:?}"));
     }

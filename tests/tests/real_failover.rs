@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tests::rdkafka_util::{client_config, read_to_end};
-use tests::{free_port, ChildBroker};
+use tests::ChildCluster;
 
 const TOPIC: &str = "failover";
 const KILL_AFTER_ACKS: usize = 3_000;
@@ -30,31 +30,10 @@ fn timings() -> Vec<(&'static str, String)> {
 #[test]
 fn acks_all_records_survive_kill_9_of_the_leader_exactly_once_and_in_order() {
     let binary = env!("CARGO_BIN_EXE_gregor-broker");
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let controller_addr = free_port();
-    let mut settings = timings();
-    settings.extend([
-        ("node.id", "100".to_string()),
-        ("process.roles", "controller".to_string()),
-        ("listeners", format!("CONTROLLER://{controller_addr}")),
-        ("default.replication.factor", "3".to_string()),
-        ("num.partitions", "1".to_string()),
-    ]);
-    let _controller = ChildBroker::start_node(binary, controller_addr, dirs[0].path(), &settings);
-    let mut brokers: BTreeMap<i32, ChildBroker> = BTreeMap::new();
-    for node in 1..=3 {
-        let addr = free_port();
-        let mut settings = timings();
-        settings.extend([
-            ("node.id", node.to_string()),
-            ("process.roles", "broker".to_string()),
-            ("listeners", format!("PLAINTEXT://{addr}")),
-            ("controller.quorum.voters", format!("100@{controller_addr}")),
-            ("min.insync.replicas", "2".to_string()),
-        ]);
-        brokers.insert(node, ChildBroker::start_node(binary, addr, dirs[node as usize].path(), &settings));
-    }
-    let bootstrap = brokers.values().map(|b| b.addr.to_string()).collect::<Vec<_>>().join(",");
+    let mut every_node = timings();
+    every_node.extend([("default.replication.factor", "3".to_string()), ("num.partitions", "1".to_string())]);
+    let mut cluster = ChildCluster::start(binary, 3, &every_node, &[("min.insync.replicas", "2".to_string())]);
+    let bootstrap = cluster.bootstrap();
 
     let producer: FutureProducer = client_config(&bootstrap)
         .set("enable.idempotence", "true")
@@ -110,7 +89,7 @@ fn acks_all_records_survive_kill_9_of_the_leader_exactly_once_and_in_order() {
     let partition = &metadata.topics()[0].partitions()[0];
     assert_eq!(partition.replicas().len(), 3, "RF=3");
     let leader = partition.leader();
-    brokers.remove(&leader).expect("the leader is one of ours").kill_9();
+    cluster.brokers.remove(&leader).expect("the leader is one of ours").kill_9();
     let killed_at = acked.lock().unwrap().len();
     eprintln!("killed leader {leader} with {killed_at} records acknowledged");
 
@@ -122,7 +101,7 @@ fn acks_all_records_survive_kill_9_of_the_leader_exactly_once_and_in_order() {
     collector.join().unwrap();
 
     let acked = acked.lock().unwrap().clone();
-    let bootstrap = brokers.values().map(|b| b.addr.to_string()).collect::<Vec<_>>().join(",");
+    let bootstrap = cluster.bootstrap();
     let read = read_to_end(&bootstrap, TOPIC, 1, Duration::from_secs(60));
     let mut offsets_of: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (_, offset, _, value) in &read {

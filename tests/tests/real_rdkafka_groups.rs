@@ -1,7 +1,8 @@
 //! librdkafka consumer groups against the broker: three members share a six-partition topic
 //! with the eager (`range`) and the incremental (`cooperative-sticky`) assignors; one leaves
 //! or is killed -9 and the others take over its partitions; across the run every record is
-//! delivered and nothing below a committed offset is skipped.
+//! delivered and nothing below a committed offset is skipped. In a three-broker cluster the
+//! group's coordinator is killed -9 and the group moves on to the new one.
 #![cfg(not(madsim))]
 #![allow(clippy::disallowed_methods)] // real threads, processes, files and clocks: never simulated
 
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tests::rdkafka_util::{client_config, create_topic};
-use tests::{python, python_script, InProcessBroker};
+use tests::rdkafka_util::{client_config, create_replicated_topic, create_topic};
+use tests::{python, python_script, ChildCluster, InProcessBroker};
 
 const TOPIC: &str = "group-topic";
 const PARTITIONS: i32 = 6;
@@ -325,4 +326,72 @@ fn a_restarted_static_member_gets_its_partitions_back_and_the_other_member_sees_
     a.leave();
     b.leave();
     broker.shutdown();
+}
+
+/// The group's coordinator killed -9 in a cluster of a controller and three brokers: the leader
+/// of the group's `__consumer_offsets` partition moves to another replica, which loads the
+/// group by replaying it; the members find it and resume from their committed offsets. Every
+/// record is delivered, nothing below a committed offset is skipped, and the commits reach the
+/// log end.
+#[test]
+fn the_group_moves_to_a_new_coordinator_when_the_old_one_is_killed_minus_9() {
+    let binary = env!("CARGO_BIN_EXE_gregor-broker");
+    let every_node = [
+        ("broker.heartbeat.interval.ms", "250".to_string()),
+        ("broker.session.timeout.ms", "2000".to_string()),
+        ("group.initial.rebalance.delay.ms", "0".to_string()),
+        ("offsets.topic.num.partitions", "3".to_string()),
+    ];
+    let mut cluster = ChildCluster::start(binary, 3, &every_node, &[("min.insync.replicas", "2".to_string())]);
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(&bootstrap, TOPIC, PARTITIONS, 3);
+    let group = "coordinator-failover";
+    let deliveries: Deliveries = Arc::default();
+    let members: Vec<Member> =
+        ["a", "b"].iter().map(|n| Member::join(&bootstrap, group, n, "range", deliveries.clone())).collect();
+    produce_round(&bootstrap, 1);
+    wait_for_all(&deliveries, 1, Duration::from_secs(60));
+    let coordinator = coordinator_of(&bootstrap, group);
+    cluster.brokers.remove(&coordinator).expect("the coordinator is one of ours").kill_9();
+    eprintln!("killed the coordinator, broker {coordinator}");
+    let bootstrap = cluster.bootstrap();
+    produce_round(&bootstrap, 2);
+    let all = wait_for_all(&deliveries, 2, Duration::from_secs(90));
+    assert_eq!(all.len(), PARTITIONS as usize * 2 * PER_PARTITION as usize);
+    assert_ne!(coordinator_of(&bootstrap, group), coordinator, "a new coordinator");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let offsets = committed(&bootstrap, group);
+        if offsets.values().all(|&o| o == 2 * PER_PARTITION) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commits did not reach the log end: {offsets:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    members.into_iter().for_each(Member::leave);
+}
+
+/// The node id of `group`'s coordinator (FindCoordinator, as librdkafka asks it).
+fn coordinator_of(bootstrap: &str, group: &str) -> i32 {
+    use broker::protocol::client::Connection;
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, RequestKind, ResponseKind};
+    use kafka_protocol::protocol::StrBytes;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for addr in bootstrap.split(',') {
+                let Ok(mut conn) = Connection::connect(addr, "coordinator-of").await else { continue };
+                let request = FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.to_string()));
+                let answer = conn.send(ApiKey::FindCoordinator, 3, RequestKind::FindCoordinator(request)).await;
+                if let Ok(ResponseKind::FindCoordinator(r)) = answer {
+                    if r.error_code == 0 {
+                        return r.node_id.0;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no broker named a coordinator for {group}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
 }
