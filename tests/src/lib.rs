@@ -186,6 +186,14 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// kcat, as `cargo xtest` provides it (the one on the PATH, or Debian's, unpacked in `.kcat`).
+pub fn kcat() -> PathBuf {
+    match std::env::var_os("GREGOR_KCAT") {
+        Some(path) => PathBuf::from(path),
+        None => panic!("GREGOR_KCAT is not set: run the real-client tier with `cargo xtest real`, which provides kcat"),
+    }
+}
+
 /// A script in `tests/python`.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)

@@ -1,5 +1,5 @@
-//! Group consumers of other clients against the broker: confluent-kafka (librdkafka in
-//! Python), aiokafka and kafkajs (Node.js, installed by `cargo xtest real` into
+//! Group consumers of other clients against the broker: kcat -G and confluent-kafka
+//! (librdkafka), aiokafka and kafkajs (Node.js, installed by `cargo xtest real` into
 //! `tests/js/node_modules`). Each reads what was produced, commits, and a second run resumes
 //! after its commits.
 #![cfg(not(madsim))]
@@ -39,6 +39,14 @@ fn consume(client: &str, bootstrap: &str, topic: &str, group: &str, count: usize
             node.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("js/group_consume.js"));
             node.args([bootstrap, topic, group, &count, idle_s]);
             node
+        }
+        "kcat" => {
+            // The balanced consumer (-G): librdkafka's group consumer, auto commit, exit at the
+            // end of every assigned partition (-e).
+            let mut kcat = Command::new(tests::kcat());
+            kcat.args(["-b", bootstrap, "-G", group, topic, "-X", "auto.offset.reset=earliest", "-e", "-q"]);
+            kcat.args(["-f", "%p %o %s\\n"]);
+            kcat
         }
         "confluent" | "aiokafka" => {
             let mut python = Command::new(python());
@@ -85,6 +93,11 @@ fn confluent_kafka_subscribe_with_manual_commits_resumes_after_them() {
 #[test]
 fn aiokafka_group_consumer_resumes_after_its_commits() {
     reads_commits_and_resumes("aiokafka");
+}
+
+#[test]
+fn kcat_balanced_consumer_resumes_after_its_commits() {
+    reads_commits_and_resumes("kcat");
 }
 
 #[test]

@@ -154,14 +154,15 @@ fn tier_lint(root: &Path) -> Result<(), String> {
     )
 }
 
-/// Real clients (kafka-python, librdkafka, confluent-kafka, aiokafka, kafkajs) against a real
-/// broker.
+/// Real clients (kafka-python, librdkafka, confluent-kafka, aiokafka, kafkajs, kcat) against a
+/// real broker.
 fn tier_real(root: &Path) -> Result<(), String> {
     let python = ensure_python_venv(root)?;
     ensure_node_modules(root)?;
+    let kcat = ensure_kcat(root)?;
     run(
         "real clients against a real broker",
-        Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).args([
+        Command::new(cargo()).current_dir(root).env("GREGOR_PYTHON", &python).env("GREGOR_KCAT", &kcat).args([
             "test",
             "--package",
             "tests",
@@ -259,6 +260,42 @@ fn ensure_node_modules(root: &Path) -> Result<(), String> {
         Command::new("npm").current_dir(&js).args(["ci", "--no-audit", "--no-fund"]),
     )?;
     std::fs::write(&stamp, lock).map_err(|e| format!("writing {}: {e}", stamp.display()))
+}
+
+/// kcat: the one on the PATH, else Debian's package and the two libraries it needs that a
+/// fresh machine lacks, fetched with `apt-get download` (no root needed) and unpacked into
+/// `.kcat/`. Returns a command that runs it (a wrapper script setting LD_LIBRARY_PATH).
+fn ensure_kcat(root: &Path) -> Result<PathBuf, String> {
+    if let Ok(found) = Command::new("sh").args(["-c", "command -v kcat"]).output() {
+        if found.status.success() {
+            return Ok(PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()));
+        }
+    }
+    let dir = root.join(".kcat");
+    let wrapper = dir.join("kcat");
+    if wrapper.exists() {
+        return Ok(wrapper);
+    }
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("creating {}: {e}", debs.display()))?;
+    run(
+        "download kcat (Debian packages: kcat, librdkafka1, libyajl2)",
+        Command::new("apt-get").current_dir(&debs).args(["download", "kcat", "librdkafka1", "libyajl2"]),
+    )?;
+    let unpacked = dir.join("root");
+    for deb in std::fs::read_dir(&debs).map_err(|e| format!("reading {}: {e}", debs.display()))? {
+        let deb = deb.map_err(|e| e.to_string())?.path();
+        run("unpack a Debian package", Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    }
+    let script = format!(
+        "#!/bin/sh\nLD_LIBRARY_PATH=\"{lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\" exec \"{bin}\" \"$@\"\n",
+        lib = unpacked.join("usr/lib/x86_64-linux-gnu").display(),
+        bin = unpacked.join("usr/bin/kcat").display(),
+    );
+    std::fs::write(&wrapper, script).map_err(|e| format!("writing {}: {e}", wrapper.display()))?;
+    run("make the kcat wrapper executable", Command::new("chmod").arg("+x").arg(&wrapper))?;
+    run("kcat runs", Command::new(&wrapper).arg("-V"))?;
+    Ok(wrapper)
 }
 
 fn read_to_string(path: &Path) -> Result<String, String> {
