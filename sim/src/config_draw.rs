@@ -4,6 +4,7 @@
 //! `segment_bytes`, or a flush policy its fault budget depends on) keeps it. The draw comes from
 //! its own random stream and is printed in the report.
 
+use crate::group_assignors::Assignor;
 use crate::nemesis::stream_seed;
 use crate::scenario::Scenario;
 use rand::{Rng, SeedableRng};
@@ -37,6 +38,9 @@ pub struct ConfigDraw {
     pub replica_lag_time_max_ms: u64,
     pub replica_fetch_max_bytes: u32,
     pub consumer_fetch_max_bytes: u32,
+    /// What group members (if any) run with.
+    pub group_assignor: Assignor,
+    pub group_auto_commit: bool,
 }
 
 impl ConfigDraw {
@@ -51,6 +55,10 @@ impl ConfigDraw {
         let replica_lag_time_max_ms = rng.gen_range(REPLICA_LAG_TIME_MAX_MS);
         let replica_fetch_max_bytes = 1 << rng.gen_range(FETCH_MAX_BYTES_LOG2);
         let consumer_fetch_max_bytes = 1 << rng.gen_range(FETCH_MAX_BYTES_LOG2);
+        // Drawn after the others, so adding them left every earlier draw of a seed as it was.
+        let group_assignor = Assignor::ALL[rng.gen_range(0..Assignor::ALL.len())];
+        let group_auto_commit = rng.gen_bool(0.5);
+        let workload = &scenario.workload;
         let topic = &scenario.topic;
         let flush_open = topic.flush_messages.is_none() && topic.flush_ms.is_none();
         ConfigDraw {
@@ -62,6 +70,11 @@ impl ConfigDraw {
             replica_lag_time_max_ms,
             replica_fetch_max_bytes,
             consumer_fetch_max_bytes,
+            group_assignor: workload
+                .group_assignor
+                .as_deref()
+                .map_or(group_assignor, |name| Assignor::parse(name).expect("validated")),
+            group_auto_commit: workload.group_auto_commit.unwrap_or(group_auto_commit),
         }
     }
 
@@ -97,7 +110,7 @@ impl ConfigDraw {
     /// One line for reports.
     pub fn describe(&self) -> String {
         format!(
-            "segment.bytes={} index.interval.bytes={} flush.ms={} broker.session.timeout.ms={} broker.heartbeat.interval.ms={} replica.lag.time.max.ms={} replica.fetch.max.bytes={} consumer fetch.max.bytes={}",
+            "segment.bytes={} index.interval.bytes={} flush.ms={} broker.session.timeout.ms={} broker.heartbeat.interval.ms={} replica.lag.time.max.ms={} replica.fetch.max.bytes={} consumer fetch.max.bytes={} group assignor={} group auto commit={}",
             self.segment_bytes,
             self.index_interval_bytes,
             self.flush_ms.map_or("(scenario's)".to_string(), |ms| ms.to_string()),
@@ -105,7 +118,9 @@ impl ConfigDraw {
             self.heartbeat_interval_ms,
             self.replica_lag_time_max_ms,
             self.replica_fetch_max_bytes,
-            self.consumer_fetch_max_bytes
+            self.consumer_fetch_max_bytes,
+            self.group_assignor.name(),
+            self.group_auto_commit
         )
     }
 }

@@ -8,6 +8,7 @@
 //! JoinGroup long poll is answered before the link gives up.
 
 use crate::client::{fetch, FetchResult, Recorder, Router};
+use crate::group_assignors::Assignor;
 use crate::history::{Op, Outcome, Partition, Process};
 use broker::types::ErrorCode;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -50,6 +51,10 @@ pub struct MemberConfig {
     pub slow: bool,
     /// `group.instance.id` of a static member.
     pub instance_id: Option<String>,
+    /// The assignor the members offer (all the same); the leader runs it.
+    pub assignor: Assignor,
+    /// `enable.auto.commit`: commit every [`AUTO_COMMIT_EVERY`] instead of after every poll.
+    pub auto_commit: bool,
 }
 
 impl MemberConfig {
@@ -64,6 +69,11 @@ impl MemberConfig {
     }
 }
 
+/// `auto.commit.interval.ms` of members that auto commit.
+const AUTO_COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// An owned partition's position before OffsetFetch answered.
+const UNKNOWN_POSITION: i64 = -1;
+
 /// How often a slow member stalls.
 const STALL_EVERY: Duration = Duration::from_secs(20);
 /// How long a slow member stalls: past its session timeout.
@@ -73,12 +83,42 @@ fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
-/// The member's subscription in the consumer protocol (version 0): just the topic.
-fn subscription(topic: &str) -> Bytes {
+/// The member's subscription in the consumer protocol: the topic (version 0), and with a
+/// cooperative assignor the partitions it owns (version 1).
+fn subscription(topic: &str, owned: Option<Vec<Partition>>) -> Bytes {
     let mut buf = BytesMut::new();
-    buf.put_i16(0);
-    ConsumerProtocolSubscription::default().with_topics(vec![text(topic)]).encode(&mut buf, 0).expect("encodes");
+    let subscription = ConsumerProtocolSubscription::default().with_topics(vec![text(topic)]);
+    match owned {
+        None => {
+            buf.put_i16(0);
+            subscription.encode(&mut buf, 0).expect("encodes");
+        }
+        Some(partitions) => {
+            buf.put_i16(1);
+            let owned = vec![consumer_protocol_subscription::TopicPartition::default()
+                .with_topic(TopicName(text(topic)))
+                .with_partitions(partitions)];
+            subscription.with_owned_partitions(owned).encode(&mut buf, 1).expect("encodes");
+        }
+    }
     buf.freeze()
+}
+
+/// The partitions of `topic` a member's subscription says it owns (none if it says nothing).
+fn owned_in(mut metadata: Bytes, topic: &str) -> Vec<Partition> {
+    if metadata.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = metadata.get_i16();
+    let Ok(subscription) = ConsumerProtocolSubscription::decode(&mut metadata, version.clamp(0, 3)) else {
+        return Vec::new();
+    };
+    subscription
+        .owned_partitions
+        .into_iter()
+        .filter(|t| t.topic.0.as_str() == topic)
+        .flat_map(|t| t.partitions)
+        .collect()
 }
 
 fn encode_assignment(topic: &str, partitions: &[Partition]) -> Bytes {
@@ -112,33 +152,17 @@ fn decode_assignment(mut bytes: Bytes, topic: &str) -> Option<Vec<Partition>> {
     )
 }
 
-/// Kafka's `range` assignor for one topic: members sorted by id, partitions in contiguous
-/// ranges, the first `partitions % members` members one more.
-pub fn range_assign(members: &[String], partitions: i32) -> BTreeMap<String, Vec<Partition>> {
-    let mut sorted = members.to_vec();
-    sorted.sort();
-    let n = sorted.len().max(1) as i32;
-    let (per, extra) = (partitions / n, partitions % n);
-    let mut next = 0;
-    sorted
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let count = per + i32::from((i as i32) < extra);
-            let range: Vec<Partition> = (next..next + count).collect();
-            next += count;
-            (m, range)
-        })
-        .collect()
-}
-
 /// Where a member stands with its group.
 struct Membership {
     coordinator: Option<String>,
     member_id: String,
     generation: i32,
-    /// Owned partitions → (position, first poll since the assignment).
+    /// Owned partitions → (position, first poll since the assignment). Position
+    /// [`UNKNOWN_POSITION`] until OffsetFetch said where the partition's commits are.
     owned: BTreeMap<Partition, (i64, bool)>,
+    /// With auto commit: the next commit, and the last position committed per partition.
+    next_auto_commit: tokio::time::Instant,
+    auto_committed: BTreeMap<Partition, i64>,
     /// A slow member's next stall.
     next_stall: tokio::time::Instant,
 }
@@ -169,6 +193,8 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
         member_id: String::new(),
         generation: -1,
         owned: BTreeMap::new(),
+        next_auto_commit: tokio::time::Instant::now() + AUTO_COMMIT_EVERY,
+        auto_committed: BTreeMap::new(),
         next_stall: tokio::time::Instant::now() + STALL_EVERY,
     };
     let stopped = stop.notified();
@@ -214,6 +240,9 @@ async fn step(
     let partitions: Vec<Partition> = m.owned.keys().copied().collect();
     for partition in partitions {
         let (position, after_seek) = m.owned[&partition];
+        if position == UNKNOWN_POSITION {
+            continue;
+        }
         let invoked = recorder.now_ns();
         match fetch(router, &config.topic, partition, position, 100, config.fetch_max_bytes).await {
             FetchResult::Records { records, high_watermark } if !records.is_empty() => {
@@ -229,7 +258,9 @@ async fn step(
                     tokio::time::sleep(STALL_FOR).await;
                     m.next_stall = tokio::time::Instant::now() + STALL_EVERY;
                 }
-                commit(config, router, m, recorder, partition, next).await?;
+                if !config.auto_commit {
+                    commit(config, router, m, recorder, partition, next).await?;
+                }
             }
             FetchResult::Records { .. } | FetchResult::Error => {}
             FetchResult::OutOfRange => {
@@ -241,7 +272,32 @@ async fn step(
             break;
         }
     }
+    if config.auto_commit && tokio::time::Instant::now() >= m.next_auto_commit {
+        auto_commit(config, router, m, recorder).await?;
+    }
     heartbeat(config, router, m).await
+}
+
+/// `enable.auto.commit`: every [`AUTO_COMMIT_EVERY`], each owned partition's position, if it
+/// moved since the last commit.
+async fn auto_commit(
+    config: &MemberConfig,
+    router: &mut Router,
+    m: &mut Membership,
+    recorder: &Recorder,
+) -> Result<(), Rejoin> {
+    m.next_auto_commit = tokio::time::Instant::now() + AUTO_COMMIT_EVERY;
+    let due: Vec<(Partition, i64)> = m
+        .owned
+        .iter()
+        .filter(|(p, (position, _))| *position != UNKNOWN_POSITION && m.auto_committed.get(p) != Some(position))
+        .map(|(p, (position, _))| (*p, *position))
+        .collect();
+    for (partition, position) in due {
+        commit(config, router, m, recorder, partition, position).await?;
+        m.auto_committed.insert(partition, position);
+    }
+    Ok(())
 }
 
 async fn coordinator_call(
@@ -271,7 +327,10 @@ async fn join_and_sync(
     m: &mut Membership,
     recorder: &Recorder,
 ) -> Result<(), Rejoin> {
-    m.owned.clear();
+    if !config.assignor.cooperative() {
+        m.owned.clear(); // eager: everything is given up when a rebalance starts
+    }
+    let owned: Vec<Partition> = m.owned.keys().copied().collect();
     let join = |member_id: &str| {
         JoinGroupRequest::default()
             .with_group_id(GroupId(text(&config.group)))
@@ -282,7 +341,8 @@ async fn join_and_sync(
             .with_protocol_type(text("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default()
                 .with_name(text("range"))
-                .with_metadata(subscription(&config.topic))])
+                .with_name(text(config.assignor.name()))
+                .with_metadata(subscription(&config.topic, config.assignor.cooperative().then(|| owned.clone())))])
     };
     let mut answer =
         coordinator_call(router, m, ApiKey::JoinGroup, 5, RequestKind::JoinGroup(join(&m.member_id))).await?;
@@ -300,8 +360,14 @@ async fn join_and_sync(
     }
     m.member_id = joined.member_id.to_string();
     let assignments = if joined.leader == joined.member_id {
-        let members: Vec<String> = joined.members.iter().map(|member| member.member_id.to_string()).collect();
-        range_assign(&members, config.partitions)
+        let members: Vec<(String, Vec<Partition>)> = joined
+            .members
+            .iter()
+            .map(|member| (member.member_id.to_string(), owned_in(member.metadata.clone(), &config.topic)))
+            .collect();
+        config
+            .assignor
+            .assign(&members, config.partitions)
             .into_iter()
             .map(|(member, partitions)| {
                 SyncGroupRequestAssignment::default()
@@ -340,7 +406,14 @@ async fn join_and_sync(
         },
     );
     m.generation = joined.generation_id;
-    m.owned = partitions.into_iter().map(|p| (p, (0, true))).collect();
+    let before = std::mem::take(&mut m.owned);
+    m.owned = partitions.iter().map(|p| (*p, before.get(p).copied().unwrap_or((UNKNOWN_POSITION, true)))).collect();
+    if before.keys().any(|p| !m.owned.contains_key(p)) {
+        // Cooperative: partitions were taken away to be given to others; rejoin at once, so
+        // the next generation can hand them over.
+        m.generation = -1;
+        return Err(Rejoin::Same);
+    }
     Ok(())
 }
 
@@ -351,13 +424,13 @@ async fn fetch_committed(
     m: &mut Membership,
     recorder: &Recorder,
 ) -> Result<(), Rejoin> {
-    if m.owned.is_empty() {
+    let unknown: Vec<Partition> =
+        m.owned.iter().filter(|(_, (position, _))| *position == UNKNOWN_POSITION).map(|(p, _)| *p).collect();
+    if unknown.is_empty() {
         return Ok(());
     }
     let request = OffsetFetchRequest::default().with_group_id(GroupId(text(&config.group))).with_topics(Some(vec![
-        OffsetFetchRequestTopic::default()
-            .with_name(TopicName(text(&config.topic)))
-            .with_partition_indexes(m.owned.keys().copied().collect()),
+        OffsetFetchRequestTopic::default().with_name(TopicName(text(&config.topic))).with_partition_indexes(unknown),
     ]));
     let invoked = recorder.now_ns();
     let ResponseKind::OffsetFetch(r) =
@@ -473,12 +546,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn range_assignment_gives_contiguous_ranges_and_the_first_members_one_more() {
-        let members = vec!["b".to_string(), "a".to_string(), "c".to_string()];
-        let assigned = range_assign(&members, 7);
-        assert_eq!(assigned["a"], vec![0, 1, 2]);
-        assert_eq!(assigned["b"], vec![3, 4]);
-        assert_eq!(assigned["c"], vec![5, 6]);
+    fn a_cooperative_subscription_carries_the_owned_partitions_and_an_eager_one_none() {
+        assert_eq!(owned_in(subscription("t", Some(vec![2, 5])), "t"), vec![2, 5]);
+        assert_eq!(owned_in(subscription("t", None), "t"), Vec::<Partition>::new());
+        assert_eq!(owned_in(Bytes::from_static(b"x"), "t"), Vec::<Partition>::new());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod config_draw;
 pub mod disk;
+pub mod group_assignors;
 pub mod history;
 pub mod nemesis;
 pub mod observation;

@@ -13,7 +13,7 @@ use crate::check::availability::{
     TakeoverRules,
 };
 use crate::check::exits::check_exits;
-use crate::check::groups::{acknowledged_commits, group_progress};
+use crate::check::groups::{group_committed, group_progress};
 use crate::check::metadata::{check_leader_from_isr, MetadataDurability};
 use crate::check::replicas::check_replica_prefix;
 use crate::check::state::StateChecker;
@@ -203,6 +203,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             fetch_max_bytes: config.consumer_fetch_max_bytes as i32,
             slow: g == 0 && scenario.workload.group_slow_member,
             instance_id: scenario.workload.group_static_members.then(|| format!("member-{}", g + 1)),
+            assignor: config.group_assignor,
+            auto_commit: config.group_auto_commit,
         };
         let (recorder, stop, left) = (recorder.clone(), groups_stop.clone(), members_left.clone());
         let node = handle
@@ -291,7 +293,7 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
     if !member_nodes.is_empty() {
         let ends = final_log_ends(&recorder.history());
         while Instant::now() < heal_deadline {
-            let committed = acknowledged_commits(&recorder.history());
+            let committed = group_committed(&recorder.history());
             if ends.iter().all(|(p, end)| committed.get(p).copied().unwrap_or(0) >= *end) {
                 break;
             }

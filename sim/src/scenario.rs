@@ -143,6 +143,14 @@ pub struct WorkloadSpec {
     /// session gets its partitions back without a rebalance.
     #[serde(default)]
     pub group_static_members: bool,
+    /// The members' assignor: `range`, `roundrobin` or `cooperative-sticky`; unset: drawn per
+    /// seed (`config_draw`).
+    #[serde(default)]
+    pub group_assignor: Option<String>,
+    /// Members commit every second (`enable.auto.commit`) instead of after every poll; unset:
+    /// drawn per seed.
+    #[serde(default)]
+    pub group_auto_commit: Option<bool>,
     /// Clients mixing malformed and oversized requests into the run (`sim::hostile`); 0: none.
     #[serde(default)]
     pub hostile_clients: u32,
@@ -336,6 +344,14 @@ impl Scenario {
         }
         if self.workload.duration_s == 0 {
             return bad("workload.duration_s", "must be positive".to_string());
+        }
+        if let Some(name) = &self.workload.group_assignor {
+            if crate::group_assignors::Assignor::parse(name).is_none() {
+                return bad(
+                    "workload.group_assignor",
+                    format!("unknown assignor `{name}`: use range, roundrobin or cooperative-sticky"),
+                );
+            }
         }
         for fault in &self.faults.scripted {
             let all = fault.target == "all";
