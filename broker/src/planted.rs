@@ -77,9 +77,11 @@ pub enum Bug {
     /// fencing checks are forgotten): a member expelled for missing its session commits over
     /// the partition's new owner.
     CommitOldGeneration = 4194304,
-    /// When the leader's assignment is written, every member is given the leader's own part:
-    /// one partition has several owners in one generation.
-    SyncGivesLeadersAssignment = 8388608,
+    /// When the leader's assignment is written, the leader is answered with every member's
+    /// part (the whole plan, merged), the others with their own: each partition the leader
+    /// gave away has two owners in one generation. Nothing goes unowned, so the group does not
+    /// stall.
+    LeaderGetsEveryAssignment = 8388608,
     /// A coordinator that loads a `__consumer_offsets` partition replays its groups but not
     /// their offset commits: after a coordinator moves, acknowledged commits are gone.
     OffsetsNotReplayed = 16777216,
@@ -122,7 +124,7 @@ impl Bug {
         Bug::RetentionWrongUnit,
         Bug::RecoveryDropsSealedSegments,
         Bug::CommitOldGeneration,
-        Bug::SyncGivesLeadersAssignment,
+        Bug::LeaderGetsEveryAssignment,
         Bug::OffsetsNotReplayed,
         Bug::LoadNeverCompletes,
         Bug::CleanerDropsNewest,
@@ -154,7 +156,7 @@ impl Bug {
             Bug::RetentionWrongUnit => "retention-wrong-unit",
             Bug::RecoveryDropsSealedSegments => "recovery-drops-sealed-segments",
             Bug::CommitOldGeneration => "commit-old-generation",
-            Bug::SyncGivesLeadersAssignment => "sync-gives-leaders-assignment",
+            Bug::LeaderGetsEveryAssignment => "leader-gets-every-assignment",
             Bug::OffsetsNotReplayed => "offsets-not-replayed",
             Bug::LoadNeverCompletes => "load-never-completes",
             Bug::CleanerDropsNewest => "cleaner-drops-newest",

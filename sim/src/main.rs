@@ -485,7 +485,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::RetentionWrongUnit, "scenarios/planted/consumer-caught-up-restart.toml"),
         (broker::planted::Bug::RecoveryDropsSealedSegments, "scenarios/planted/consumer-caught-up-restart.toml"),
         (broker::planted::Bug::CommitOldGeneration, "scenarios/group-coordinator-crash.toml"),
-        (broker::planted::Bug::SyncGivesLeadersAssignment, "scenarios/group-coordinator-crash.toml"),
+        (broker::planted::Bug::LeaderGetsEveryAssignment, "scenarios/group-coordinator-crash.toml"),
         (broker::planted::Bug::OffsetsNotReplayed, "scenarios/group-coordinator-crash.toml"),
         (broker::planted::Bug::LoadNeverCompletes, "scenarios/group-coordinator-crash.toml"),
         (broker::planted::Bug::CleanerDropsNewest, "scenarios/compaction-under-crashes.toml"),

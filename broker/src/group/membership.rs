@@ -753,13 +753,12 @@ impl Group {
         let Some(assignment) = self.pending_assignment.take() else { return out };
         match result {
             Ok(()) => {
-                let leaders_part = self.leader_id.as_ref().and_then(|l| assignment.get(l)).cloned().unwrap_or_default();
-                let one_for_all = crate::planted::active(crate::planted::Bug::SyncGivesLeadersAssignment);
+                let everything = crate::planted::active(crate::planted::Bug::LeaderGetsEveryAssignment)
+                    .then(|| planted_merge(assignment.values()));
                 for (id, member) in &mut self.members {
-                    member.assignment = if one_for_all {
-                        leaders_part.clone()
-                    } else {
-                        assignment.get(id).cloned().unwrap_or_default()
+                    member.assignment = match &everything {
+                        Some(merged) if self.leader_id.as_ref() == Some(id) => merged.clone(),
+                        _ => assignment.get(id).cloned().unwrap_or_default(),
                     };
                     if let Some(waiter) = member.awaiting_sync.take() {
                         let reply = SyncReply {
@@ -943,4 +942,37 @@ impl Group {
 fn uuid_string(entropy: u128) -> String {
     let hex = format!("{entropy:032x}");
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// Planted `leader-gets-every-assignment`: every member's part (consumer protocol), merged.
+fn planted_merge<'a>(parts: impl Iterator<Item = &'a Bytes>) -> Bytes {
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as Assigned;
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+    let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for part in parts {
+        let mut bytes = part.clone();
+        if bytes.len() < 2 {
+            continue;
+        }
+        let version = bytes::Buf::get_i16(&mut bytes).clamp(0, 3);
+        if let Ok(decoded) = ConsumerProtocolAssignment::decode(&mut bytes, version) {
+            for t in decoded.assigned_partitions {
+                topics.entry(t.topic.to_string()).or_default().extend(t.partitions);
+            }
+        }
+    }
+    let merged = ConsumerProtocolAssignment::default().with_assigned_partitions(
+        topics
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let name = kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(topic));
+                Assigned::default().with_topic(name).with_partitions(partitions)
+            })
+            .collect(),
+    );
+    let mut out = bytes::BytesMut::new();
+    out.extend_from_slice(&0i16.to_be_bytes());
+    merged.encode(&mut out, 0).expect("encodes");
+    out.freeze()
 }
