@@ -103,6 +103,19 @@ fn render(scenario_path: &str, outcome: &RunOutcome, verdict: Verdict, commit: &
             md.push('\n');
         }
     }
+    let overlaps = crate::check::groups::ownership_overlaps(&outcome.history);
+    if !overlaps.is_empty() {
+        let _ = writeln!(md, "## Partitions read by two group members at once, across generations (allowed)\n");
+        let _ = writeln!(md, "| partition | earlier owner (generation, window) | later owner (generation, window) |");
+        let _ = writeln!(md, "| --- | --- | --- |");
+        let window = |w: &(String, i32, u64, u64)| {
+            format!("{} ({}, {:.3}–{:.3} s)", w.0, w.1, w.2 as f64 / 1e9, w.3 as f64 / 1e9)
+        };
+        for o in overlaps.iter().take(20) {
+            let _ = writeln!(md, "| {} | {} | {} |", o.partition, window(&o.earlier), window(&o.later));
+        }
+        md.push('\n');
+    }
     let _ = writeln!(md, "## Fault timeline\n");
     if outcome.faults.is_empty() {
         let _ = writeln!(md, "(no faults)");

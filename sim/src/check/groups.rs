@@ -154,6 +154,73 @@ pub fn no_skip(history: &History) -> Vec<Violation> {
     violations
 }
 
+/// Two members reading one partition at once, in different generations: allowed (Kafka's
+/// at-least-once: an expelled member goes on polling until it hears of the rebalance), and
+/// reported with the windows so a run shows how long such overlaps last.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overlap {
+    pub partition: Partition,
+    /// (owner, generation, first assigned ns, last poll ns) of each.
+    pub earlier: (String, i32, u64, u64),
+    pub later: (String, i32, u64, u64),
+}
+
+/// Every overlap of ownership windows across generations. A member's window of a partition in
+/// a generation runs from its SyncGroup answer to its last poll of that partition before its
+/// next assignment; windows with no poll are not counted.
+pub fn ownership_overlaps(history: &History) -> Vec<Overlap> {
+    // (process, partition) -> windows in time order: (owner, generation, from, to).
+    type Window = (String, i32, u64, u64);
+    let mut open: BTreeMap<(crate::history::Process, Partition), Window> = BTreeMap::new();
+    let mut windows: BTreeMap<Partition, Vec<Window>> = BTreeMap::new();
+    let mut operations: Vec<&crate::history::Operation> =
+        history.operations.iter().filter(|o| o.outcome == Outcome::Ok).collect();
+    operations.sort_by_key(|o| o.completed_ns);
+    type Key = (crate::history::Process, Partition);
+    let close = |open: &mut BTreeMap<Key, Window>, windows: &mut BTreeMap<Partition, Vec<Window>>, key: Key| {
+        if let Some(window) = open.remove(&key) {
+            if window.3 > window.2 {
+                windows.entry(key.1).or_default().push(window);
+            }
+        }
+    };
+    for o in operations {
+        match &o.op {
+            Op::GroupAssigned { member, generation, partitions } => {
+                let stale: Vec<_> = open.keys().filter(|(p, _)| *p == o.process).copied().collect();
+                for key in stale {
+                    close(&mut open, &mut windows, key);
+                }
+                for &partition in partitions {
+                    let start = o.completed_ns;
+                    open.insert((o.process, partition), (member.clone(), *generation, start, start));
+                }
+            }
+            Op::Poll { partition, .. } => {
+                if let Some(window) = open.get_mut(&(o.process, *partition)) {
+                    window.3 = o.completed_ns;
+                }
+            }
+            _ => {}
+        }
+    }
+    for key in open.keys().copied().collect::<Vec<_>>() {
+        close(&mut open, &mut windows, key);
+    }
+    let mut overlaps = Vec::new();
+    for (partition, mut list) in windows {
+        list.sort_by_key(|w| w.2);
+        for (i, a) in list.iter().enumerate() {
+            for b in &list[i + 1..] {
+                if a.0 != b.0 && a.1 != b.1 && b.2 < a.3 {
+                    overlaps.push(Overlap { partition, earlier: a.clone(), later: b.clone() });
+                }
+            }
+        }
+    }
+    overlaps
+}
+
 /// How far the group has committed each partition, as members were told: the highest
 /// acknowledged commit, or OffsetFetch answer (a commit whose answer was lost, but that the
 /// coordinator stored, shows there; a member with nothing new to read never commits again).
@@ -268,6 +335,35 @@ mod tests {
         assert!(no_skip(&fine).is_empty());
         let outsider = history(vec![member(1, "a", 1, 10), polled(7, 0, 0..10, 20), commit(1, "a", 1, 10, 30)]);
         assert_eq!(no_skip(&outsider).len(), 1, "an assigned consumer's polls are not the group's");
+    }
+
+    #[test]
+    fn ownership_overlaps_across_generations_are_reported_and_disjoint_windows_are_not() {
+        let poll = |process, partition, at| polled(process, partition, 0..1, at);
+        let member = |process, name: &str, generation, partitions: &[Partition], at| Operation {
+            process: Process(process),
+            ..assigned(name, generation, partitions, at)
+        };
+        // `a` owns p0 in generation 1 and keeps polling it after `b` got it in generation 2.
+        let zombie = history(vec![
+            member(1, "a", 1, &[0], 10),
+            poll(1, 0, 20),
+            member(2, "b", 2, &[0], 30),
+            poll(2, 0, 40),
+            poll(1, 0, 50),
+        ]);
+        let found = ownership_overlaps(&zombie);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].earlier.0.as_str(), found[0].later.0.as_str(), found[0].later.2), ("a", "b", 30));
+        // `a` stops before `b` starts, and `a` is told of generation 2 (without p0) first.
+        let handed_over = history(vec![
+            member(1, "a", 1, &[0], 10),
+            poll(1, 0, 20),
+            member(1, "a", 2, &[], 25),
+            member(2, "b", 2, &[0], 30),
+            poll(2, 0, 40),
+        ]);
+        assert!(ownership_overlaps(&handed_over).is_empty());
     }
 
     #[test]
