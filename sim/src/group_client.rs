@@ -160,9 +160,11 @@ struct Membership {
     /// Owned partitions → (position, first poll since the assignment). Position
     /// [`UNKNOWN_POSITION`] until OffsetFetch said where the partition's commits are.
     owned: BTreeMap<Partition, (i64, bool)>,
-    /// With auto commit: the next commit, and the last position committed per partition.
+    /// With auto commit: the next commit.
     next_auto_commit: tokio::time::Instant,
-    auto_committed: BTreeMap<Partition, i64>,
+    /// The group's committed offset of each partition as this member last heard it (its own
+    /// acknowledged commits, OffsetFetch answers): a position beyond it is committed again.
+    acknowledged: BTreeMap<Partition, i64>,
     /// A slow member's next stall.
     next_stall: tokio::time::Instant,
 }
@@ -194,7 +196,7 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
         generation: -1,
         owned: BTreeMap::new(),
         next_auto_commit: tokio::time::Instant::now() + AUTO_COMMIT_EVERY,
-        auto_committed: BTreeMap::new(),
+        acknowledged: BTreeMap::new(),
         next_stall: tokio::time::Instant::now() + STALL_EVERY,
     };
     let stopped = stop.notified();
@@ -272,15 +274,18 @@ async fn step(
             break;
         }
     }
-    if config.auto_commit && tokio::time::Instant::now() >= m.next_auto_commit {
-        auto_commit(config, router, m, recorder).await?;
+    // Auto commit: every AUTO_COMMIT_EVERY. Commit after every poll: here only what a poll's
+    // commit left unacknowledged (its answer lost), or a member with nothing new to read
+    // would never commit it again (swarm-groups seed 487).
+    if !config.auto_commit || tokio::time::Instant::now() >= m.next_auto_commit {
+        commit_positions(config, router, m, recorder).await?;
     }
     heartbeat(config, router, m).await
 }
 
-/// `enable.auto.commit`: every [`AUTO_COMMIT_EVERY`], each owned partition's position, if it
-/// moved since the last commit.
-async fn auto_commit(
+/// Commits each owned partition's position that is not the committed offset as the member
+/// last heard it.
+async fn commit_positions(
     config: &MemberConfig,
     router: &mut Router,
     m: &mut Membership,
@@ -290,12 +295,11 @@ async fn auto_commit(
     let due: Vec<(Partition, i64)> = m
         .owned
         .iter()
-        .filter(|(p, (position, _))| *position != UNKNOWN_POSITION && m.auto_committed.get(p) != Some(position))
+        .filter(|(p, (position, _))| *position != UNKNOWN_POSITION && m.acknowledged.get(p) != Some(position))
         .map(|(p, (position, _))| (*p, *position))
         .collect();
     for (partition, position) in due {
         commit(config, router, m, recorder, partition, position).await?;
-        m.auto_committed.insert(partition, position);
     }
     Ok(())
 }
@@ -455,6 +459,9 @@ async fn fetch_committed(
             Op::GroupOffsetFetch { partition: p.partition_index, offset },
         );
         m.owned.insert(p.partition_index, (offset.unwrap_or(0), true));
+        if let Some(offset) = offset {
+            m.acknowledged.insert(p.partition_index, offset);
+        }
     }
     Ok(())
 }
@@ -490,6 +497,7 @@ async fn commit(
     match code {
         Some(ErrorCode::NONE) => {
             recorder.record(config.process, invoked, Outcome::Ok, op);
+            m.acknowledged.insert(partition, offset);
             Ok(())
         }
         Some(code) => {
