@@ -206,7 +206,12 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
             Ok(()) => Duration::from_millis(50),
             Err(Rejoin::Same) => Duration::from_millis(10),
             Err(Rejoin::Fresh) => {
+                // Out of the group: whatever it owned is lost (Kafka's onPartitionsLost), even
+                // to a cooperative member; a new owner may have moved on since (swarm-groups
+                // seed 233: a zombie's kept position, committed later, moved a commit back).
                 m.member_id.clear();
+                m.owned.clear();
+                m.acknowledged.clear();
                 Duration::from_millis(10)
             }
             Err(Rejoin::FindCoordinator) => {
