@@ -278,10 +278,17 @@ fn ensure_kcat(root: &Path) -> Result<PathBuf, String> {
     }
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| format!("creating {}: {e}", debs.display()))?;
-    run(
-        "download kcat (Debian packages: kcat, librdkafka1, libyajl2)",
-        Command::new("apt-get").current_dir(&debs).args(["download", "kcat", "librdkafka1", "libyajl2"]),
-    )?;
+    let download = || {
+        run(
+            "download kcat (Debian packages: kcat, librdkafka1, libyajl2)",
+            Command::new("apt-get").current_dir(&debs).args(["download", "kcat", "librdkafka1", "libyajl2"]),
+        )
+    };
+    if download().is_err() {
+        // A fresh image may have no package lists yet.
+        run("refresh the package lists (apt-get update)", Command::new("apt-get").arg("update"))?;
+        download()?;
+    }
     let unpacked = dir.join("root");
     for deb in std::fs::read_dir(&debs).map_err(|e| format!("reading {}: {e}", debs.display()))? {
         let deb = deb.map_err(|e| e.to_string())?.path();
