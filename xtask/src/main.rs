@@ -3,13 +3,14 @@
 //! - `cargo sim [--release] [ARGS]`  build the simulator (`--cfg madsim`, `target/sim`) and run it
 //! - `cargo bench-sim`     the simulator benchmark (release build)
 //! - `cargo xtest [TIER]`  run test tiers: `fast`, `lint`, `real`, `sim`, or all (default);
-//!                         `deep` (release sweeps, hours) runs only when named
+//!   `deep` (release sweeps, hours) runs only when named
 //! - `cargo bench-broker`  the broker benchmark (release build)
 //! - `cargo fuzz-broker`   the request-path fuzzer (`broker/examples/fuzz.rs`, release build)
 //!
 //! Everything a fresh machine lacks (the Python venv with kafka-python, confluent-kafka and
-//! aiokafka; kafkajs under `tests/js/node_modules`, with the machine's npm; librdkafka is built
-//! from source by the `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
+//! aiokafka; kafkajs under `tests/js/node_modules`, with the machine's npm; kcat, Debian's
+//! package unpacked into `.kcat` if none is installed; librdkafka is built from source by the
+//! `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
