@@ -11,6 +11,7 @@
 //! aiokafka; kafkajs under `tests/js/node_modules`, with the machine's npm; kcat, Debian's
 //! package unpacked into `.kcat` if none is installed; librdkafka is built from source by the
 //! `rdkafka` crate) is set up here, so `.ci/run` needs nothing else.
+#![allow(clippy::disallowed_methods)] // the build helper: real files and processes, never simulated
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
