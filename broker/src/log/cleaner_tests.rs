@@ -1,5 +1,6 @@
 //! The log cleaner: what it keeps, what it never touches, and crashes at every step of a pass.
 
+use super::tests::disk;
 use super::*;
 use crate::protocol::client::{encode_batch, BatchProducer, BatchRecord};
 use crate::storage::mem::{DiskOp, FaultHook, MemDisk};
@@ -9,13 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 const DIR: &str = "/data/compacted-0";
 const NOW: i64 = 1_000_000;
-
-fn disk() -> MemDisk {
-    let disk = MemDisk::new();
-    disk.create_dir_all(Path::new("/data")).unwrap();
-    disk.sync_dir(Path::new("/")).unwrap();
-    disk
-}
 
 fn compacted() -> LogConfig {
     LogConfig {

@@ -21,7 +21,8 @@ impl crate::storage::mem::FaultHook for FailSync {
     }
 }
 
-fn disk() -> MemDisk {
+/// A memory disk with `/data` created and durable.
+pub(super) fn disk() -> MemDisk {
     let disk = MemDisk::new();
     disk.create_dir_all(Path::new("/data")).unwrap();
     disk.sync_dir(Path::new("/")).unwrap();

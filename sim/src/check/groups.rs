@@ -295,6 +295,11 @@ mod tests {
         History { operations }
     }
 
+    /// An assignment recorded by member process `process`.
+    fn assigned_in(process: u32, name: &str, generation: i32, partitions: &[Partition], at: u64) -> Operation {
+        Operation { process: Process(process), ..assigned(name, generation, partitions, at) }
+    }
+
     fn polled(process: u32, partition: Partition, offsets: std::ops::Range<i64>, at: u64) -> Operation {
         let records = offsets.map(|o| (o, crate::history::Value(o as u64))).collect();
         op(process, at, at, Outcome::Ok, Op::Poll { partition, records, high_watermark: None, after_seek: false })
@@ -302,37 +307,28 @@ mod tests {
 
     #[test]
     fn no_skip_fails_when_members_commit_past_offsets_nobody_polled_and_passes_on_redelivery() {
-        let member = |process, name: &str, generation, at| Operation {
-            process: Process(process),
-            ..assigned(name, generation, &[0], at)
-        };
+        let member = |process, name: &str, generation, at| assigned_in(process, name, generation, &[0], at);
         let commit = |process, name: &str, generation, offset, at| Operation {
             process: Process(process),
             ..committed(name, generation, 0, offset, (at, at + 1), Outcome::Ok)
         };
-        // `a` reads 0..10 and commits 10; after a rebalance `b` resumes at 12, not 10.
-        let bad = history(vec![
-            member(1, "a", 1, 10),
-            polled(1, 0, 0..10, 20),
-            commit(1, "a", 1, 10, 30),
-            member(2, "b", 2, 40),
-            polled(2, 0, 12..20, 50),
-            commit(2, "b", 2, 20, 60),
-        ]);
-        let found = no_skip(&bad);
+        // `a` reads 0..10 and commits 10; after a rebalance `b` resumes at `start`.
+        let b_resumes_at = |start| {
+            history(vec![
+                member(1, "a", 1, 10),
+                polled(1, 0, 0..10, 20),
+                commit(1, "a", 1, 10, 30),
+                member(2, "b", 2, 40),
+                polled(2, 0, start..20, 50),
+                commit(2, "b", 2, 20, 60),
+            ])
+        };
+        let found = no_skip(&b_resumes_at(12));
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].invariant, found[0].offsets.clone()), ("no-skip", vec![10, 12]));
         // Resuming below the commit (redelivery) is fine; so are polls of a non-member (an
         // assigned consumer), which do not count for the group either way.
-        let fine = history(vec![
-            member(1, "a", 1, 10),
-            polled(1, 0, 0..10, 20),
-            commit(1, "a", 1, 10, 30),
-            member(2, "b", 2, 40),
-            polled(2, 0, 8..20, 50),
-            commit(2, "b", 2, 20, 60),
-        ]);
-        assert!(no_skip(&fine).is_empty());
+        assert!(no_skip(&b_resumes_at(8)).is_empty());
         let outsider = history(vec![member(1, "a", 1, 10), polled(7, 0, 0..10, 20), commit(1, "a", 1, 10, 30)]);
         assert_eq!(no_skip(&outsider).len(), 1, "an assigned consumer's polls are not the group's");
     }
@@ -340,10 +336,7 @@ mod tests {
     #[test]
     fn ownership_overlaps_across_generations_are_reported_and_disjoint_windows_are_not() {
         let poll = |process, partition, at| polled(process, partition, 0..1, at);
-        let member = |process, name: &str, generation, partitions: &[Partition], at| Operation {
-            process: Process(process),
-            ..assigned(name, generation, partitions, at)
-        };
+        let member = assigned_in;
         // `a` owns p0 in generation 1 and keeps polling it after `b` got it in generation 2.
         let zombie = history(vec![
             member(1, "a", 1, &[0], 10),
