@@ -10,7 +10,8 @@
 //! the ISR and live. With `unclean.leader.election.enable=false` a partition whose ISR has no
 //! live member stays leaderless (offline) — its ISR keeps the last member that was in sync, so
 //! that member leads again when it comes back. With it true, any live replica may lead, and the
-//! ISR restarts as that replica alone.
+//! ISR restarts as that replica alone. Below `min.insync.replicas` the eligible leader replicas
+//! (ELR, KIP-966) may lead too: see `Controller::choose_leader`.
 
 use super::image::{MetadataImage, MetadataRecord, PartitionImage, TopicImage, NO_LEADER};
 use super::log::MetadataLog;
@@ -229,7 +230,7 @@ impl Controller {
                 records.push(MetadataRecord::FenceBroker { node_id, broker_epoch: old.broker_epoch });
             }
             let live = Liveness { fenced: Some(node_id), ..Liveness::now(image) };
-            records.extend(self.leave_partitions(live, node_id));
+            records.extend(self.leave_partitions(live, node_id, Departure::Restarted));
         }
         let broker_epoch = self.next_offset() + records.len() as i64;
         records.push(MetadataRecord::RegisterBroker { node_id, broker_epoch, incarnation, host, port });
@@ -298,7 +299,8 @@ impl Controller {
             let (node_id, broker_epoch) = (broker.node_id, broker.broker_epoch);
             tracing::warn!(node_id, broker_epoch, "broker missed its heartbeats: fencing");
             let mut records = vec![MetadataRecord::FenceBroker { node_id, broker_epoch }];
-            records.extend(self.leave_partitions(Liveness { fenced: Some(node_id), ..Liveness::now(image) }, node_id));
+            let live = Liveness { fenced: Some(node_id), ..Liveness::now(image) };
+            records.extend(self.leave_partitions(live, node_id, Departure::Fenced));
             return Some(Decision::new(records, ()));
         }
         // Unclean topics may elect out-of-sync replicas whenever one is live.
@@ -307,8 +309,9 @@ impl Controller {
     }
 
     /// The partition changes when `node_id` (not live in `live`) stops serving: it leaves
-    /// every ISR it does not hold alone, and the partitions it led elect a new leader.
-    fn leave_partitions(&self, live: Liveness, node_id: i32) -> Vec<MetadataRecord> {
+    /// every ISR it does not hold alone, and the partitions it led elect a new leader. After a
+    /// restart it is also marked `restarted` where it stays in the ISR or ELR.
+    fn leave_partitions(&self, live: Liveness, node_id: i32, departure: Departure) -> Vec<MetadataRecord> {
         let image = live.image;
         let mut records = Vec::new();
         for partition in image.partitions.values() {
@@ -322,14 +325,19 @@ impl Controller {
             if stayed {
                 isr.retain(|&r| r != node_id);
             }
+            let mut restarted = partition.restarted.clone();
+            if departure == Departure::Restarted && !restarted.contains(&node_id) {
+                restarted.push(node_id);
+            }
             let elr = self.next_elr(image, partition, &isr);
+            let next = Leadership { leader: partition.leader, isr, elr, restarted };
             let elected = if partition.leader == node_id || partition.leader == NO_LEADER {
-                self.choose_leader(live, partition, &isr, &elr, stayed)
+                self.choose_leader(live, partition, &next, stayed)
             } else {
-                Some((partition.leader, isr.clone(), elr.clone()))
+                Some(next.clone())
             };
-            let (leader, isr, elr) = elected.unwrap_or((NO_LEADER, isr, elr));
-            if let Some((change, _)) = change_record(partition, leader, isr, elr) {
+            let leaderless = Leadership { leader: NO_LEADER, ..next };
+            if let Some((change, _)) = change_record(partition, elected.unwrap_or(leaderless)) {
                 records.push(change);
             }
         }
@@ -344,8 +352,8 @@ impl Controller {
             .values()
             .filter(|p| p.leader == NO_LEADER)
             .filter_map(|p| {
-                let (leader, isr, elr) = self.choose_leader(live, p, &p.isr, &p.elr, false)?;
-                change_record(p, leader, isr, elr).map(|(change, _)| change)
+                let elected = self.choose_leader(live, p, &Leadership::of(p), false)?;
+                change_record(p, elected).map(|(change, _)| change)
             })
             .collect()
     }
@@ -371,38 +379,43 @@ impl Controller {
         configured.and_then(|v| v.parse().ok()).unwrap_or(self.config.min_insync_replicas)
     }
 
-    /// The election rule (see the module docs), given the ISR and ELR the partition will have.
-    /// `None`: no replica may lead yet.
+    /// The election rule (see the module docs), given the ISR and ELR the partition will have
+    /// (`next`, whose leader is the one leaving or none). `None`: no replica may lead yet.
     ///
     /// With an empty ELR, or an ISR whose members never left it (`isr_stayed`: the leader just
     /// left an ISR of several), the first live ISR member leads (KIP-966: the ISR first; with
-    /// strict min ISR every ISR member holds everything committed). Otherwise, with a non-empty
-    /// ELR, the ISR is a last member kept below `min.insync.replicas` that may have lost data in
-    /// a restart: then, as KIP-966's recovery does, the replica with the longest log (latest
-    /// epoch, then log end) among ISR and ELR leads, once every one of them is live and has
-    /// reported its log. Each holds a prefix of the same history, so the longest holds every
-    /// acknowledged record.
+    /// strict min ISR every ISR member holds everything committed). With a non-empty ELR the
+    /// high watermark has not moved since the first ELR member left the ISR, so every ISR and
+    /// ELR member that has not restarted since it was in sync (not in `restarted`) holds
+    /// everything committed: the first live one leads, ISR members first. Otherwise every
+    /// candidate may have lost unflushed records in a restart: then, as KIP-966's recovery
+    /// does, the replica with the longest log (latest epoch, then log end) among ISR and ELR
+    /// leads, once every one of them is live and has reported its log. Each holds a prefix of
+    /// the same history, so the longest holds every acknowledged record.
     fn choose_leader(
         &self,
         live: Liveness,
         partition: &PartitionImage,
-        isr: &[i32],
-        elr: &[i32],
+        next: &Leadership,
         isr_stayed: bool,
-    ) -> Option<(i32, Vec<i32>, Vec<i32>)> {
+    ) -> Option<Leadership> {
         let image = live.image;
+        let Leadership { isr, elr, restarted, .. } = next;
         let out_of_sync = crate::planted::active(crate::planted::Bug::ElectOutOfSync);
         if elr.is_empty() || isr_stayed {
             let clean = partition.replicas.iter().find(|r| (out_of_sync || isr.contains(r)) && live.is_live(**r));
             if let Some(&leader) = clean {
-                let mut isr = isr.to_vec();
+                let mut isr = isr.clone();
                 if !isr.contains(&leader) {
                     isr.push(leader); // only with the planted bug: the leader must be in the ISR
                 }
-                return Some((leader, isr, elr.to_vec()));
+                return Some(Leadership { leader, isr, ..next.clone() });
             }
         }
         if !elr.is_empty() {
+            if let Some(elected) = self.elect_in_sync_member(live, partition, next) {
+                return Some(elected);
+            }
             let candidates: Vec<i32> =
                 partition.replicas.iter().copied().filter(|r| isr.contains(r) || elr.contains(r)).collect();
             let key = (partition.topic_id, partition.partition);
@@ -427,9 +440,10 @@ impl Controller {
                         epoch,
                         log_end,
                         ?candidates,
+                        ?restarted,
                         "ISR below min.insync.replicas: electing the longest log among ISR and ELR"
                     );
-                    return Some((leader, vec![leader], Vec::new()));
+                    return Some(Leadership::alone(leader));
                 }
             }
         }
@@ -441,10 +455,41 @@ impl Controller {
                     leader,
                     "unclean leader election: acknowledged data may be lost"
                 );
-                return Some((leader, vec![leader], Vec::new()));
+                return Some(Leadership::alone(leader));
             }
         }
         None
+    }
+
+    /// With a non-empty ELR: the first live ISR member, else ELR member, in assignment order,
+    /// that has not restarted since it was in sync. An ELR member elected becomes the ISR alone;
+    /// the ISR members it replaces join the ELR (the ISR stays below min.insync.replicas).
+    fn elect_in_sync_member(
+        &self,
+        live: Liveness,
+        partition: &PartitionImage,
+        next: &Leadership,
+    ) -> Option<Leadership> {
+        let Leadership { isr, elr, restarted, .. } = next;
+        let in_sync = |r: &&i32| !restarted.contains(r) && live.is_live(**r);
+        let ordered = |members: &[i32]| -> Option<i32> {
+            partition.replicas.iter().filter(|r| members.contains(r)).find(in_sync).copied()
+        };
+        if let Some(leader) = ordered(isr) {
+            return Some(Leadership { leader, ..next.clone() });
+        }
+        let leader = ordered(elr)?;
+        // ISR and ELR are disjoint.
+        let new_elr: Vec<i32> = elr.iter().chain(isr).copied().filter(|&r| r != leader).collect();
+        tracing::info!(
+            topic_id = partition.topic_id,
+            partition = partition.partition,
+            leader,
+            ?isr,
+            ?elr,
+            "no ISR member can lead: electing an eligible leader replica that never restarted"
+        );
+        Some(Leadership { leader, isr: vec![leader], elr: new_elr, restarted: restarted.clone() })
     }
 
     fn unclean_allowed(&self, image: &MetadataImage, topic_id: u128) -> bool {
@@ -513,7 +558,9 @@ impl Controller {
             }
         }
         let elr = self.next_elr(image, current, &new_isr);
-        match change_record(current, node_id, new_isr, elr) {
+        // Every ISR member is in sync with the leader now: none counts as restarted.
+        let restarted = current.restarted.iter().copied().filter(|r| !new_isr.contains(r)).collect();
+        match change_record(current, Leadership { leader: node_id, isr: new_isr, elr, restarted }) {
             Some((change, changed)) => Ok(Decision::new(vec![change], changed)),
             None => Ok(Decision::reply(current.clone())),
         }
@@ -680,20 +727,53 @@ fn take_records(budget: &mut usize, needed: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The record that moves `partition` to `leader`, `isr` and `elr`, and the partition after it,
-/// if anything changes.
-fn change_record(
-    partition: &PartitionImage,
+/// Why a broker stops serving its partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    /// It missed its heartbeats: its log is as it was.
+    Fenced,
+    /// It registered anew: it may have lost unflushed records.
+    Restarted,
+}
+
+/// A partition's leadership as a decision leaves it.
+#[derive(Clone, Debug, PartialEq)]
+struct Leadership {
     leader: i32,
     isr: Vec<i32>,
     elr: Vec<i32>,
-) -> Option<(MetadataRecord, PartitionImage)> {
-    if leader == partition.leader && isr == partition.isr && elr == partition.elr {
+    /// See [`PartitionImage::restarted`].
+    restarted: Vec<i32>,
+}
+
+impl Leadership {
+    fn of(partition: &PartitionImage) -> Self {
+        Leadership {
+            leader: partition.leader,
+            isr: partition.isr.clone(),
+            elr: partition.elr.clone(),
+            restarted: partition.restarted.clone(),
+        }
+    }
+
+    /// `leader` alone in the ISR, with the history it holds as the one that counts.
+    fn alone(leader: i32) -> Self {
+        Leadership { leader, isr: vec![leader], elr: Vec::new(), restarted: Vec::new() }
+    }
+}
+
+/// The record that moves `partition` to `next`, and the partition after it, if anything
+/// changes. `restarted` keeps only ISR and ELR members other than the leader (its invariant).
+fn change_record(partition: &PartitionImage, next: Leadership) -> Option<(MetadataRecord, PartitionImage)> {
+    let Leadership { leader, isr, elr, mut restarted } = next;
+    restarted.retain(|r| (isr.contains(r) || elr.contains(r)) && *r != leader);
+    if leader == partition.leader && isr == partition.isr && elr == partition.elr && restarted == partition.restarted {
         return None;
     }
     let changed = PartitionImage {
         isr,
         elr,
+        restarted,
         leader,
         leader_epoch: partition.leader_epoch + i32::from(leader != partition.leader),
         partition_epoch: partition.partition_epoch + 1,
@@ -704,6 +784,7 @@ fn change_record(
         partition: changed.partition,
         isr: changed.isr.clone(),
         elr: changed.elr.clone(),
+        restarted: changed.restarted.clone(),
         leader: changed.leader,
         leader_epoch: changed.leader_epoch,
         partition_epoch: changed.partition_epoch,
@@ -853,7 +934,11 @@ mod tests {
 
     /// Heartbeats from every broker but `silent` until `until_ms`.
     fn heartbeat_all_but(c: &mut Controller, silent: &[i32], until_ms: i64) {
-        let mut now = 0;
+        heartbeat_all_but_between(c, silent, 0, until_ms);
+    }
+
+    fn heartbeat_all_but_between(c: &mut Controller, silent: &[i32], from_ms: i64, until_ms: i64) {
+        let mut now = from_ms;
         while now <= until_ms {
             for node in 1..=3 {
                 if !silent.contains(&node) {
@@ -979,30 +1064,76 @@ mod tests {
         assert_eq!((taken_over.leader, taken_over.isr.clone(), taken_over.elr.clone()), (b, vec![b], vec![a]));
     }
 
-    #[test]
-    fn below_min_isr_a_restarted_last_member_loses_the_election_to_a_longer_eligible_log() {
+    fn leadership(c: &Controller) -> (i32, Vec<i32>, Vec<i32>, Vec<i32>) {
+        let p = &c.image().partitions[&(7, 0)];
+        (p.leader, p.isr.clone(), p.elr.clone(), p.restarted.clone())
+    }
+
+    fn report(c: &mut Controller, node: i32, latest_epoch: i32, log_end: i64, now_ms: i64) {
+        let log = ReplicaLog { topic_id: 7, partition: 0, latest_epoch, log_end };
+        let e = epoch(c, node);
+        c.run(|c| c.decide_heartbeat(node, e, c.next_offset(), &[log], now_ms)).unwrap();
+        c.tick(now_ms).unwrap();
+    }
+
+    /// `a` leads ISR [a, b] (min ISR 2) and `third` lags outside; then `b` goes silent for
+    /// 2 s: the ISR falls to [a] and `b` becomes an eligible leader replica.
+    fn controller_with_b_eligible() -> (Controller, [i32; 3]) {
         let (mut c, p) = controller_with_min_isr_2();
         let (a, b, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
-        // `third` lags out of the ISR; then `b` goes silent: the ISR falls below 2 and `b`
-        // becomes an eligible leader replica (it has every acks=all record).
         c.run(|c| c.decide_alter_partition(alter(a, epoch(c, a), 7, 0, 0, 0, vec![a, b], &joining(c)))).unwrap();
         heartbeat_all_but(&mut c, &[b], 2_000);
-        let shrunk = c.image().partitions[&(7, 0)].clone();
-        assert_eq!((shrunk.leader, shrunk.isr.clone(), shrunk.elr.clone()), (a, vec![a], vec![b]));
-        // `a`, the last ISR member, restarts with an empty disk.
+        assert_eq!(leadership(&c), (a, vec![a], vec![b], vec![]));
+        (c, [a, b, third])
+    }
+
+    /// Found by the deep sweep (swarm-replicated seeds 27964, 28886, 29984): `b` was fenced for
+    /// missed heartbeats and came back without restarting, still in the ELR; then the last
+    /// ISR member died, and the controller waited for it to return before electing anyone.
+    /// `b` holds everything committed (the high watermark has not moved since it left the
+    /// ISR) and lost nothing: it takes over at once, and `a` waits in the ELR.
+    #[test]
+    fn below_min_isr_an_eligible_replica_that_never_restarted_takes_over_from_a_dead_last_member() {
+        let (mut c, [a, b, _]) = controller_with_b_eligible();
+        heartbeat_all_but_between(&mut c, &[a], 2_100, 4_000);
+        assert!(c.image().brokers[&a].fenced);
+        assert_eq!(leadership(&c), (b, vec![b], vec![a], vec![]));
+    }
+
+    #[test]
+    fn below_min_isr_a_restarted_eligible_replica_waits_for_the_last_member() {
+        let (mut c, [a, b, third]) = controller_with_b_eligible();
+        c.run(|c| c.decide_register(b, 99, "h".to_string(), 1, 2_100)).unwrap();
+        assert_eq!(leadership(&c), (a, vec![a], vec![b], vec![b]), "b restarted: it may have lost records");
+        heartbeat_all_but_between(&mut c, &[a], 2_100, 4_000);
+        assert_eq!(leadership(&c).0, NO_LEADER, "b is live but may lack acknowledged records");
+        // `a` comes back without restarting: it never left the ISR, so it leads again.
+        heartbeat_all_but_between(&mut c, &[third], 4_100, 4_500);
+        assert_eq!(leadership(&c), (a, vec![a], vec![b], vec![b]));
+    }
+
+    #[test]
+    fn below_min_isr_a_restarted_last_member_waits_for_an_eligible_replica_that_never_restarted() {
+        let (mut c, [a, b, third]) = controller_with_b_eligible();
+        // `a`, the last ISR member, restarts with an empty disk; `b` is still silent.
         c.run(|c| c.decide_register(a, 1234, "h".to_string(), 1, 2_100)).unwrap();
-        let log = |epoch: i32, end: i64| ReplicaLog { topic_id: 7, partition: 0, latest_epoch: epoch, log_end: end };
-        for (node, report) in [(a, log(-1, 0)), (third, log(0, 40))] {
-            let e = epoch(&c, node);
-            c.run(|c| c.decide_heartbeat(node, e, c.next_offset(), &[report], 2_200)).unwrap();
-        }
-        c.tick(2_200).unwrap();
-        assert_eq!(c.image().partitions[&(7, 0)].leader, NO_LEADER, "waits for every ISR and ELR member");
-        let e = epoch(&c, b);
-        c.run(|c| c.decide_heartbeat(b, e, c.next_offset(), &[log(0, 100)], 2_300)).unwrap();
-        c.tick(2_300).unwrap();
-        let elected = &c.image().partitions[&(7, 0)];
-        assert_eq!((elected.leader, elected.isr.clone(), elected.elr.clone()), (b, vec![b], vec![]));
+        report(&mut c, a, -1, 0, 2_200);
+        report(&mut c, third, 0, 40, 2_200);
+        assert_eq!(leadership(&c), (NO_LEADER, vec![a], vec![b], vec![a]), "waits for b");
+        report(&mut c, b, 0, 100, 2_300);
+        assert_eq!(leadership(&c), (b, vec![b], vec![a], vec![a]));
+    }
+
+    #[test]
+    fn below_min_isr_when_every_candidate_restarted_the_longest_log_leads_once_all_have_reported() {
+        let (mut c, [a, b, _]) = controller_with_b_eligible();
+        c.run(|c| c.decide_register(a, 1234, "h".to_string(), 1, 2_100)).unwrap();
+        c.run(|c| c.decide_register(b, 5678, "h".to_string(), 1, 2_100)).unwrap();
+        assert_eq!(leadership(&c), (NO_LEADER, vec![a], vec![b], vec![a, b]));
+        report(&mut c, b, 0, 100, 2_200);
+        assert_eq!(leadership(&c).0, NO_LEADER, "waits for every ISR and ELR member");
+        report(&mut c, a, 0, 60, 2_300);
+        assert_eq!(leadership(&c), (b, vec![b], vec![], vec![]));
     }
 
     #[test]
@@ -1107,6 +1238,7 @@ mod tests {
                 partition: 0,
                 isr: vec![],
                 elr: vec![],
+                restarted: vec![],
                 leader: 1,
                 leader_epoch: i32::MAX,
                 partition_epoch: i32::MAX,

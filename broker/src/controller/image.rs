@@ -45,6 +45,8 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
         #[serde(default)]
         elr: Vec<i32>,
+        #[serde(default)]
+        restarted: Vec<i32>,
         leader: i32,
         leader_epoch: i32,
         partition_epoch: i32,
@@ -78,6 +80,12 @@ pub struct PartitionImage {
     /// `min.insync.replicas`.
     #[serde(default)]
     pub elr: Vec<i32>,
+    /// ISR and ELR members that restarted (registered anew) since they were last in sync with
+    /// the leader: they may have lost unflushed records, so an election does not count on them
+    /// holding everything acknowledged. A member leaves the list when it rejoins the ISR or is
+    /// elected. Invariant: a subset of `isr` and `elr`, without `leader`.
+    #[serde(default)]
+    pub restarted: Vec<i32>,
     /// [`NO_LEADER`] while no eligible replica is alive.
     pub leader: i32,
     /// Bumped on every leader change (including to and from no leader).
@@ -187,6 +195,7 @@ impl MetadataImage {
                     replicas: replicas.clone(),
                     isr: isr.clone(),
                     elr: Vec::new(),
+                    restarted: Vec::new(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: *partition_epoch,
@@ -199,6 +208,7 @@ impl MetadataImage {
                 partition,
                 isr,
                 elr,
+                restarted,
                 leader,
                 leader_epoch,
                 partition_epoch,
@@ -217,6 +227,7 @@ impl MetadataImage {
                 let mut changed = image.clone();
                 changed.isr = isr.clone();
                 changed.elr = elr.clone();
+                changed.restarted = restarted.clone();
                 changed.leader = *leader;
                 changed.leader_epoch = *leader_epoch;
                 changed.partition_epoch = *partition_epoch;
@@ -265,6 +276,10 @@ impl PartitionImage {
         })?;
         ensure(self.elr.iter().all(|r| self.replicas.contains(r) && !self.isr.contains(r)), || {
             format!("ELR member in the ISR of {}", at())
+        })?;
+        let members = |r: &i32| self.isr.contains(r) || self.elr.contains(r);
+        ensure(self.restarted.iter().all(|r| members(r) && *r != self.leader), || {
+            format!("a restarted member outside the ISR and ELR, or leading, in {}", at())
         })?;
         let distinct: BTreeSet<_> = self.replicas.iter().collect();
         ensure(distinct.len() == self.replicas.len(), || format!("a replica listed twice in {}", at()))

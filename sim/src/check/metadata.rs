@@ -140,6 +140,7 @@ mod tests {
             partition: 0,
             isr,
             elr,
+            restarted: vec![],
             leader,
             leader_epoch: epoch,
             partition_epoch: epoch,

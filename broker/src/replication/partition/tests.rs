@@ -21,6 +21,7 @@ fn image(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> P
         replicas: vec![1, 2, 3],
         isr: isr.to_vec(),
         elr: vec![],
+        restarted: vec![],
         leader,
         leader_epoch,
         partition_epoch,
