@@ -135,6 +135,11 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
     pub const INCONSISTENT_CLUSTER_ID: ErrorCode = ErrorCode(104);
     pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = ErrorCode(110);
+    pub const UNRELEASED_INSTANCE_ID: ErrorCode = ErrorCode(111);
+    pub const UNSUPPORTED_ASSIGNOR: ErrorCode = ErrorCode(112);
+    pub const STALE_MEMBER_EPOCH: ErrorCode = ErrorCode(113);
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode = ErrorCode(128);
 
     pub fn is_none(self) -> bool {
         self == ErrorCode::NONE
@@ -196,6 +201,11 @@ mod tests {
             (ErrorCode::ILLEGAL_GENERATION, ResponseError::IllegalGeneration),
             (ErrorCode::INCONSISTENT_GROUP_PROTOCOL, ResponseError::InconsistentGroupProtocol),
             (ErrorCode::INVALID_GROUP_ID, ResponseError::InvalidGroupId),
+            (ErrorCode::FENCED_MEMBER_EPOCH, ResponseError::FencedMemberEpoch),
+            (ErrorCode::UNRELEASED_INSTANCE_ID, ResponseError::UnreleasedInstanceId),
+            (ErrorCode::UNSUPPORTED_ASSIGNOR, ResponseError::UnsupportedAssignor),
+            (ErrorCode::STALE_MEMBER_EPOCH, ResponseError::StaleMemberEpoch),
+            (ErrorCode::INVALID_REGULAR_EXPRESSION, ResponseError::InvalidRegularExpression),
             (ErrorCode::UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId),
             (ErrorCode::INVALID_SESSION_TIMEOUT, ResponseError::InvalidSessionTimeout),
             (ErrorCode::REBALANCE_IN_PROGRESS, ResponseError::RebalanceInProgress),

@@ -6,6 +6,8 @@
 //! unloads the partition: its groups' parked requests get NOT_COORDINATOR and the groups are
 //! dropped (the new leader loads them from the records).
 
+use super::consumer::{ConsumerGroup, ConsumerHeartbeat, TopicLookup};
+use super::consumer_coordinator::ConsumerGroupDescription;
 use super::membership::{Group, GroupState, MemberSummary};
 use super::records::{partition_for, GroupRecord, GroupValue, OffsetValue};
 use super::{
@@ -13,7 +15,7 @@ use super::{
     ASSIGNMENT_BYTES_MAX, MEMBER_METADATA_BYTES_MAX, MEMBER_PROTOCOLS_MAX, NAME_BYTES_MAX,
 };
 use crate::types::{ErrorCode, TopicPartition};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Where a `__consumer_offsets` partition led here stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +42,10 @@ impl LoadState {
 pub struct CommitRequest {
     pub group_id: String,
     /// -1 with an empty member id: a consumer that manages its own partitions (no group).
+    /// For a consumer group, the member epoch.
     pub generation_id: i32,
+    /// The OffsetCommit version (consumer groups take commits from members at v9+ only).
+    pub version: i16,
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub offsets: Vec<(TopicPartition, OffsetValue)>,
@@ -62,9 +67,15 @@ pub struct GroupSummary {
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
     config: GroupConfig,
-    partitions: BTreeMap<i32, LoadState>,
-    /// Invariant: every group's partition is in `partitions`.
-    groups: BTreeMap<String, Group>,
+    pub(super) partitions: BTreeMap<i32, LoadState>,
+    /// Classic groups. Invariant: every group's partition is in `partitions`; no id is both a
+    /// classic and a consumer group.
+    pub(super) groups: BTreeMap<String, Group>,
+    /// KIP-848 consumer groups (same invariants).
+    pub(super) consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// Consumer groups with a write in flight, and the heartbeats waiting for it (decided in
+    /// order once it is applied).
+    pub(super) consumer_queues: BTreeMap<String, VecDeque<(WaiterId, ConsumerHeartbeat)>>,
     /// Groups whose expired offsets are being removed (so a tick does not remove them twice).
     expiring: BTreeSet<String>,
 }
@@ -121,8 +132,20 @@ impl GroupCoordinator {
             return 0;
         }
         let mut stored: BTreeMap<String, (Option<GroupValue>, BTreeMap<TopicPartition, OffsetValue>)> = BTreeMap::new();
+        let mut consumer: BTreeMap<String, ConsumerGroup> = BTreeMap::new();
         for record in records {
             match record {
+                GroupRecord::Consumer { group_id, record } => {
+                    if record == super::consumer_records::ConsumerRecord::Metadata(None) {
+                        consumer.remove(&group_id);
+                        continue;
+                    }
+                    let group =
+                        consumer.entry(group_id.clone()).or_insert_with(|| ConsumerGroup::new(&group_id, partition));
+                    if let Err(why) = group.replay(&record) {
+                        tracing::warn!(group = %group_id, partition, why, "a consumer-group record that does not fit is skipped");
+                    }
+                }
                 GroupRecord::Offset { .. } if crate::planted::active(crate::planted::Bug::OffsetsNotReplayed) => {}
                 GroupRecord::Offset { group_id, tp, value } => {
                     let offsets = &mut stored.entry(group_id).or_default().1;
@@ -135,6 +158,17 @@ impl GroupCoordinator {
             }
         }
         let mut loaded = 0;
+        for (group_id, mut group) in consumer {
+            if self.partition_for(&group_id) != partition || group.group_epoch == 0 {
+                continue;
+            }
+            if let Some((_, offsets)) = stored.remove(&group_id) {
+                group.offsets = offsets;
+            }
+            group.start_timers(now_ms, &self.config.consumer);
+            self.consumer_groups.insert(group_id, group);
+            loaded += 1;
+        }
         for (group_id, (value, offsets)) in stored {
             if self.partition_for(&group_id) != partition {
                 tracing::warn!(group = %group_id, partition, "a group stored in another partition's records is skipped (was offsets.topic.num.partitions changed?)");
@@ -169,6 +203,21 @@ impl GroupCoordinator {
             group.shut_down(ErrorCode::NOT_COORDINATOR, &mut out);
             self.expiring.remove(&id);
         }
+        self.consumer_groups.retain(|_, g| g.partition != partition);
+        let offsets_partitions = self.config.offsets_partitions;
+        let queued: Vec<String> = self
+            .consumer_queues
+            .keys()
+            .filter(|id| partition_for(id, offsets_partitions) == partition)
+            .cloned()
+            .collect();
+        for id in queued {
+            self.expiring.remove(&id);
+            for (waiter, _) in self.consumer_queues.remove(&id).expect("listed") {
+                let reply = super::HeartbeatReply::error(ErrorCode::NOT_COORDINATOR, "the coordinator moved");
+                out.reply(waiter, Reply::ConsumerHeartbeat(reply));
+            }
+        }
         out
     }
 
@@ -196,14 +245,29 @@ impl GroupCoordinator {
             refuse(&mut out, ErrorCode::INVALID_REQUEST, &request);
             return out;
         }
+        if let Some(consumer) = self.consumer_groups.get(&request.group_id) {
+            if !consumer.members.is_empty() {
+                tracing::info!(group = %request.group_id, "JoinGroup refused: the group uses the consumer protocol");
+                refuse(&mut out, ErrorCode::INCONSISTENT_GROUP_PROTOCOL, &request);
+                return out;
+            }
+            // An empty consumer group is removed first (its offsets stay, in a classic group);
+            // the member retries its join once that is written.
+            if !self.consumer_queues.contains_key(&request.group_id) {
+                tracing::info!(group = %request.group_id, "an empty consumer group makes way for a classic group");
+                out.writes.push(self.consumer_deletion(&request.group_id, Vec::new()));
+            }
+            refuse(&mut out, ErrorCode::COORDINATOR_LOAD_IN_PROGRESS, &request);
+            return out;
+        }
         if !self.groups.contains_key(&request.group_id) {
             if !request.member_id.is_empty() {
                 refuse(&mut out, ErrorCode::UNKNOWN_MEMBER_ID, &request);
                 return out;
             }
-            if self.groups.len() >= self.config.max_groups {
+            if self.group_count() >= self.config.max_groups {
                 tracing::warn!(
-                    groups = self.groups.len(),
+                    groups = self.group_count(),
                     "group.coordinator.groups.max reached: a new group is refused"
                 );
                 refuse(&mut out, ErrorCode::COORDINATOR_NOT_AVAILABLE, &request);
@@ -212,7 +276,8 @@ impl GroupCoordinator {
             self.groups.insert(request.group_id.clone(), Group::new(&request.group_id, partition, now_ms));
         }
         let group = self.groups.get_mut(&request.group_id).expect("present");
-        group.join(&self.config, now_ms, request, waiter)
+        out.append(group.join(&self.config, now_ms, request, waiter));
+        out
     }
 
     pub fn sync(&mut self, now_ms: i64, request: SyncRequest, waiter: WaiterId) -> Output {
@@ -286,7 +351,14 @@ impl GroupCoordinator {
             Ok(partition) => partition,
             Err(code) => return (all(code), None),
         };
-        let full = self.groups.len() >= self.config.max_groups;
+        if let Some(group) = self.consumer_groups.get(&request.group_id) {
+            let code = Self::check_consumer_commit(group, &request.member_id, request.generation_id, request.version);
+            if !code.is_none() {
+                return (all(code), None);
+            }
+            return self.offset_records(partition, request);
+        }
+        let full = self.group_count() >= self.config.max_groups;
         let group = match self.groups.get_mut(&request.group_id) {
             Some(group) => group,
             // No group: only a consumer without group management (generation -1) may commit.
@@ -301,6 +373,8 @@ impl GroupCoordinator {
                 let group = Group::new(&request.group_id, partition, now_ms);
                 self.groups.entry(request.group_id.clone()).or_insert(group)
             }
+            // Kafka 4.0: v9+ (consumer-group clients) learn the group is gone.
+            None if request.version >= 9 => return (all(ErrorCode::GROUP_ID_NOT_FOUND), None),
             None => return (all(ErrorCode::ILLEGAL_GENERATION), None),
         };
         let code =
@@ -308,6 +382,15 @@ impl GroupCoordinator {
         if !code.is_none() {
             return (all(code), None);
         }
+        self.offset_records(partition, request)
+    }
+
+    /// The records of an accepted OffsetCommit, and a code per partition.
+    fn offset_records(
+        &self,
+        partition: i32,
+        request: CommitRequest,
+    ) -> (Vec<(TopicPartition, ErrorCode)>, Option<Write>) {
         let mut codes = Vec::new();
         let mut records = Vec::new();
         for (tp, value) in request.offsets {
@@ -330,7 +413,10 @@ impl GroupCoordinator {
         partitions: Option<&[TopicPartition]>,
     ) -> Result<OffsetFetch, ErrorCode> {
         self.route(group_id)?;
-        let offsets = self.groups.get(group_id).map(|g| &g.offsets);
+        let offsets = match self.consumer_groups.get(group_id) {
+            Some(group) => Some(&group.offsets),
+            None => self.groups.get(group_id).map(|g| &g.offsets),
+        };
         let mut found: OffsetFetch = match partitions {
             Some(partitions) => {
                 partitions.iter().map(|tp| (tp.clone(), offsets.and_then(|o| o.get(tp)).cloned())).collect()
@@ -351,7 +437,17 @@ impl GroupCoordinator {
 
     /// A [`Write`] was committed (`Ok`), or failed with `Err(code)` (the code for the clients
     /// waiting on it). Only committed records change the state.
-    pub fn written(&mut self, now_ms: i64, write: &Write, result: Result<(), ErrorCode>) -> Output {
+    /// `topics` looks topics up for the consumer-group heartbeats decided next.
+    pub fn written(
+        &mut self,
+        now_ms: i64,
+        write: &Write,
+        result: Result<(), ErrorCode>,
+        topics: TopicLookup,
+    ) -> Output {
+        if matches!(write.then, AfterWrite::ConsumerHeartbeat { .. } | AfterWrite::ConsumerGroupChange { .. }) {
+            return self.consumer_written(now_ms, write, result, topics);
+        }
         if result.is_ok() {
             for record in &write.records {
                 self.apply(record);
@@ -368,13 +464,24 @@ impl GroupCoordinator {
                 Some(group) => group.assignment_written(&self.config, now_ms, *generation_id, result),
                 None => Output::default(),
             },
+            AfterWrite::ConsumerHeartbeat { .. } | AfterWrite::ConsumerGroupChange { .. } => {
+                unreachable!("answered above")
+            }
         }
     }
 
     /// Applies one committed record to a loaded group. A group's own generation record changes
     /// nothing here (the group already is what it says); its tombstone removes an empty group.
-    fn apply(&mut self, record: &GroupRecord) {
+    pub(super) fn apply(&mut self, record: &GroupRecord) {
         match record {
+            GroupRecord::Consumer { group_id, record } => self.apply_consumer(group_id, record),
+            GroupRecord::Offset { group_id, tp, value } if self.consumer_groups.contains_key(group_id) => {
+                let offsets = &mut self.consumer_groups.get_mut(group_id).expect("checked").offsets;
+                match value {
+                    Some(value) => offsets.insert(tp.clone(), value.clone()),
+                    None => offsets.remove(tp),
+                };
+            }
             GroupRecord::Offset { group_id, tp, value } => {
                 let Some(group) = self.groups.get_mut(group_id) else {
                     if value.is_some() && self.route(group_id).is_ok() {
@@ -423,6 +530,52 @@ impl GroupCoordinator {
         self.groups.retain(|_, g| {
             !(g.is_empty() && g.state() == GroupState::Empty && g.offsets.is_empty() && g.generation_id() == 0)
         });
+        out.append(self.consumer_tick(now_ms));
+        out.append(self.expire_consumer_offsets(now_ms));
+        out
+    }
+
+    /// Consumer groups (Kafka's rule for them): a committed offset of a topic no member
+    /// subscribes to goes `offsets.retention.minutes` after its commit; an empty group goes
+    /// with its last offset.
+    fn expire_consumer_offsets(&mut self, now_ms: i64) -> Output {
+        let mut out = Output::default();
+        let retention = self.config.offsets_retention_ms;
+        let mut writes = Vec::new();
+        for (id, group) in &self.consumer_groups {
+            if self.consumer_queues.contains_key(id) {
+                continue;
+            }
+            let subscribed = group.subscribed_topics();
+            let expired: Vec<&TopicPartition> = group
+                .offsets
+                .iter()
+                .filter(|(tp, v)| {
+                    !subscribed.contains(&tp.topic) && now_ms.saturating_sub(v.commit_timestamp_ms) >= retention
+                })
+                .map(|(tp, _)| tp)
+                .collect();
+            let delete_group = group.members.is_empty() && expired.len() == group.offsets.len();
+            if expired.is_empty()
+                && !(delete_group && group.group_epoch > 0 && retention_passed(group, now_ms, retention))
+            {
+                continue;
+            }
+            let tombstones: Vec<GroupRecord> = expired
+                .into_iter()
+                .map(|tp| GroupRecord::Offset { group_id: id.clone(), tp: tp.clone(), value: None })
+                .collect();
+            tracing::info!(group = %id, offsets = tombstones.len(), delete_group, "removing expired offsets of a consumer group");
+            writes.push((id.clone(), tombstones, delete_group));
+        }
+        for (id, tombstones, delete_group) in writes {
+            let write = if delete_group {
+                self.consumer_deletion(&id, tombstones)
+            } else {
+                self.consumer_change(&id, tombstones)
+            };
+            out.writes.push(write);
+        }
         out
     }
 
@@ -458,6 +611,20 @@ impl GroupCoordinator {
     /// only one that exists (GROUP_ID_NOT_FOUND). The records remove its offsets and itself.
     pub fn delete(&mut self, group_id: &str) -> Result<Write, ErrorCode> {
         self.route(group_id)?;
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            if !group.members.is_empty() {
+                return Err(ErrorCode::NON_EMPTY_GROUP);
+            }
+            if self.consumer_queues.contains_key(group_id) {
+                return Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS);
+            }
+            let tombstones = group
+                .offsets
+                .keys()
+                .map(|tp| GroupRecord::Offset { group_id: group_id.to_string(), tp: tp.clone(), value: None })
+                .collect();
+            return Ok(self.consumer_deletion(group_id, tombstones));
+        }
         let group = self.groups.get(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
         if group.state() == GroupState::Dead {
             return Err(ErrorCode::GROUP_ID_NOT_FOUND);
@@ -482,28 +649,63 @@ impl GroupCoordinator {
         partitions: &[TopicPartition],
     ) -> Result<(Vec<ErrorCode>, Option<Write>), ErrorCode> {
         self.route(group_id)?;
+        if let Some(group) = self.consumer_groups.get(group_id) {
+            let subscribed = group.subscribed_topics();
+            return Ok(offset_tombstones(group_id, group.partition, &group.offsets, &subscribed, partitions));
+        }
         let group = self.groups.get(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
         let subscribed = match group.state() {
             GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
             GroupState::Empty => BTreeSet::new(),
             _ => group.subscribed_topics().ok_or(ErrorCode::NON_EMPTY_GROUP)?,
         };
-        let mut codes = Vec::with_capacity(partitions.len());
-        let mut records = Vec::new();
-        for tp in partitions {
-            if subscribed.contains(&tp.topic) {
-                codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
-                continue;
-            }
-            codes.push(ErrorCode::NONE);
-            if group.offsets.contains_key(tp) {
-                records.push(GroupRecord::Offset { group_id: group_id.to_string(), tp: tp.clone(), value: None });
-            }
-        }
-        let write =
-            (!records.is_empty()).then_some(Write { partition: group.partition, records, then: AfterWrite::Offsets });
-        Ok((codes, write))
+        Ok(offset_tombstones(group_id, group.partition, &group.offsets, &subscribed, partitions))
     }
+
+    /// ConsumerGroupDescribe's view, or DescribeGroups' answer for a consumer group.
+    pub fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.consumer_groups.contains_key(group_id)
+    }
+
+    pub fn describe_consumer_group(&self, group_id: &str) -> Result<ConsumerGroupDescription, ErrorCode> {
+        self.describe_consumer(group_id)
+    }
+}
+
+/// OffsetDelete's answer: a code per partition (GROUP_SUBSCRIBED_TO_TOPIC for a subscribed
+/// topic) and tombstones for those with a committed offset.
+fn offset_tombstones(
+    group_id: &str,
+    partition: i32,
+    offsets: &BTreeMap<TopicPartition, OffsetValue>,
+    subscribed: &BTreeSet<String>,
+    partitions: &[TopicPartition],
+) -> (Vec<ErrorCode>, Option<Write>) {
+    let mut codes = Vec::with_capacity(partitions.len());
+    let mut records = Vec::new();
+    for tp in partitions {
+        if subscribed.contains(&tp.topic) {
+            codes.push(ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
+            continue;
+        }
+        codes.push(ErrorCode::NONE);
+        if offsets.contains_key(tp) {
+            records.push(GroupRecord::Offset { group_id: group_id.to_string(), tp: tp.clone(), value: None });
+        }
+    }
+    let write = (!records.is_empty()).then_some(Write { partition, records, then: AfterWrite::Offsets });
+    (codes, write)
+}
+
+/// Whether an empty consumer group with no offsets has waited the retention (its last
+/// member's departure is not recorded; its newest offset commit, if any, stands in for it).
+fn retention_passed(group: &ConsumerGroup, now_ms: i64, retention: i64) -> bool {
+    group
+        .offsets
+        .values()
+        .map(|v| v.commit_timestamp_ms)
+        .max()
+        .is_none_or(|last| now_ms.saturating_sub(last) >= retention)
 }
 
 /// A JoinGroup's names and metadata within what a group keeps and stores.

@@ -20,12 +20,21 @@
 //! server chose, and is answered later through [`Output::replies`] (when the rebalance
 //! completes, times out, or the coordinator moves).
 
+pub mod assignors;
+pub mod consumer;
+mod consumer_coordinator;
+pub mod consumer_records;
+#[cfg(test)]
+mod consumer_tests;
 pub mod coordinator;
 pub mod membership;
+pub mod reconcile;
 pub mod records;
 #[cfg(test)]
 mod tests;
 
+pub use consumer::{ConsumerGroupConfig, ConsumerHeartbeat, HeartbeatReply};
+pub use consumer_coordinator::{ConsumerGroupDescription, DescribedMember};
 pub use coordinator::{CommitRequest, GroupCoordinator, GroupSummary, LoadState, OffsetFetch};
 pub use membership::{GroupState, MemberSummary};
 pub use records::{partition_for, GroupRecord, GroupValue, MemberValue, OffsetValue};
@@ -71,6 +80,8 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// `offsets.retention.minutes`, in ms: how long an empty group's offsets are kept.
     pub offsets_retention_ms: i64,
+    /// KIP-848 consumer groups (`group.consumer.*`).
+    pub consumer: ConsumerGroupConfig,
 }
 
 impl Default for GroupConfig {
@@ -84,6 +95,7 @@ impl Default for GroupConfig {
             max_groups: 100_000,
             offset_metadata_max_bytes: 4_096,
             offsets_retention_ms: 7 * 24 * 3_600_000,
+            consumer: ConsumerGroupConfig::default(),
         }
     }
 }
@@ -180,6 +192,7 @@ impl SyncReply {
 pub enum Reply {
     Join(JoinReply),
     Sync(SyncReply),
+    ConsumerHeartbeat(HeartbeatReply),
 }
 
 /// Records to append to one `__consumer_offsets` partition, and what to do once they are
@@ -201,6 +214,12 @@ pub enum AfterWrite {
     Assignment { group_id: String, generation_id: i32 },
     /// An OffsetCommit: the caller answers it.
     Offsets,
+    /// A consumer-group heartbeat's records: once applied, the member is answered and the
+    /// group's next queued heartbeat is decided.
+    ConsumerHeartbeat { group_id: String, waiter: WaiterId, decision: consumer::HeartbeatDecision },
+    /// A consumer group's change nobody waits for (a member's session or rebalance timeout,
+    /// expired offsets); the group's queued heartbeats are decided next.
+    ConsumerGroupChange { group_id: String },
 }
 
 /// What the coordinator wants done after a call: answers to parked requests, and records to

@@ -12,6 +12,7 @@
 //! v0–v3). Nothing in a stored record is trusted: every length is checked against the bytes
 //! left before anything is allocated.
 
+use super::consumer_records::{ConsumerRecord, CONSUMER_KEY_TYPES};
 use crate::types::TopicPartition;
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -59,12 +60,16 @@ pub enum GroupRecord {
     Offset { group_id: String, tp: TopicPartition, value: Option<OffsetValue> },
     /// `value: None` removes the group (a tombstone).
     Group { group_id: String, value: Option<GroupValue> },
+    /// A KIP-848 consumer group's state (key types 3 to 8).
+    Consumer { group_id: String, record: ConsumerRecord },
 }
 
 impl GroupRecord {
     pub fn group_id(&self) -> &str {
         match self {
-            GroupRecord::Offset { group_id, .. } | GroupRecord::Group { group_id, .. } => group_id,
+            GroupRecord::Offset { group_id, .. }
+            | GroupRecord::Group { group_id, .. }
+            | GroupRecord::Consumer { group_id, .. } => group_id,
         }
     }
 
@@ -84,6 +89,7 @@ impl GroupRecord {
                 put_string(&mut key, group_id);
                 (key.freeze(), value.as_ref().map(encode_group))
             }
+            GroupRecord::Consumer { group_id, record } => record.encode(group_id),
         }
     }
 
@@ -102,6 +108,10 @@ impl GroupRecord {
                 let group_id = k.string()?;
                 let value = value.map(decode_group).transpose()?;
                 GroupRecord::Group { group_id, value }
+            }
+            key_type if CONSUMER_KEY_TYPES.contains(&key_type) => {
+                let (group_id, record) = ConsumerRecord::decode(key_type, &mut k, value)?;
+                GroupRecord::Consumer { group_id, record }
             }
             version => return Err(format!("unknown key version {version}")),
         };
@@ -201,7 +211,7 @@ fn decode_group(bytes: &[u8]) -> Result<GroupValue, String> {
 /// arrays): a count above `bytes left / this` is a lie and is refused before allocating.
 const MEMBER_BYTES_MIN: usize = 2 + 2 + 2 + 4 + 4 + 4 + 4;
 
-fn put_string(b: &mut BytesMut, s: &str) {
+pub(super) fn put_string(b: &mut BytesMut, s: &str) {
     let bytes = &s.as_bytes()[..s.len().min(i16::MAX as usize)];
     b.put_i16(bytes.len() as i16);
     b.put_slice(bytes);
@@ -220,16 +230,20 @@ fn put_bytes(b: &mut BytesMut, bytes: &[u8]) {
 }
 
 /// A reader that refuses any length or count the remaining bytes cannot hold.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes }
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(super) fn remaining(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if n > self.bytes.len() {
             return Err(format!("needs {n} bytes, {} left", self.bytes.len()));
         }
@@ -238,19 +252,19 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn i16(&mut self) -> Result<i16, String> {
+    pub(super) fn i16(&mut self) -> Result<i16, String> {
         Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
 
-    fn i32(&mut self) -> Result<i32, String> {
+    pub(super) fn i32(&mut self) -> Result<i32, String> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 
-    fn i64(&mut self) -> Result<i64, String> {
+    pub(super) fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
     }
 
-    fn nullable_string(&mut self) -> Result<Option<String>, String> {
+    pub(super) fn nullable_string(&mut self) -> Result<Option<String>, String> {
         let len = self.i16()?;
         if len < 0 {
             return Ok(None);
@@ -259,7 +273,7 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| "a string is not UTF-8".to_string())
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    pub(super) fn string(&mut self) -> Result<String, String> {
         self.nullable_string()?.ok_or_else(|| "a required string is null".to_string())
     }
 
@@ -282,7 +296,7 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
-    fn finish(&self, what: &str) -> Result<(), String> {
+    pub(super) fn finish(&self, what: &str) -> Result<(), String> {
         if self.bytes.is_empty() {
             Ok(())
         } else {

@@ -4,6 +4,9 @@
 use super::*;
 use crate::types::TopicPartition;
 
+/// A topic lookup that finds nothing (classic groups never look).
+const NO_TOPICS: consumer::TopicLookup = &|_| None;
+
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
 const DELAY_MS: i64 = 3_000;
@@ -76,7 +79,7 @@ fn new_member(c: &mut GroupCoordinator, now: i64, entropy: u128, waiter: WaiterI
 fn commit_writes(c: &mut GroupCoordinator, now: i64, mut out: Output) -> Output {
     let mut done = Output { replies: std::mem::take(&mut out.replies), writes: Vec::new() };
     for write in std::mem::take(&mut out.writes) {
-        let next = c.written(now, &write, Ok(()));
+        let next = c.written(now, &write, Ok(()), NO_TOPICS);
         done.append(commit_writes(c, now, next));
         done.writes.push(write);
     }
@@ -161,6 +164,7 @@ fn commits_are_fenced_by_member_and_generation_and_visible_only_once_written() {
     let tp = TopicPartition::new("orders", 0);
     let value = |offset| OffsetValue { offset, leader_epoch: 3, metadata: String::new(), commit_timestamp_ms: 1 };
     let commit = |generation_id, member: &str, offset| CommitRequest {
+        version: 8,
         group_id: "g".to_string(),
         generation_id,
         member_id: member.to_string(),
@@ -177,11 +181,11 @@ fn commits_are_fenced_by_member_and_generation_and_visible_only_once_written() {
     assert_eq!(codes[0].1, ErrorCode::NONE);
     let write = write.expect("records to write");
     assert_eq!(c.fetch_offsets("g", Some(std::slice::from_ref(&tp))).unwrap()[0].1, None, "not before it is committed");
-    let _ = c.written(10_001, &write, Ok(()));
+    let _ = c.written(10_001, &write, Ok(()), NO_TOPICS);
     assert_eq!(c.fetch_offsets("g", Some(std::slice::from_ref(&tp))).unwrap()[0].1, Some(value(7)));
     // A failed write changes nothing.
     let (_, write) = c.commit_offsets(10_002, commit(1, &a, 9));
-    let _ = c.written(10_003, &write.unwrap(), Err(ErrorCode::NOT_COORDINATOR));
+    let _ = c.written(10_003, &write.unwrap(), Err(ErrorCode::NOT_COORDINATOR), NO_TOPICS);
     assert_eq!(c.fetch_offsets("g", None).unwrap(), vec![(tp, Some(value(7)))]);
 }
 
@@ -191,6 +195,7 @@ fn a_consumer_without_group_management_commits_to_an_empty_group() {
     let tp = TopicPartition::new("orders", 1);
     let value = OffsetValue { offset: 11, leader_epoch: -1, metadata: "m".to_string(), commit_timestamp_ms: 1 };
     let request = CommitRequest {
+        version: 8,
         group_id: "solo".to_string(),
         generation_id: -1,
         member_id: String::new(),
@@ -199,9 +204,10 @@ fn a_consumer_without_group_management_commits_to_an_empty_group() {
     };
     let (codes, write) = c.commit_offsets(1, request.clone());
     assert_eq!(codes[0].1, ErrorCode::NONE);
-    let _ = c.written(2, &write.unwrap(), Ok(()));
+    let _ = c.written(2, &write.unwrap(), Ok(()), NO_TOPICS);
     assert_eq!(c.fetch_offsets("solo", None).unwrap(), vec![(tp, Some(value))]);
     let too_large = CommitRequest {
+        version: 8,
         offsets: vec![(
             TopicPartition::new("orders", 2),
             OffsetValue { offset: 1, leader_epoch: -1, metadata: "x".repeat(5_000), commit_timestamp_ms: 1 },
@@ -217,6 +223,7 @@ fn a_new_coordinator_loads_the_group_and_its_offsets_from_the_records() {
     let (a, b) = stable_pair(&mut c);
     let tp = TopicPartition::new("orders", 0);
     let request = CommitRequest {
+        version: 8,
         group_id: "g".to_string(),
         generation_id: 1,
         member_id: b.clone(),
@@ -310,7 +317,7 @@ fn a_failed_assignment_write_answers_the_members_and_starts_over() {
     let _ = c.tick(DELAY_MS);
     let out = c.sync(DELAY_MS, sync(&a, 1, &[(&a, b"all")]), 12);
     let write = out.writes[0].clone();
-    let out = c.written(DELAY_MS + 1, &write, Err(ErrorCode::NOT_COORDINATOR));
+    let out = c.written(DELAY_MS + 1, &write, Err(ErrorCode::NOT_COORDINATOR), NO_TOPICS);
     assert_eq!(sync_reply(&out, 12).error, ErrorCode::NOT_COORDINATOR);
     assert_eq!(c.describe("g").unwrap().state, GroupState::PreparingRebalance);
 }
@@ -385,6 +392,7 @@ fn a_coordinator_holds_at_most_its_groups_max() {
         assert_eq!(join_reply(&out, i as u64).error, expected, "group {group}");
     }
     let commit = CommitRequest {
+        version: 8,
         group_id: "d".to_string(),
         generation_id: -1,
         member_id: String::new(),
@@ -440,6 +448,7 @@ fn an_empty_groups_offsets_expire_after_the_retention_and_delete_removes_a_group
     c.finish_load(0, 0, Vec::new(), 0);
     let tp = TopicPartition::new("t", 0);
     let request = |group: &str| CommitRequest {
+        version: 8,
         group_id: group.to_string(),
         generation_id: -1,
         member_id: String::new(),
@@ -451,10 +460,10 @@ fn an_empty_groups_offsets_expire_after_the_retention_and_delete_removes_a_group
     };
     for group in ["old", "doomed"] {
         let (_, write) = c.commit_offsets(0, request(group));
-        let _ = c.written(0, &write.unwrap(), Ok(()));
+        let _ = c.written(0, &write.unwrap(), Ok(()), NO_TOPICS);
     }
     let write = c.delete("doomed").unwrap();
-    let _ = c.written(1, &write, Ok(()));
+    let _ = c.written(1, &write, Ok(()), NO_TOPICS);
     assert_eq!(c.delete("doomed"), Err(ErrorCode::GROUP_ID_NOT_FOUND));
     assert!(c.tick(59_000).writes.is_empty(), "not yet");
     let out = c.tick(60_000);
@@ -503,6 +512,7 @@ fn offset_delete_removes_offsets_the_group_does_not_consume_and_refuses_the_rest
     let (orders, old) = (TopicPartition::new("orders", 0), TopicPartition::new("old-topic", 0));
     // Offsets committed while the group was empty (no members, generation -1).
     let commit = CommitRequest {
+        version: 8,
         group_id: "g".to_string(),
         generation_id: -1,
         member_id: String::new(),
@@ -510,7 +520,7 @@ fn offset_delete_removes_offsets_the_group_does_not_consume_and_refuses_the_rest
         offsets: vec![(orders.clone(), value.clone()), (old.clone(), value.clone())],
     };
     let (_, write) = c.commit_offsets(1, commit);
-    let _ = c.written(2, &write.unwrap(), Ok(()));
+    let _ = c.written(2, &write.unwrap(), Ok(()), NO_TOPICS);
     assert_eq!(c.delete_offsets("nobody", std::slice::from_ref(&old)).unwrap_err(), ErrorCode::GROUP_ID_NOT_FOUND);
     // A member subscribed to `orders` joins: its offsets stay, the other topic's may go.
     let mut request = join("", 1);
@@ -525,7 +535,7 @@ fn offset_delete_removes_offsets_the_group_does_not_consume_and_refuses_the_rest
     let write = write.expect("a tombstone for old-topic");
     assert_eq!(write.records, vec![GroupRecord::Offset { group_id: "g".to_string(), tp: old.clone(), value: None }]);
     assert_eq!(c.fetch_offsets("g", None).unwrap().len(), 2, "nothing changes before the tombstone is written");
-    let _ = c.written(20, &write, Ok(()));
+    let _ = c.written(20, &write, Ok(()), NO_TOPICS);
     assert_eq!(c.fetch_offsets("g", None).unwrap(), vec![(orders.clone(), Some(value))]);
     // Nothing committed for it: nothing to write, and no error.
     assert_eq!(c.delete_offsets("g", std::slice::from_ref(&old)).unwrap(), (vec![ErrorCode::NONE], None));

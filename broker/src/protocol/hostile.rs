@@ -267,6 +267,20 @@ fn sample_body(api_key: ApiKey, version: i16, topic: &str) -> RequestKind {
                     ]),
             ]))
         }
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(group(&format!("{topic}-848")))
+                .with_member_id(text("hostile-member"))
+                .with_member_epoch(0)
+                .with_rebalance_timeout_ms(1_000)
+                .with_subscribed_topic_names(Some(vec![name(topic)]))
+                .with_topic_partitions(Some(vec![consumer_group_heartbeat_request::TopicPartitions::default()
+                    .with_topic_id(uuid::Uuid::from_u128(7))
+                    .with_partitions(vec![])])),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![group(&format!("{topic}-848"))]),
+        ),
         other => unreachable!("{other:?} is not advertised; add a sample when it is"),
     }
 }

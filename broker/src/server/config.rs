@@ -308,6 +308,35 @@ impl BrokerConfig {
             }
             "group.max.size" => self.group.max_size = parse_positive(value).map_err(err)?,
             "group.coordinator.groups.max" => self.group.max_groups = parse_positive(value).map_err(err)?,
+            "group.consumer.session.timeout.ms" => {
+                self.group.consumer.session_timeout_ms = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.min.session.timeout.ms" => {
+                self.group.consumer.session_timeout_bounds_ms.0 = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.max.session.timeout.ms" => {
+                self.group.consumer.session_timeout_bounds_ms.1 = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.heartbeat.interval.ms" => {
+                self.group.consumer.heartbeat_interval_ms = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.min.heartbeat.interval.ms" => {
+                self.group.consumer.heartbeat_interval_bounds_ms.0 = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.max.heartbeat.interval.ms" => {
+                self.group.consumer.heartbeat_interval_bounds_ms.1 = parse_positive(value).map_err(err)?
+            }
+            "group.consumer.max.size" => self.group.consumer.max_size = parse_positive(value).map_err(err)?,
+            "group.consumer.assignors" => {
+                let names: Vec<String> = value.split(',').map(|a| a.trim().to_string()).collect();
+                if let Some(bad) = names.iter().find(|n| !crate::group::assignors::ASSIGNORS.contains(&n.as_str())) {
+                    return Err(err(format!(
+                        "unknown assignor `{bad}` (this broker has {})",
+                        crate::group::assignors::ASSIGNORS.join(", ")
+                    )));
+                }
+                self.group.consumer.assignors = names;
+            }
             other if IGNORED_KEYS.contains(&other) => self.ignored.push(format!("{origin}: {other}")),
             other => return Err(err(format!("unknown configuration key `{other}`"))),
         }
@@ -352,6 +381,27 @@ impl BrokerConfig {
             return Err(err(
                 "group.min.session.timeout.ms",
                 format!("must be at most group.max.session.timeout.ms ({})", self.group.max_session_timeout_ms),
+            ));
+        }
+        let consumer = &self.group.consumer;
+        let (min, max) = consumer.session_timeout_bounds_ms;
+        if !(min..=max).contains(&consumer.session_timeout_ms) {
+            return Err(err(
+                "group.consumer.session.timeout.ms",
+                format!("must be within group.consumer.min/max.session.timeout.ms ({min}..={max})"),
+            ));
+        }
+        let (min, max) = consumer.heartbeat_interval_bounds_ms;
+        if !(min..=max).contains(&consumer.heartbeat_interval_ms) {
+            return Err(err(
+                "group.consumer.heartbeat.interval.ms",
+                format!("must be within group.consumer.min/max.heartbeat.interval.ms ({min}..={max})"),
+            ));
+        }
+        if consumer.heartbeat_interval_ms >= consumer.session_timeout_ms {
+            return Err(err(
+                "group.consumer.heartbeat.interval.ms",
+                format!("must be below group.consumer.session.timeout.ms ({})", consumer.session_timeout_ms),
             ));
         }
         if self.heartbeat_interval_ms >= self.session_timeout_ms {

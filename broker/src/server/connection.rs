@@ -16,7 +16,7 @@
 //! naming the peer, API and reason, rate-limited by [`WarnLimiter`].
 
 use super::signal::Signal;
-use super::{group_handlers, handlers, Broker};
+use super::{consumer_group_handlers, group_handlers, handlers, Broker};
 use crate::protocol::{self, DecodeError, Request};
 use crate::types::ErrorCode;
 use bytes::Bytes;
@@ -378,6 +378,15 @@ pub async fn handle_frame(
         }
         RequestKind::DeleteGroups(r) => ResponseKind::DeleteGroups(group_handlers::delete_groups(broker, r).await),
         RequestKind::OffsetDelete(r) => ResponseKind::OffsetDelete(group_handlers::offset_delete(broker, r).await),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let client_id = header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+            let response =
+                consumer_group_handlers::consumer_group_heartbeat(broker, r, version, &client_id, client_host).await;
+            ResponseKind::ConsumerGroupHeartbeat(response)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(consumer_group_handlers::consumer_group_describe(broker, r))
+        }
         other => unreachable!("decode_request decodes only advertised APIs, got {other:?}"),
     };
     protocol::encode_response(api_key, version, header.correlation_id, &response).map(Some).map_err(|e| {

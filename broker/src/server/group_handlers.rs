@@ -333,6 +333,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
         member_id: request.member_id.to_string(),
         group_instance_id: opt_string(&request.group_instance_id),
         offsets,
+        version,
     };
     let (decided, write) = match groups::check_coordinator(broker, &commit.group_id) {
         Ok(()) => broker.groups.core().commit_offsets(now, commit),
@@ -346,8 +347,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
         None => Ok(()),
     };
     if let Some(write) = &write {
-        let out = broker.groups.core().written(now_ms(), write, result);
-        dispatch(broker, out);
+        groups::written(broker, write, result);
     }
     for (tp, code) in decided {
         let code = match (code, result) {
@@ -382,7 +382,12 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
 /// group's error.
 type Fetched = Result<Vec<(String, Vec<(i32, i64, i32, String)>)>, ErrorCode>;
 
-fn fetch_group(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+fn fetch_group(
+    broker: &Broker,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    member: Option<(Option<String>, i32)>,
+) -> Fetched {
     let wanted: Option<Vec<TopicPartition>> = topics.map(|topics| {
         topics
             .iter()
@@ -390,7 +395,16 @@ fn fetch_group(broker: &Broker, group_id: &str, topics: Option<Vec<(String, Vec<
             .collect()
     });
     groups::check_coordinator(broker, group_id)?;
-    let found = broker.groups.core().fetch_offsets(group_id, wanted.as_deref())?;
+    let found = {
+        let core = broker.groups.core();
+        if let Some((member_id, epoch)) = member {
+            let code = core.check_consumer_fetch(group_id, member_id.as_deref(), epoch);
+            if !code.is_none() {
+                return Err(code);
+            }
+        }
+        core.fetch_offsets(group_id, wanted.as_deref())?
+    };
     let mut by_topic: BTreeMap<String, Vec<(i32, i64, i32, String)>> = BTreeMap::new();
     for (tp, value) in found {
         let entry = match value {
@@ -413,7 +427,9 @@ pub fn offset_fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) 
                     .as_ref()
                     .map(|ts| ts.iter().map(|t| (t.name.0.to_string(), t.partition_indexes.clone())).collect());
                 let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                match fetch_group(broker, &g.group_id, topics) {
+                // v9: a consumer group's member fetches at its current epoch.
+                let member = if version >= 9 { Some((opt_string(&g.member_id), g.member_epoch)) } else { None };
+                match fetch_group(broker, &g.group_id, topics, member) {
                     Ok(found) => group.with_topics(
                         found
                             .into_iter()
@@ -456,7 +472,7 @@ pub fn offset_fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) 
             p
         }
     };
-    match fetch_group(broker, &request.group_id, asked.clone()) {
+    match fetch_group(broker, &request.group_id, asked.clone(), None) {
         Ok(found) => {
             let topics = found
                 .into_iter()
@@ -494,23 +510,35 @@ pub fn offset_fetch(broker: &Broker, request: OffsetFetchRequest, version: i16) 
 
 // ---------------------------------------------------------------- ListGroups / DescribeGroups / DeleteGroups
 
+/// ListGroups: classic groups (type "classic") and consumer groups (type "consumer", protocol
+/// type "consumer"), filtered by state (v4+) and type (v5+), case-insensitively.
 pub fn list_groups(broker: &Broker, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
     let states: Vec<String> = request.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let groups = broker
-        .groups
-        .core()
-        .list()
+    let types: Vec<String> = request.types_filter.iter().map(|s| s.to_lowercase()).collect();
+    let (classic, consumer) = {
+        let core = broker.groups.core();
+        (core.list(), core.list_consumer())
+    };
+    let all = classic
         .into_iter()
-        .filter(|g| states.is_empty() || states.contains(&g.state.name().to_lowercase()))
-        .map(|g| {
-            let listed = ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(g.group_id)))
-                .with_protocol_type(str_bytes(g.protocol_type));
+        .map(|g| (g.group_id, g.protocol_type, g.state.name().to_string(), "classic"))
+        .chain(consumer.into_iter().map(|(id, state)| (id, "consumer".to_string(), state.to_string(), "consumer")));
+    let groups = all
+        .filter(|(_, _, state, kind)| {
+            (states.is_empty() || states.contains(&state.to_lowercase()))
+                && (types.is_empty() || types.iter().any(|t| t == kind))
+        })
+        .map(|(id, protocol_type, state, kind)| {
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type));
             if version >= 4 {
-                listed.with_group_state(str_bytes(g.state.name()))
-            } else {
-                listed
+                listed = listed.with_group_state(str_bytes(state));
             }
+            if version >= 5 {
+                listed = listed.with_group_type(str_bytes(kind));
+            }
+            listed
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
@@ -568,8 +596,7 @@ pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -
                     Ok(awaiting) => groups::await_replication(broker, awaiting).await,
                     Err(code) => Err(code),
                 };
-                let out = broker.groups.core().written(now_ms(), &write, result);
-                dispatch(broker, out);
+                groups::written(broker, &write, result);
                 result.err().unwrap_or(ErrorCode::NONE)
             }
         };
@@ -608,8 +635,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -
             Ok(awaiting) => groups::await_replication(broker, awaiting).await,
             Err(code) => Err(code),
         };
-        let out = broker.groups.core().written(now_ms(), &write, result);
-        dispatch(broker, out);
+        groups::written(broker, &write, result);
         if let Err(code) = result {
             return OffsetDeleteResponse::default().with_error_code(code.0);
         }

@@ -99,16 +99,27 @@ pub fn dispatch(broker: &Arc<Broker>, out: Output) {
                 let broker = broker.clone();
                 tokio::spawn(async move {
                     let result = await_replication(&broker, awaiting).await;
-                    let next = broker.groups.core().written(now_ms(), &write, result);
-                    dispatch(&broker, next);
+                    written(&broker, &write, result);
                 });
             }
-            Err(code) => {
-                let next = broker.groups.core().written(now_ms(), &write, Err(code));
-                dispatch(broker, next);
-            }
+            Err(code) => written(broker, &write, Err(code)),
         }
     }
+}
+
+/// Hands a write's result to the core (with the cluster's topics, for the consumer-group
+/// heartbeats decided next) and carries out what follows.
+pub fn written(broker: &Arc<Broker>, write: &Write, result: Result<(), ErrorCode>) {
+    let topics = topics_snapshot(broker);
+    let lookup = |name: &str| topics.get(name).copied();
+    let next = broker.groups.core().written(now_ms(), write, result, &lookup);
+    dispatch(broker, next);
+}
+
+/// Every topic's id and partition count, by name: taken before the core's lock (never the
+/// metadata lock under it).
+pub fn topics_snapshot(broker: &Broker) -> BTreeMap<String, (u128, i32)> {
+    broker.meta().image.topics.iter().map(|(name, t)| (name.clone(), (t.topic_id, t.partitions))).collect()
 }
 
 /// Appends a write's records to its partition if this broker still leads it at the epoch it

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod consumer_group_handlers;
 pub mod controller_rpc;
 pub mod group_handlers;
 pub mod groups;
