@@ -39,6 +39,46 @@ impl ConsumerContext for Rebalances {
     }
 }
 
+/// How a member takes part in its group.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// The classic protocol with this client-side assignor (`partition.assignment.strategy`).
+    Classic(&'static str),
+    /// KIP-848 (`group.protocol=consumer`), with this server-side assignor
+    /// (`group.remote.assignor`; `None`: the broker's default). Session and heartbeat timing
+    /// are the broker's: librdkafka refuses the classic settings with this protocol.
+    Consumer(Option<&'static str>),
+}
+
+impl Protocol {
+    fn configure(self, config: &mut rdkafka::ClientConfig) {
+        match self {
+            Protocol::Classic(strategy) => {
+                config
+                    .set("partition.assignment.strategy", strategy)
+                    .set("session.timeout.ms", "6000")
+                    .set("heartbeat.interval.ms", "500");
+            }
+            Protocol::Consumer(assignor) => {
+                config.set("group.protocol", "consumer");
+                if let Some(assignor) = assignor {
+                    config.set("group.remote.assignor", assignor);
+                }
+            }
+        }
+    }
+}
+
+/// Broker settings for KIP-848 groups: a 6 s session and 1 s heartbeats (Kafka's minimums are
+/// lowered to allow them).
+const CONSUMER_PROTOCOL_TIMING: [(&str, &str); 5] = [
+    ("group.consumer.min.session.timeout.ms", "6000"),
+    ("group.consumer.session.timeout.ms", "6000"),
+    ("group.consumer.min.heartbeat.interval.ms", "1000"),
+    ("group.consumer.heartbeat.interval.ms", "1000"),
+    ("group.initial.rebalance.delay.ms", "0"),
+];
+
 /// A librdkafka group member polling on its own thread; each delivered record is committed
 /// (synchronously) before the next poll.
 struct Member {
@@ -50,8 +90,8 @@ struct Member {
 }
 
 impl Member {
-    fn join(bootstrap: &str, group: &str, name: &str, strategy: &str, deliveries: Deliveries) -> Member {
-        Member::join_as(bootstrap, group, name, strategy, None, deliveries)
+    fn join(bootstrap: &str, group: &str, name: &str, protocol: Protocol, deliveries: Deliveries) -> Member {
+        Member::join_as(bootstrap, group, name, protocol, None, deliveries)
     }
 
     /// A member, static if `instance` names its `group.instance.id`.
@@ -59,7 +99,7 @@ impl Member {
         bootstrap: &str,
         group: &str,
         name: &str,
-        strategy: &str,
+        protocol: Protocol,
         instance: Option<&str>,
         deliveries: Deliveries,
     ) -> Member {
@@ -69,14 +109,12 @@ impl Member {
         if let Some(instance) = instance {
             config.set("group.instance.id", instance);
         }
+        protocol.configure(&mut config);
         let consumer: BaseConsumer<Rebalances> = config
             .set("group.id", group)
             .set("client.id", name)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", strategy)
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
             .create_with_context(rebalances.clone())
             .expect("consumer");
         consumer.subscribe(&[TOPIC]).expect("subscribe");
@@ -178,18 +216,26 @@ fn committed(bootstrap: &str, group: &str) -> BTreeMap<i32, i64> {
 /// Three members share the partitions; after the first round one leaves, and the other two
 /// take over its partitions for the second round. Every record is delivered, and the group's
 /// commits end at the log end of every partition.
-fn three_members_one_leaves(strategy: &str) {
-    let broker = InProcessBroker::start("127.0.0.1:0", &[("group.initial.rebalance.delay.ms", "0")]);
+fn three_members_one_leaves(protocol: Protocol, group: &str) {
+    let broker = InProcessBroker::start("127.0.0.1:0", &CONSUMER_PROTOCOL_TIMING);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, TOPIC, PARTITIONS);
-    let group = format!("three-members-{strategy}");
+    let group = group.to_string();
     let deliveries: Deliveries = Arc::default();
     let members: Vec<Member> =
-        ["a", "b", "c"].iter().map(|n| Member::join(&bootstrap, &group, n, strategy, deliveries.clone())).collect();
+        ["a", "b", "c"].iter().map(|n| Member::join(&bootstrap, &group, n, protocol, deliveries.clone())).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !members.iter().all(|m| m.assigned.load(Ordering::Relaxed) > 0) {
         assert!(Instant::now() < deadline, "the three members never all held partitions");
         std::thread::sleep(Duration::from_millis(50));
+    }
+    if let Protocol::Consumer(_) = protocol {
+        // The broker assigned them, each partition to one member.
+        let (epoch, ids, mut partitions) = describe_consumer_group(&bootstrap, &group).expect("a consumer group");
+        partitions.sort();
+        assert_eq!((ids.len(), partitions), (3, (0..PARTITIONS).collect::<Vec<_>>()), "group epoch {epoch}");
+    } else {
+        assert_eq!(describe_consumer_group(&bootstrap, &group), Err(69), "a classic group is not a consumer group");
     }
     produce_round(&bootstrap, 1);
     let first = wait_for_all(&deliveries, 1, Duration::from_secs(60));
@@ -220,12 +266,24 @@ fn three_members_one_leaves(strategy: &str) {
 
 #[test]
 fn rdkafka_group_with_eager_range_assignment_survives_a_member_leaving() {
-    three_members_one_leaves("range");
+    three_members_one_leaves(Protocol::Classic("range"), "three-members-range");
 }
 
 #[test]
 fn rdkafka_group_with_cooperative_sticky_assignment_survives_a_member_leaving() {
-    three_members_one_leaves("cooperative-sticky");
+    three_members_one_leaves(Protocol::Classic("cooperative-sticky"), "three-members-cooperative");
+}
+
+/// KIP-848: the broker assigns (its default `uniform` assignor), members revoke before others
+/// get their partitions, commits carry member epochs.
+#[test]
+fn rdkafka_consumer_protocol_group_survives_a_member_leaving() {
+    three_members_one_leaves(Protocol::Consumer(None), "three-members-consumer-protocol");
+}
+
+#[test]
+fn rdkafka_consumer_protocol_group_with_the_range_assignor_survives_a_member_leaving() {
+    three_members_one_leaves(Protocol::Consumer(Some("range")), "three-members-consumer-protocol-range");
 }
 
 /// A third member in another process (kafka-python, the same `range` assignor on the wire) is
@@ -233,15 +291,25 @@ fn rdkafka_group_with_cooperative_sticky_assignment_survives_a_member_leaving() 
 /// and the two librdkafka members take over its partitions from its committed offsets.
 #[test]
 fn a_member_killed_minus_9_is_expelled_after_its_session_and_its_partitions_move_on() {
-    let broker = InProcessBroker::start("127.0.0.1:0", &[("group.initial.rebalance.delay.ms", "0")]);
+    member_killed_minus_9(Protocol::Classic("range"), "group_member.py", "killed-member");
+}
+
+/// The same with KIP-848 (the killed member is a confluent-kafka consumer-protocol member): the
+/// broker removes it when its 6 s session runs out, and its partitions go to the others.
+#[test]
+fn a_consumer_protocol_member_killed_minus_9_is_removed_after_its_session_and_its_partitions_move_on() {
+    member_killed_minus_9(Protocol::Consumer(None), "consumer_protocol_member.py", "killed-member-consumer-protocol");
+}
+
+fn member_killed_minus_9(protocol: Protocol, script: &str, group: &str) {
+    let broker = InProcessBroker::start("127.0.0.1:0", &CONSUMER_PROTOCOL_TIMING);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, TOPIC, PARTITIONS);
-    let group = "killed-member";
     let deliveries: Deliveries = Arc::default();
-    let a = Member::join(&bootstrap, group, "a", "range", deliveries.clone());
-    let b = Member::join(&bootstrap, group, "b", "range", deliveries.clone());
+    let a = Member::join(&bootstrap, group, "a", protocol, deliveries.clone());
+    let b = Member::join(&bootstrap, group, "b", protocol, deliveries.clone());
     let mut python_member = Command::new(python())
-        .arg(python_script("group_member.py"))
+        .arg(python_script(script))
         .args([&bootstrap, group, TOPIC])
         .env("PYTHONUNBUFFERED", "1")
         .stdout(std::process::Stdio::piped())
@@ -294,12 +362,22 @@ fn a_member_killed_minus_9_is_expelled_after_its_session_and_its_partitions_move
 /// its partitions back without a rebalance: the other member never notices.
 #[test]
 fn a_restarted_static_member_gets_its_partitions_back_and_the_other_member_sees_no_rebalance() {
-    let broker = InProcessBroker::start("127.0.0.1:0", &[("group.initial.rebalance.delay.ms", "0")]);
+    static_member_restarts(Protocol::Classic("range"), "static-members");
+}
+
+/// The same with KIP-848: the closing member leaves "for now" (member epoch -2) and its
+/// returning instance takes its place and partitions without a new group epoch.
+#[test]
+fn a_restarted_static_consumer_protocol_member_gets_its_partitions_back_and_the_other_sees_no_rebalance() {
+    static_member_restarts(Protocol::Consumer(None), "static-members-consumer-protocol");
+}
+
+fn static_member_restarts(protocol: Protocol, group: &str) {
+    let broker = InProcessBroker::start("127.0.0.1:0", &CONSUMER_PROTOCOL_TIMING);
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap, TOPIC, PARTITIONS);
-    let group = "static-members";
     let deliveries: Deliveries = Arc::default();
-    let join = |name: &str| Member::join_as(&bootstrap, group, name, "range", Some(name), deliveries.clone());
+    let join = |name: &str| Member::join_as(&bootstrap, group, name, protocol, Some(name), deliveries.clone());
     let (a, b) = (join("static-a"), join("static-b"));
     let shared = |a: &Member, b: &Member| {
         let (x, y) = (a.assigned.load(Ordering::Relaxed), b.assigned.load(Ordering::Relaxed));
@@ -335,20 +413,30 @@ fn a_restarted_static_member_gets_its_partitions_back_and_the_other_member_sees_
 /// log end.
 #[test]
 fn the_group_moves_to_a_new_coordinator_when_the_old_one_is_killed_minus_9() {
+    coordinator_killed_minus_9(Protocol::Classic("range"), "coordinator-failover");
+}
+
+/// KIP-848: the new coordinator replays the members' epochs and assignments, so the members
+/// keep their partitions and go on.
+#[test]
+fn a_consumer_protocol_group_moves_to_a_new_coordinator_when_the_old_one_is_killed_minus_9() {
+    coordinator_killed_minus_9(Protocol::Consumer(None), "coordinator-failover-consumer-protocol");
+}
+
+fn coordinator_killed_minus_9(protocol: Protocol, group: &str) {
     let binary = env!("CARGO_BIN_EXE_gregor-broker");
-    let every_node = [
+    let mut every_node = vec![
         ("broker.heartbeat.interval.ms", "250".to_string()),
         ("broker.session.timeout.ms", "2000".to_string()),
-        ("group.initial.rebalance.delay.ms", "0".to_string()),
         ("offsets.topic.num.partitions", "3".to_string()),
     ];
+    every_node.extend(CONSUMER_PROTOCOL_TIMING.iter().map(|(k, v)| (*k, v.to_string())));
     let mut cluster = ChildCluster::start(binary, 3, &every_node, &[("min.insync.replicas", "2".to_string())]);
     let bootstrap = cluster.bootstrap();
     create_replicated_topic(&bootstrap, TOPIC, PARTITIONS, 3);
-    let group = "coordinator-failover";
     let deliveries: Deliveries = Arc::default();
     let members: Vec<Member> =
-        ["a", "b"].iter().map(|n| Member::join(&bootstrap, group, n, "range", deliveries.clone())).collect();
+        ["a", "b"].iter().map(|n| Member::join(&bootstrap, group, n, protocol, deliveries.clone())).collect();
     produce_round(&bootstrap, 1);
     wait_for_all(&deliveries, 1, Duration::from_secs(60));
     let coordinator = coordinator_of(&bootstrap, group);
@@ -393,5 +481,32 @@ fn coordinator_of(bootstrap: &str, group: &str) -> i32 {
             assert!(Instant::now() < deadline, "no broker named a coordinator for {group}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    })
+}
+
+/// What ConsumerGroupDescribe says of `group` on a single broker: (group epoch, member ids, and
+/// every partition of the members' current assignments), or the error code.
+fn describe_consumer_group(bootstrap: &str, group: &str) -> Result<(i32, Vec<String>, Vec<i32>), i16> {
+    use broker::protocol::client::Connection;
+    use kafka_protocol::messages::{ApiKey, ConsumerGroupDescribeRequest, GroupId, RequestKind, ResponseKind};
+    use kafka_protocol::protocol::StrBytes;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut conn = Connection::connect(bootstrap, "describe").await.expect("connect");
+        let request = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let answer = conn.send(ApiKey::ConsumerGroupDescribe, 0, RequestKind::ConsumerGroupDescribe(request)).await;
+        let Ok(ResponseKind::ConsumerGroupDescribe(r)) = answer else { panic!("no answer: {answer:?}") };
+        let g = &r.groups[0];
+        if g.error_code != 0 {
+            return Err(g.error_code);
+        }
+        let members = g.members.iter().map(|m| m.member_id.to_string()).collect();
+        let partitions = g
+            .members
+            .iter()
+            .flat_map(|m| m.assignment.topic_partitions.iter().flat_map(|t| t.partitions.iter().copied()))
+            .collect();
+        Ok((g.group_epoch, members, partitions))
     })
 }
