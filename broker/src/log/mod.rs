@@ -702,7 +702,16 @@ impl PartitionLog {
     }
 
     fn truncate_inner(&mut self, target: i64) -> Result<(), LogError> {
-        if target >= self.log_end_offset().0 {
+        let log_end = self.log_end_offset().0;
+        if target >= log_end {
+            // Nothing to cut, but an epoch this replica started as leader at its log end
+            // without appending is not the history it now follows: forget it (Kafka's
+            // `truncateTo` does the same), or it would answer OffsetForLeaderEpoch with that
+            // start as the end of the epoch before, and cut a follower below its HW
+            // (swarm-replicated seeds 2396, 6669).
+            if self.epochs.truncate_from_end(log_end) {
+                self.epochs.write(&*self.disk, &self.dir)?;
+            }
             return Ok(());
         }
         let interval = self.config.index_interval_bytes;

@@ -646,6 +646,26 @@ fn truncation_forgets_producer_state_and_epochs_after_the_cut() {
     assert_eq!(log.latest_epoch(), Some(LeaderEpoch(3)));
 }
 
+/// Found by the deep sweep (swarm-replicated seeds 2396, 6669): a replica elected at its log
+/// end (98) appended nothing, then followed a leader whose log went on at epoch 1 to 100. Its
+/// truncation to 98 cut nothing, but kept "epoch 2 starts at 98": after fetching 98..100 it
+/// answered that epoch 1 ends at 98, and a follower cut committed records.
+#[test]
+fn a_truncation_at_the_log_end_forgets_an_epoch_started_there_without_an_append() {
+    let disk = disk();
+    let mut log = open(&disk, config());
+    log.append(batch(&[1, 2], 1000, None), LeaderEpoch(1), 1000).unwrap();
+    log.assign_epoch_start(LeaderEpoch(2)).unwrap(); // elected at offset 2, appends nothing
+    log.truncate_to(Offset(2)).unwrap(); // told epoch 1 ends at 2 (or later): nothing to cut
+    log.append(batch(&[3, 4], 1000, None), LeaderEpoch(1), 1000).unwrap(); // the leader's epoch-1 tail
+    log.append(batch(&[5], 1000, None), LeaderEpoch(3), 1000).unwrap();
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)), (LeaderEpoch(1), Offset(4)));
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(2)), (LeaderEpoch(1), Offset(4)));
+    drop(log);
+    let log = open(&disk, config());
+    assert_eq!(log.end_offset_for_epoch(LeaderEpoch(1)), (LeaderEpoch(1), Offset(4)), "and so after a restart");
+}
+
 #[test]
 fn truncating_below_the_log_start_restarts_the_log_there() {
     let disk = disk();

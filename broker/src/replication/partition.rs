@@ -505,7 +505,9 @@ impl Partition {
         assert!(!self.is_leader(), "{}: a leader never truncates", self.tp);
         let log_end = self.log.log_end_offset();
         if target >= log_end {
-            return Ok(());
+            // Nothing to cut; the log still forgets an epoch it started at its end as leader
+            // without appending (see `PartitionLog::truncate_to`).
+            return self.log.truncate_to(target);
         }
         if target < self.high_watermark {
             tracing::error!(tp = %self.tp, target = target.0, high_watermark = self.high_watermark.0, "truncating below the high watermark");

@@ -212,6 +212,21 @@ fn a_follower_truncation_takes_the_high_watermark_down_with_the_log() {
     assert_eq!(p.log().log_end_offset(), Offset(5), "a target past the end changes nothing");
 }
 
+/// The deep sweep's story (swarm-replicated seeds 2396, 6669): a leader elected at epoch 2
+/// with log end 8 appends nothing and is deposed; told that epoch 1 ends at its own log end,
+/// it has nothing to cut, yet it must forget "epoch 2 starts at 8" before it takes the new
+/// leader's epoch-1 tail, or it tells followers that epoch 1 ends at 8.
+#[test]
+fn a_deposed_leader_that_appended_nothing_forgets_its_epoch_when_it_follows() {
+    let mut p = leader(&[1, 2], 1, 8);
+    p.apply_image(image(ME, 2, 2, &[1]), 0).unwrap(); // re-elected at epoch 2, which starts at 8
+    p.apply_image(image(2, 3, 3, &[2]), 0).unwrap();
+    assert_eq!(p.log().end_offset_for_epoch(LeaderEpoch(1)).1, Offset(8));
+    p.truncate_as_follower(Offset(8)).unwrap();
+    p.append_as_follower(&replicated(2, 1, 8), 0, LeaderEpoch(3)).unwrap();
+    assert_eq!(p.log().end_offset_for_epoch(LeaderEpoch(1)), (LeaderEpoch(1), Offset(10)));
+}
+
 #[test]
 fn older_metadata_is_ignored() {
     let mut p = leader(&[1, 2], 1, 0);
