@@ -74,8 +74,8 @@ pub enum Bug {
     /// log end and high watermark never move back.
     RecoveryDropsSealedSegments = 2097152,
     /// The group coordinator accepts an OffsetCommit whatever its member id and generation (the
-    /// fencing checks are forgotten): a member expelled for missing its session commits over
-    /// the partition's new owner.
+    /// fencing checks are forgotten; for KIP-848 groups, member id and member epoch): a member
+    /// expelled for missing its session commits over the partition's new owner.
     CommitOldGeneration = 4194304,
     /// When the leader's assignment is written, the leader is answered with every member's
     /// part (the whole plan, merged), the others with their own: each partition the leader
@@ -97,10 +97,14 @@ pub enum Bug {
     /// member that resumes there never reads the record at the committed offset. No commit is
     /// lost or moved back; one record per resumption is simply never consumed.
     OffsetFetchPastCommit = 134217728,
+    /// A KIP-848 member is given partitions of its target that another member still owns or is
+    /// revoking (the ownership check of reconciliation is forgotten): two members read one
+    /// partition at once, the old owner unaware it lost it.
+    AssignUnreleasedPartitions = 268435456,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 28] = [
+    pub const ALL: [Bug; 29] = [
         Bug::AckBeforeFsync,
         Bug::NoDedup,
         Bug::ServeUnchecked,
@@ -129,6 +133,7 @@ impl Bug {
         Bug::LoadNeverCompletes,
         Bug::CleanerDropsNewest,
         Bug::OffsetFetchPastCommit,
+        Bug::AssignUnreleasedPartitions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -161,6 +166,7 @@ impl Bug {
             Bug::LoadNeverCompletes => "load-never-completes",
             Bug::CleanerDropsNewest => "cleaner-drops-newest",
             Bug::OffsetFetchPastCommit => "offset-fetch-past-commit",
+            Bug::AssignUnreleasedPartitions => "assign-unreleased-partitions",
         }
     }
 

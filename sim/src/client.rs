@@ -169,6 +169,8 @@ pub struct Router {
     /// older epoch never replaces a newer one.
     epochs: BTreeMap<Partition, i32>,
     links: BTreeMap<String, Link>,
+    /// The topic's id, once a Metadata answer named it.
+    topic_id: Option<u128>,
     /// Set when an answer or a failure says the leaders may have moved.
     pub stale: bool,
 }
@@ -183,8 +185,17 @@ impl Router {
             leaders: BTreeMap::new(),
             epochs: BTreeMap::new(),
             links: BTreeMap::new(),
+            topic_id: None,
             stale: true,
         }
+    }
+
+    /// The topic's id (KIP-848 heartbeats name partitions by it), asking for it if unknown.
+    pub async fn topic_id(&mut self) -> Option<u128> {
+        if self.topic_id.is_none() {
+            self.refresh().await;
+        }
+        self.topic_id
     }
 
     fn link(&mut self, addr: &str) -> &mut Link {
@@ -216,6 +227,9 @@ impl Router {
                 response.brokers.iter().map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port))).collect();
             let Some(topic) = response.topics.first().filter(|t| ErrorCode(t.error_code).is_none()) else { continue };
             answered = true;
+            if !topic.topic_id.is_nil() {
+                self.topic_id = Some(topic.topic_id.as_u128());
+            }
             for p in &topic.partitions {
                 let known = self.epochs.get(&p.partition_index).copied().unwrap_or(-1);
                 if p.leader_epoch < known {

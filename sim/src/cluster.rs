@@ -45,6 +45,11 @@ const SIM_TIMINGS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "1000"),
     // A group's first members need not wait 3 s for others (runs are short).
     ("group.initial.rebalance.delay.ms", "0"),
+    // KIP-848 groups: the classic members' 6 s session and 500 ms heartbeats.
+    ("group.consumer.min.session.timeout.ms", "6000"),
+    ("group.consumer.session.timeout.ms", "6000"),
+    ("group.consumer.min.heartbeat.interval.ms", "500"),
+    ("group.consumer.heartbeat.interval.ms", "500"),
 ];
 
 /// What runs on a node, for observation: set while it runs, cleared when it is killed.

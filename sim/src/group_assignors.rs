@@ -18,6 +18,16 @@ pub enum Assignor {
 impl Assignor {
     pub const ALL: [Assignor; 3] = [Assignor::Range, Assignor::RoundRobin, Assignor::CooperativeSticky];
 
+    /// The broker's assignor a KIP-848 member asks for in its place (`None`: the broker's
+    /// default, `uniform`).
+    pub fn server_side(self) -> Option<&'static str> {
+        match self {
+            Assignor::Range => Some("range"),
+            Assignor::RoundRobin => Some("uniform"),
+            Assignor::CooperativeSticky => None,
+        }
+    }
+
     /// The protocol name members offer in JoinGroup (Kafka's).
     pub fn name(self) -> &'static str {
         match self {

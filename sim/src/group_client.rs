@@ -26,7 +26,8 @@ use std::time::Duration;
 
 /// `session.timeout.ms` of the simulator's members (the broker's default minimum).
 pub const SESSION_TIMEOUT_MS: i32 = 6_000;
-/// `max.poll.interval.ms` as the rebalance timeout: below the link's 3 s request timeout.
+/// `max.poll.interval.ms` as the rebalance timeout: below the link's 3 s request timeout. A
+/// KIP-848 member has this long to acknowledge a revocation.
 pub const REBALANCE_TIMEOUT_MS: i32 = 2_500;
 /// How often a member heartbeats (well within the rebalance timeout, so it rejoins in time).
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
@@ -55,16 +56,20 @@ pub struct MemberConfig {
     pub assignor: Assignor,
     /// `enable.auto.commit`: commit every [`AUTO_COMMIT_EVERY`] instead of after every poll.
     pub auto_commit: bool,
+    /// KIP-848 (`group.protocol=consumer`, `crate::group_consumer_protocol`): the broker
+    /// assigns, with `server_assignor` (`None`: its default); `assignor` is not used.
+    pub consumer_protocol: bool,
+    pub server_assignor: Option<&'static str>,
 }
 
 impl MemberConfig {
     /// Who owns a partition, for the history: a static member's instance id (a restarted one
     /// is the same owner under a new member id, the old one fenced), else its member id.
-    fn owner(&self, member_id: &str) -> String {
+    pub(crate) fn owner(&self, member_id: &str) -> String {
         self.instance_id.clone().unwrap_or_else(|| member_id.to_string())
     }
 
-    fn instance(&self) -> Option<StrBytes> {
+    pub(crate) fn instance(&self) -> Option<StrBytes> {
         self.instance_id.as_deref().map(text)
     }
 }
@@ -72,14 +77,14 @@ impl MemberConfig {
 /// `auto.commit.interval.ms` of members that auto commit.
 const AUTO_COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// An owned partition's position before OffsetFetch answered.
-const UNKNOWN_POSITION: i64 = -1;
+pub(crate) const UNKNOWN_POSITION: i64 = -1;
 
 /// How often a slow member stalls.
 const STALL_EVERY: Duration = Duration::from_secs(20);
 /// How long a slow member stalls: past its session timeout.
 const STALL_FOR: Duration = Duration::from_secs(8);
 
-fn text(s: &str) -> StrBytes {
+pub(crate) fn text(s: &str) -> StrBytes {
     StrBytes::from_string(s.to_string())
 }
 
@@ -153,13 +158,18 @@ fn decode_assignment(mut bytes: Bytes, topic: &str) -> Option<Vec<Partition>> {
 }
 
 /// Where a member stands with its group.
-struct Membership {
-    coordinator: Option<String>,
-    member_id: String,
-    generation: i32,
+pub(crate) struct Membership {
+    pub(crate) coordinator: Option<String>,
+    pub(crate) member_id: String,
+    /// The generation, or a KIP-848 member's epoch; -1: not in the group (join).
+    pub(crate) generation: i32,
     /// Owned partitions → (position, first poll since the assignment). Position
     /// [`UNKNOWN_POSITION`] until OffsetFetch said where the partition's commits are.
-    owned: BTreeMap<Partition, (i64, bool)>,
+    pub(crate) owned: BTreeMap<Partition, (i64, bool)>,
+    /// KIP-848: the next heartbeat restates everything (after a join or a coordinator move).
+    pub(crate) full_heartbeat: bool,
+    /// KIP-848: the next heartbeat acknowledges a changed assignment (says what is owned).
+    pub(crate) ack_pending: bool,
     /// With auto commit: the next commit.
     next_auto_commit: tokio::time::Instant,
     /// The group's committed offset of each partition as this member last heard it (its own
@@ -170,7 +180,7 @@ struct Membership {
 }
 
 /// Why the member must (re)join.
-enum Rejoin {
+pub(crate) enum Rejoin {
     /// Keep the member id (REBALANCE_IN_PROGRESS).
     Same,
     /// Start as a new member (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID).
@@ -198,6 +208,8 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
         next_auto_commit: tokio::time::Instant::now() + AUTO_COMMIT_EVERY,
         acknowledged: BTreeMap::new(),
         next_stall: tokio::time::Instant::now() + STALL_EVERY,
+        full_heartbeat: true,
+        ack_pending: false,
     };
     let stopped = stop.notified();
     tokio::pin!(stopped);
@@ -208,8 +220,12 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
             Err(Rejoin::Fresh) => {
                 // Out of the group: whatever it owned is lost (Kafka's onPartitionsLost), even
                 // to a cooperative member; a new owner may have moved on since (swarm-groups
-                // seed 233: a zombie's kept position, committed later, moved a commit back).
-                m.member_id.clear();
+                // seed 233: a zombie's kept position, committed later, moved a commit back). A
+                // KIP-848 member rejoins under the same member id, as librdkafka does.
+                if !config.consumer_protocol {
+                    m.member_id.clear();
+                }
+                m.generation = -1;
                 m.owned.clear();
                 m.acknowledged.clear();
                 Duration::from_millis(10)
@@ -225,7 +241,11 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    leave(&config, &mut router, &m).await;
+    if config.consumer_protocol {
+        crate::group_consumer_protocol::leave(&config, &mut router, &m, &recorder).await;
+    } else {
+        leave(&config, &mut router, &m).await;
+    }
 }
 
 /// One round: make sure the member is in a generation, then poll, commit and heartbeat.
@@ -237,12 +257,20 @@ async fn step(
 ) -> Result<(), Rejoin> {
     if m.coordinator.is_none() {
         m.coordinator = Some(find_coordinator(router, &config.group).await.ok_or(Rejoin::FindCoordinator)?);
-        m.generation = -1;
+        if config.consumer_protocol {
+            m.full_heartbeat = true; // the epoch stands; the new coordinator hears everything
+        } else {
+            m.generation = -1;
+        }
     }
     if m.generation < 0 {
-        join_and_sync(config, router, m, recorder).await?;
-        fetch_committed(config, router, m, recorder).await?;
+        if config.consumer_protocol {
+            crate::group_consumer_protocol::heartbeat(config, router, m, recorder).await?;
+        } else {
+            join_and_sync(config, router, m, recorder).await?;
+        }
     }
+    fetch_committed(config, router, m, recorder).await?;
     let heartbeat_due = tokio::time::Instant::now() + HEARTBEAT_EVERY;
     let partitions: Vec<Partition> = m.owned.keys().copied().collect();
     for partition in partitions {
@@ -285,12 +313,16 @@ async fn step(
     if !config.auto_commit || tokio::time::Instant::now() >= m.next_auto_commit {
         commit_positions(config, router, m, recorder).await?;
     }
-    heartbeat(config, router, m).await
+    if config.consumer_protocol {
+        crate::group_consumer_protocol::heartbeat(config, router, m, recorder).await
+    } else {
+        heartbeat(config, router, m).await
+    }
 }
 
 /// Commits each owned partition's position that is not the committed offset as the member
 /// last heard it.
-async fn commit_positions(
+pub(crate) async fn commit_positions(
     config: &MemberConfig,
     router: &mut Router,
     m: &mut Membership,
@@ -309,7 +341,7 @@ async fn commit_positions(
     Ok(())
 }
 
-async fn coordinator_call(
+pub(crate) async fn coordinator_call(
     router: &mut Router,
     m: &Membership,
     api: ApiKey,
@@ -448,12 +480,12 @@ async fn fetch_committed(
         return Err(Rejoin::FindCoordinator);
     };
     if !ErrorCode(r.error_code).is_none() {
-        m.generation = -1;
+        m.lose_generation(config);
         return Err(classify(ErrorCode(r.error_code)));
     }
     for p in r.topics.iter().flat_map(|t| t.partitions.iter()) {
         if !ErrorCode(p.error_code).is_none() || !m.owned.contains_key(&p.partition_index) {
-            m.generation = -1;
+            m.lose_generation(config);
             return Err(Rejoin::FindCoordinator);
         }
         let offset = (p.committed_offset >= 0).then_some(p.committed_offset);
@@ -492,7 +524,9 @@ async fn commit(
                 .with_committed_metadata(Some(text("")))])]);
     let op = Op::GroupCommit { member: config.owner(&m.member_id), generation: m.generation, partition, offset };
     let invoked = recorder.now_ns();
-    let answer = coordinator_call(router, m, ApiKey::OffsetCommit, 7, RequestKind::OffsetCommit(request)).await;
+    // v9: a KIP-848 member's epoch is checked as such.
+    let version = if config.consumer_protocol { 9 } else { 7 };
+    let answer = coordinator_call(router, m, ApiKey::OffsetCommit, version, RequestKind::OffsetCommit(request)).await;
     let code = match &answer {
         Ok(ResponseKind::OffsetCommit(r)) => {
             r.topics.first().and_then(|t| t.partitions.first()).map(|p| ErrorCode(p.error_code))
@@ -514,13 +548,34 @@ async fn commit(
                 Outcome::Fail
             };
             recorder.record(config.process, invoked, outcome, op);
+            if config.consumer_protocol {
+                // STALE_MEMBER_EPOCH: the next heartbeat brings the epoch; the position stays
+                // unacknowledged and is committed again.
+                return match code {
+                    ErrorCode::STALE_MEMBER_EPOCH => Ok(()),
+                    ErrorCode::UNKNOWN_MEMBER_ID | ErrorCode::FENCED_MEMBER_EPOCH => Err(Rejoin::Fresh),
+                    _ => Err(Rejoin::FindCoordinator),
+                };
+            }
             m.generation = -1;
             Err(classify(code))
         }
         None => {
             recorder.record(config.process, invoked, Outcome::Info, op);
-            m.generation = -1;
+            m.lose_generation(config);
             Err(Rejoin::FindCoordinator)
+        }
+    }
+}
+
+impl Membership {
+    /// A classic member must join again after a coordinator error; a KIP-848 member keeps its
+    /// epoch (its next heartbeat is a full one).
+    fn lose_generation(&mut self, config: &MemberConfig) {
+        if config.consumer_protocol {
+            self.full_heartbeat = true;
+        } else {
+            self.generation = -1;
         }
     }
 }

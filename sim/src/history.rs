@@ -67,6 +67,10 @@ pub enum Op {
     GroupCommit { member: String, generation: i32, partition: Partition, offset: i64 },
     /// An OffsetFetch answer for one partition (`None`: no committed offset).
     GroupOffsetFetch { partition: Partition, offset: Option<i64> },
+    /// A KIP-848 ConsumerGroupHeartbeat at member `epoch` (0 with `joining`, -1 or -2: a
+    /// leave), saying it owns `owned` (`None`: not said); `answered_epoch` is the epoch the
+    /// answer gave (`Ok` only).
+    GroupHeartbeat { member: String, epoch: i32, owned: Option<Vec<Partition>>, answered_epoch: i32, joining: bool },
 }
 
 /// One operation: invoke, then ok / fail / info.

@@ -20,6 +20,8 @@ pub mod cluster;
 #[cfg(madsim)]
 pub mod group_client;
 #[cfg(madsim)]
+pub mod group_consumer_protocol;
+#[cfg(madsim)]
 pub mod hostile;
 #[cfg(madsim)]
 pub mod report;

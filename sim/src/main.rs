@@ -460,7 +460,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
 
     /// The planted-bug catalog and the scenario that should catch each bug (a bug may have
     /// two: one where several checkers catch it, one where a single checker must).
-    const PLANTED: [(broker::planted::Bug, &str); 29] = [
+    const PLANTED: [(broker::planted::Bug, &str); 31] = [
         (broker::planted::Bug::AckBeforeFsync, "scenarios/single-node-crash-fsync.toml"),
         (broker::planted::Bug::NoDedup, "scenarios/planted/lost-acks.toml"),
         (broker::planted::Bug::ServeUnchecked, "scenarios/disk-corruption.toml"),
@@ -490,6 +490,8 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
         (broker::planted::Bug::LoadNeverCompletes, "scenarios/group-coordinator-crash.toml"),
         (broker::planted::Bug::CleanerDropsNewest, "scenarios/compaction-under-crashes.toml"),
         (broker::planted::Bug::OffsetFetchPastCommit, "scenarios/group-coordinator-crash.toml"),
+        (broker::planted::Bug::CommitOldGeneration, "scenarios/consumer-protocol-member-crash.toml"),
+        (broker::planted::Bug::AssignUnreleasedPartitions, "scenarios/consumer-protocol-member-crash.toml"),
     ];
 
     /// Checker power: with each planted bug switched on (one at a time, for this process), its

@@ -176,6 +176,11 @@ fn describe(op: &Op) -> String {
             format!("{member} commits offset {offset} of p{partition} in generation {generation}")
         }
         Op::GroupOffsetFetch { partition, offset } => format!("committed offset of p{partition} -> {offset:?}"),
+        Op::GroupHeartbeat { member, epoch, owned, answered_epoch, joining } => format!(
+            "{member} heartbeats at epoch {epoch}{}{} -> epoch {answered_epoch}",
+            if *joining { " (joining)" } else { "" },
+            owned.as_ref().map_or(String::new(), |o| format!(" owning {o:?}"))
+        ),
     }
 }
 

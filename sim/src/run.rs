@@ -205,6 +205,8 @@ async fn simulate(scenario: Scenario, seed: u64) -> RunOutcome {
             instance_id: scenario.workload.group_static_members.then(|| format!("member-{}", g + 1)),
             assignor: config.group_assignor,
             auto_commit: config.group_auto_commit,
+            consumer_protocol: scenario.workload.group_protocol.as_deref() == Some("consumer"),
+            server_assignor: config.group_assignor.server_side(),
         };
         let (recorder, stop, left) = (recorder.clone(), groups_stop.clone(), members_left.clone());
         let node = handle

@@ -151,6 +151,11 @@ pub struct WorkloadSpec {
     /// drawn per seed.
     #[serde(default)]
     pub group_auto_commit: Option<bool>,
+    /// The group protocol: `classic` (the default; the members assign) or `consumer` (KIP-848:
+    /// the broker assigns, with `uniform` or `range` as the drawn assignor maps to;
+    /// `sim::group_consumer_protocol`).
+    #[serde(default)]
+    pub group_protocol: Option<String>,
     /// Clients mixing malformed and oversized requests into the run (`sim::hostile`); 0: none.
     #[serde(default)]
     pub hostile_clients: u32,
@@ -350,6 +355,14 @@ impl Scenario {
                 return bad(
                     "workload.group_assignor",
                     format!("unknown assignor `{name}`: use range, roundrobin or cooperative-sticky"),
+                );
+            }
+        }
+        if let Some(protocol) = &self.workload.group_protocol {
+            if protocol != "classic" && protocol != "consumer" {
+                return bad(
+                    "workload.group_protocol",
+                    format!("unknown protocol `{protocol}`: use classic or consumer"),
                 );
             }
         }

@@ -341,7 +341,7 @@ impl GroupCoordinator {
     /// epoch -1 with no members is an admin commit; otherwise the member must exist, use v9+,
     /// and send its current epoch.
     pub(super) fn check_consumer_commit(group: &ConsumerGroup, member_id: &str, epoch: i32, version: i16) -> ErrorCode {
-        if epoch < 0 && group.members.is_empty() {
+        if (epoch < 0 && group.members.is_empty()) || crate::planted::active(crate::planted::Bug::CommitOldGeneration) {
             return ErrorCode::NONE;
         }
         let Some(member) = group.members.get(member_id) else { return ErrorCode::UNKNOWN_MEMBER_ID };

@@ -4,7 +4,8 @@
 //! | checker | must hold |
 //! | --- | --- |
 //! | `single-owner` | no two members are given one partition in one generation |
-//! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged |
+//! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged (KIP-848: older than one the committing member was already given) |
+//! | `revoke-before-reassign` | KIP-848: a partition is given to a member only after every other member told to own it released it (a heartbeat that no longer lists it, a leave, a rejoin) or was removed from the group (it never heard an answer again before rejoining) |
 //! | `committed-offsets-durable` | an OffsetFetch never answers below a commit acknowledged before it was asked (coordinator failover and crashes included) |
 //! | `no-skip` | every offset below a partition's highest acknowledged commit was polled by some member: after a rebalance or a restart a member resumes at the committed offset, never past it |
 //! | `group-progress` (liveness) | by the end of the heal phase the group has consumed and committed every partition to the end the final read found |
@@ -44,16 +45,28 @@ pub fn single_owner(history: &History) -> Vec<Violation> {
     violations
 }
 
+/// Whether the members spoke KIP-848 (their heartbeats are in the history).
+fn consumer_protocol(history: &History) -> bool {
+    history.operations.iter().any(|o| matches!(o.op, Op::GroupHeartbeat { .. }))
+}
+
 /// `commit-fenced`: once a member was given generation `g'`, the group is at `g'` or later;
 /// a commit of an older generation invoked after that must be refused (ILLEGAL_GENERATION).
+/// KIP-848 member epochs are each member's own (one member may revoke at epoch 4 while
+/// another is at 5): there a commit must carry the epoch its member was last given, and one
+/// older than an epoch that member was given before it was sent must be refused
+/// (STALE_MEMBER_EPOCH).
 pub fn commit_fenced(history: &History) -> Vec<Violation> {
-    // Generations given, in completion order: (completed, generation, op).
-    let mut given: Vec<(u64, i32, usize)> = history
+    let per_member = consumer_protocol(history);
+    // Generations given, in completion order: (completed, generation, op, member).
+    let mut given: Vec<(u64, i32, usize, &str)> = history
         .operations
         .iter()
         .enumerate()
         .filter_map(|(i, o)| match (&o.op, o.outcome) {
-            (Op::GroupAssigned { generation, .. }, Outcome::Ok) => Some((o.completed_ns, *generation, i)),
+            (Op::GroupAssigned { generation, member, .. }, Outcome::Ok) => {
+                Some((o.completed_ns, *generation, i, member.as_str()))
+            }
             _ => None,
         })
         .collect();
@@ -63,8 +76,12 @@ pub fn commit_fenced(history: &History) -> Vec<Violation> {
         let (Op::GroupCommit { member, generation, partition, offset }, Outcome::Ok) = (&o.op, o.outcome) else {
             continue;
         };
-        let newer =
-            given.iter().take_while(|(done, _, _)| *done < o.invoked_ns).filter(|(_, g, _)| g > generation).last();
+        let newer = given
+            .iter()
+            .take_while(|(done, _, _, _)| *done < o.invoked_ns)
+            .filter(|(_, g, _, to)| g > generation && (!per_member || to == member))
+            .last()
+            .map(|(done, g, shown, _)| (done, g, shown));
         if let Some((_, newer_generation, shown)) = newer {
             violations.push(Violation {
                 invariant: "commit-fenced",
@@ -79,6 +96,96 @@ pub fn commit_fenced(history: &History) -> Vec<Violation> {
         }
     }
     violations
+}
+
+/// `revoke-before-reassign` (KIP-848): when member B is given partition `p` it did not own,
+/// every other member A whose latest assignment before that included `p` must have released
+/// it first: a heartbeat invoked before B's answer that no longer lists `p` (answered or not:
+/// it may have been heard), a leave, or a rejoin. If A did not, the coordinator may only have
+/// given `p` away because it had removed A (its session ended); then A never heard an answer
+/// again before rejoining. An answered heartbeat of A's invoked after B's answer, before A
+/// rejoined, shows A was still a member owning `p` when B got it.
+pub fn revoke_before_reassign(history: &History) -> Vec<Violation> {
+    if !consumer_protocol(history) {
+        return Vec::new();
+    }
+    let ops = &history.operations;
+    // Per member, in invocation order: (invoked, completed, op index).
+    let mut heartbeats: BTreeMap<&str, Vec<(u64, u64, usize)>> = BTreeMap::new();
+    let mut assignments: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
+    for (i, o) in ops.iter().enumerate() {
+        match (&o.op, o.outcome) {
+            (Op::GroupHeartbeat { member, .. }, _) => {
+                heartbeats.entry(member).or_default().push((o.invoked_ns, o.completed_ns, i))
+            }
+            (Op::GroupAssigned { member, .. }, Outcome::Ok) => {
+                assignments.entry(member).or_default().push((o.completed_ns, i))
+            }
+            _ => {}
+        }
+    }
+    heartbeats.values_mut().for_each(|h| h.sort());
+    assignments.values_mut().for_each(|a| a.sort());
+    let partitions_of = |i: usize| match &ops[i].op {
+        Op::GroupAssigned { partitions, .. } => partitions.as_slice(),
+        _ => &[],
+    };
+    let mut violations = Vec::new();
+    for (b, given) in &assignments {
+        for (k, &(given_at, gi)) in given.iter().enumerate() {
+            let before: &[Partition] = if k == 0 { &[] } else { partitions_of(given[k - 1].1) };
+            for &p in partitions_of(gi).iter().filter(|p| !before.contains(p)) {
+                for (a, theirs) in assignments.iter().filter(|(a, _)| *a != b) {
+                    // A's latest answer giving it `p` (a later one may tell it to revoke `p`:
+                    // it owns `p` until it says it does not).
+                    let told = theirs
+                        .iter()
+                        .take_while(|(at, _)| *at < given_at)
+                        .filter(|(_, i)| partitions_of(*i).contains(&p));
+                    let Some(&(owned_from, ai)) = told.last() else { continue };
+                    let beats = heartbeats.get(a).map(Vec::as_slice).unwrap_or(&[]);
+                    let released = beats
+                        .iter()
+                        .any(|&(invoked, _, h)| invoked > owned_from && invoked < given_at && releases(&ops[h].op, p));
+                    if released {
+                        continue;
+                    }
+                    let still_member = beats
+                        .iter()
+                        .filter(|(invoked, _, _)| *invoked > given_at)
+                        .take_while(|(_, _, h)| !matches!(ops[*h].op, Op::GroupHeartbeat { joining: true, .. }))
+                        .find(|(_, _, h)| {
+                            ops[*h].outcome == Outcome::Ok
+                                && matches!(ops[*h].op, Op::GroupHeartbeat { epoch, .. } if epoch > 0)
+                        });
+                    if let Some(&(_, _, h)) = still_member {
+                        violations.push(Violation {
+                            invariant: "revoke-before-reassign",
+                            partition: p,
+                            offsets: vec![],
+                            values: vec![],
+                            operations: vec![ai, gi, h],
+                            detail: format!(
+                                "{b} was given partition {p} while {a}, still a member (answered afterwards), had not released it"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    violations
+}
+
+/// Whether a heartbeat gives up partition `p`: it lists what it owns without `p`, leaves, or
+/// rejoins (having lost everything).
+fn releases(op: &Op, p: Partition) -> bool {
+    match op {
+        Op::GroupHeartbeat { joining: true, .. } => true,
+        Op::GroupHeartbeat { epoch, .. } if *epoch < 0 => true,
+        Op::GroupHeartbeat { owned: Some(owned), .. } => !owned.contains(&p),
+        _ => false,
+    }
 }
 
 /// `committed-offsets-durable`: an OffsetFetch answer is at least every commit of that
@@ -422,5 +529,72 @@ mod tests {
             fetch(Some(7), 30),
         ]);
         assert!(committed_offsets_durable(&fine).is_empty());
+    }
+
+    /// A KIP-848 heartbeat of `member` at `epoch`, invoked at `at`, saying it owns `owned`.
+    fn beat(member: &str, epoch: i32, owned: Option<&[Partition]>, at: u64, outcome: Outcome) -> Operation {
+        let owned = owned.map(<[Partition]>::to_vec);
+        let joining = epoch == 0;
+        op(
+            1,
+            at,
+            at + 1,
+            outcome,
+            Op::GroupHeartbeat { member: member.to_string(), epoch, owned, answered_epoch: epoch, joining },
+        )
+    }
+
+    /// `a` owns partitions 0 and 1 at epoch 1; at 100 `b` is given partition 1 at epoch 2.
+    fn b_takes_partition_1(between: Vec<Operation>, after: Vec<Operation>) -> History {
+        let mut operations = vec![beat("a", 0, Some(&[]), 1, Outcome::Ok), assigned("a", 1, &[0, 1], 2)];
+        operations.extend(between);
+        operations.push(assigned("b", 2, &[1], 100));
+        operations.extend(after);
+        history(operations)
+    }
+
+    #[test]
+    fn revoke_before_reassign_fails_when_the_owner_was_still_a_member_and_had_not_released() {
+        // a heard nothing of the move, and heartbeats on (answered) after b got partition 1.
+        let h = b_takes_partition_1(vec![], vec![beat("a", 1, None, 150, Outcome::Ok)]);
+        let found = revoke_before_reassign(&h);
+        assert_eq!(
+            found.iter().map(|v| (v.invariant, v.partition)).collect::<Vec<_>>(),
+            vec![("revoke-before-reassign", 1)]
+        );
+        // a was told to give partition 1 up, but acknowledged only after b had it.
+        let late_ack =
+            b_takes_partition_1(vec![assigned("a", 1, &[0], 50)], vec![beat("a", 1, Some(&[0]), 150, Outcome::Ok)]);
+        assert_eq!(revoke_before_reassign(&late_ack).len(), 1);
+    }
+
+    #[test]
+    fn revoke_before_reassign_passes_after_a_release_a_leave_or_a_removal() {
+        let released = vec![assigned("a", 1, &[0], 50), beat("a", 1, Some(&[0]), 60, Outcome::Info)];
+        let after = vec![beat("a", 2, Some(&[0]), 150, Outcome::Ok)];
+        assert!(revoke_before_reassign(&b_takes_partition_1(released, after)).is_empty());
+        let left = vec![beat("a", -1, Some(&[]), 60, Outcome::Ok)];
+        assert!(revoke_before_reassign(&b_takes_partition_1(left, vec![])).is_empty());
+        // Removed by the coordinator (its session ended): it never heard an answer again until
+        // it rejoined.
+        let removed = vec![
+            beat("a", 1, None, 150, Outcome::Fail),
+            beat("a", 0, Some(&[]), 160, Outcome::Ok),
+            beat("a", 3, None, 170, Outcome::Ok),
+        ];
+        assert!(revoke_before_reassign(&b_takes_partition_1(vec![], removed)).is_empty());
+    }
+
+    #[test]
+    fn kip_848_commits_are_fenced_per_member_not_by_other_members_epochs() {
+        // b was given epoch 2 while a, still revoking at epoch 1, commits at 1: fine.
+        let h = b_takes_partition_1(vec![], vec![committed("a", 1, 0, 5, (120, 130), Outcome::Ok)]);
+        assert!(commit_fenced(&h).is_empty());
+        // a itself was given epoch 2 before it committed at epoch 1: refused, or a violation.
+        let stale = b_takes_partition_1(
+            vec![assigned("a", 2, &[0], 50)],
+            vec![committed("a", 1, 0, 5, (120, 130), Outcome::Ok)],
+        );
+        assert_eq!(commit_fenced(&stale)[0].invariant, "commit-fenced");
     }
 }

@@ -59,6 +59,7 @@ pub fn check_history(history: &History, final_reads_done: bool) -> Vec<Violation
     violations.extend(phantom_value(history));
     violations.extend(groups::single_owner(history));
     violations.extend(groups::commit_fenced(history));
+    violations.extend(groups::revoke_before_reassign(history));
     violations.extend(groups::committed_offsets_durable(history));
     violations.extend(groups::no_skip(history));
     violations
