@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tests::rdkafka_util::{client_config, create_replicated_topic, create_topic};
-use tests::{python, python_script, ChildCluster, InProcessBroker};
+use tests::{python, python_script, run_bounded, ChildCluster, InProcessBroker};
 
 const TOPIC: &str = "group-topic";
 const PARTITIONS: i32 = 6;
@@ -234,6 +234,23 @@ fn three_members_one_leaves(protocol: Protocol, group: &str) {
         let (epoch, ids, mut partitions) = describe_consumer_group(&bootstrap, &group).expect("a consumer group");
         partitions.sort();
         assert_eq!((ids.len(), partitions), (3, (0..PARTITIONS).collect::<Vec<_>>()), "group epoch {epoch}");
+        // `broker groups --describe` shows the broker's assignment, each partition's owner.
+        let output = run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_gregor-broker")).args([
+                "groups",
+                "--bootstrap-server",
+                &bootstrap,
+                "--describe",
+                "--group",
+                &group,
+            ]),
+            Duration::from_secs(60),
+        );
+        let described = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success() && described.contains("protocol consumer (KIP-848"), "{described}");
+        let owners: BTreeSet<&str> =
+            described.lines().filter(|l| l.starts_with(TOPIC)).filter_map(|l| l.split_whitespace().nth(5)).collect();
+        assert_eq!(owners.len(), 3, "three members own the six partitions: {described}");
     } else {
         assert_eq!(describe_consumer_group(&bootstrap, &group), Err(69), "a classic group is not a consumer group");
     }

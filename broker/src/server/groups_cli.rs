@@ -25,6 +25,9 @@ Shows consumer groups as kafka-consumer-groups.sh does: --list names every group
 --describe prints, per partition a group committed, the committed offset, the log end offset,
 the lag and the member that owns the partition.";
 
+/// (topic, partition) → (member id, host, client id).
+type Owners = BTreeMap<(String, i32), (String, String, String)>;
+
 /// Each request's own timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -159,25 +162,12 @@ impl Cluster {
     /// Prints one group: its state and members, then a row per partition it committed or owns.
     async fn describe(&self, group: &str) -> anyhow::Result<()> {
         let coordinator = self.coordinator(group).await?;
-        let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]);
-        let ResponseKind::DescribeGroups(described) =
-            call(&coordinator, ApiKey::DescribeGroups, 5, RequestKind::DescribeGroups(request)).await?
-        else {
-            anyhow::bail!("unexpected answer to DescribeGroups");
+        // A KIP-848 group first (ConsumerGroupDescribe answers GROUP_ID_NOT_FOUND for a classic
+        // one); then the classic view, as librdkafka's admin client does.
+        let (summary, owners) = match self.describe_consumer_group(&coordinator, group).await? {
+            Some(found) => found,
+            None => self.describe_classic_group(&coordinator, group).await?,
         };
-        let g =
-            described.groups.into_iter().next().ok_or_else(|| anyhow::anyhow!("DescribeGroups answered nothing"))?;
-        if !ErrorCode(g.error_code).is_none() {
-            anyhow::bail!("DescribeGroups of {group}: error {}", g.error_code);
-        }
-        // Who owns what (consumer groups' assignments are in the consumer protocol).
-        let mut owners: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
-        for m in &g.members {
-            let who = (m.member_id.to_string(), m.client_host.to_string(), m.client_id.to_string());
-            for (topic, partition) in assigned_partitions(m.member_assignment.clone()) {
-                owners.insert((topic, partition), who.clone());
-            }
-        }
         let request = OffsetFetchRequest::default().with_group_id(GroupId(text(group))).with_topics(None);
         let ResponseKind::OffsetFetch(fetched) =
             call(&coordinator, ApiKey::OffsetFetch, 7, RequestKind::OffsetFetch(request)).await?
@@ -197,13 +187,7 @@ impl Cluster {
             }
         }
         println!();
-        println!(
-            "GROUP {group}: state {}, protocol {} {}, {} member(s)",
-            g.group_state,
-            g.protocol_type,
-            g.protocol_data,
-            g.members.len()
-        );
+        println!("GROUP {group}: {summary}");
         println!(
             "{:<24} {:<10} {:>15} {:>15} {:>10}  {:<50} {:<18} CLIENT-ID",
             "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID", "HOST"
@@ -226,6 +210,75 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// Who owns what in a KIP-848 group, and its summary line; `None` if it is not one.
+    async fn describe_consumer_group(
+        &self,
+        coordinator: &str,
+        group: &str,
+    ) -> anyhow::Result<Option<(String, Owners)>> {
+        let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(text(group))]);
+        let answer =
+            call(coordinator, ApiKey::ConsumerGroupDescribe, 0, RequestKind::ConsumerGroupDescribe(request)).await;
+        let Ok(ResponseKind::ConsumerGroupDescribe(described)) = answer else { return Ok(None) };
+        let g = described
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("ConsumerGroupDescribe answered nothing"))?;
+        match ErrorCode(g.error_code) {
+            ErrorCode::NONE => {}
+            ErrorCode::GROUP_ID_NOT_FOUND => return Ok(None),
+            code => anyhow::bail!("ConsumerGroupDescribe of {group}: error {}", code.0),
+        }
+        let mut owners = Owners::new();
+        for m in &g.members {
+            let who = (m.member_id.to_string(), m.client_host.to_string(), m.client_id.to_string());
+            for t in &m.assignment.topic_partitions {
+                for p in &t.partitions {
+                    owners.insert((t.topic_name.to_string(), *p), who.clone());
+                }
+            }
+        }
+        let summary = format!(
+            "state {}, protocol consumer (KIP-848, assignor {}, group epoch {}), {} member(s)",
+            g.group_state,
+            g.assignor_name,
+            g.group_epoch,
+            g.members.len()
+        );
+        Ok(Some((summary, owners)))
+    }
+
+    /// Who owns what in a classic group (the consumer protocol's assignments), and its summary.
+    async fn describe_classic_group(&self, coordinator: &str, group: &str) -> anyhow::Result<(String, Owners)> {
+        let request = DescribeGroupsRequest::default().with_groups(vec![GroupId(text(group))]);
+        let ResponseKind::DescribeGroups(described) =
+            call(coordinator, ApiKey::DescribeGroups, 5, RequestKind::DescribeGroups(request)).await?
+        else {
+            anyhow::bail!("unexpected answer to DescribeGroups");
+        };
+        let g =
+            described.groups.into_iter().next().ok_or_else(|| anyhow::anyhow!("DescribeGroups answered nothing"))?;
+        if !ErrorCode(g.error_code).is_none() {
+            anyhow::bail!("DescribeGroups of {group}: error {}", g.error_code);
+        }
+        let mut owners = Owners::new();
+        for m in &g.members {
+            let who = (m.member_id.to_string(), m.client_host.to_string(), m.client_id.to_string());
+            for (topic, partition) in assigned_partitions(m.member_assignment.clone()) {
+                owners.insert((topic, partition), who.clone());
+            }
+        }
+        let summary = format!(
+            "state {}, protocol {} {}, {} member(s)",
+            g.group_state,
+            g.protocol_type,
+            g.protocol_data,
+            g.members.len()
+        );
+        Ok((summary, owners))
     }
 
     /// The partition's high watermark, from its leader (`None` if it did not answer).
