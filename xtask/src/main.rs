@@ -198,11 +198,12 @@ fn tier_sim(root: &Path) -> Result<(), String> {
 }
 
 /// The deep sweeps: (scenario, seeds). Run before a capability is called done; the CI seed set
-/// is a smoke test, not proof. About four and a half hours on 2 cores.
-const DEEP_SWEEPS: [(&str, &str); 3] = [
+/// is a smoke test, not proof. About five hours on 2 cores.
+const DEEP_SWEEPS: [(&str, &str); 4] = [
     ("scenarios/swarm-single-node.toml", "0..100000"),
     ("scenarios/swarm-replicated.toml", "0..50000"),
     ("scenarios/swarm-groups.toml", "0..5000"),
+    ("scenarios/swarm-consumer-protocol.toml", "0..5000"),
 ];
 
 /// Release sweeps over tens of thousands of seeds per swarm scenario; each sweep prints its
