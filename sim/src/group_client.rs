@@ -221,14 +221,17 @@ pub async fn run_group_member(config: MemberConfig, recorder: Recorder, stop: Ar
                 // Out of the group: whatever it owned is lost (Kafka's onPartitionsLost), even
                 // to a cooperative member; a new owner may have moved on since (swarm-groups
                 // seed 233: a zombie's kept position, committed later, moved a commit back). A
-                // KIP-848 member rejoins under the same member id, as librdkafka does.
-                if !config.consumer_protocol {
-                    m.member_id.clear();
-                }
+                // KIP-848 member rejoins under the same member id, as librdkafka does, after a
+                // heartbeat interval (a fenced id stays fenced until its old session ends).
                 m.generation = -1;
                 m.owned.clear();
                 m.acknowledged.clear();
-                Duration::from_millis(10)
+                if config.consumer_protocol {
+                    HEARTBEAT_EVERY
+                } else {
+                    m.member_id.clear();
+                    Duration::from_millis(10)
+                }
             }
             Err(Rejoin::FindCoordinator) => {
                 m.coordinator = None;
