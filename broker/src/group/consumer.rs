@@ -152,6 +152,9 @@ pub struct ConsumerGroup {
     /// -1: no target yet.
     pub assignment_epoch: i32,
     pub offsets: BTreeMap<TopicPartition, OffsetValue>,
+    /// How many members subscribe to each topic name (derived from `members` on replay), so a
+    /// heartbeat checks the group's topics without going through every member.
+    subscribed_names: BTreeMap<String, usize>,
     /// Soft: when each member's session ends unless it heartbeats.
     session_deadlines: BTreeMap<String, i64>,
     /// Soft: a revoking member's deadline, and the epoch it was set at.
@@ -185,7 +188,7 @@ impl ConsumerGroup {
 
     /// The assignor the next target is computed with.
     pub fn assignor(&self, config: &ConsumerGroupConfig) -> String {
-        preferred_assignor(config, &self.members)
+        preferred_assignor(config, self.members.values())
     }
 
     /// Topic names any member subscribes to.
@@ -224,18 +227,15 @@ impl ConsumerGroup {
             records
                 .push(ConsumerRecord::Member { member_id: member_id.clone(), value: Some(updated.metadata.clone()) });
         }
-        let mut members = self.members.clone();
-        let mut previous_targets = self.target.clone();
-        if let Some(old) = &replaced {
-            members.remove(old);
-            let inherited = previous_targets.remove(old).unwrap_or_default();
-            previous_targets.insert(member_id.clone(), inherited);
-        }
-        members.insert(member_id.clone(), updated.clone());
+        // The group as this heartbeat leaves it: the committed state with the member's update
+        // laid over it (nothing is copied on a steady heartbeat).
+        let overlay = Overlay { group: self, member_id: &member_id, updated: &updated, replaced: replaced.as_deref() };
         // A static member taking its instance's place changes nobody's subscription.
         let subscriptions_changed = (is_new && replaced.is_none())
             || updated.metadata.subscribed_topic_names != member.metadata.subscribed_topic_names;
-        let metadata = subscription_metadata(&members, topics);
+        // A static member's replacement takes over the replaced member's subscription.
+        let counted = !is_new || replaced.is_some();
+        let metadata = self.subscription_metadata_with(&member.metadata, &updated.metadata, counted, topics);
         let mut group_epoch = self.group_epoch;
         if metadata != self.subscription_metadata {
             records.push(ConsumerRecord::SubscriptionMetadata(Some(metadata.values().cloned().collect())));
@@ -244,37 +244,41 @@ impl ConsumerGroup {
             group_epoch += 1;
             records.push(ConsumerRecord::Metadata(Some(group_epoch)));
         }
-        let mut target = previous_targets.clone();
+        let mut computed = None;
         let mut assignment_epoch = self.assignment_epoch;
         if group_epoch > assignment_epoch {
-            let assignor = preferred_assignor(config, &members);
-            let specs: Vec<MemberSpec> = members
-                .iter()
+            let assignor = preferred_assignor(config, overlay.members().map(|(_, m)| m));
+            let specs: Vec<MemberSpec> = overlay
+                .members()
                 .map(|(id, m)| MemberSpec {
                     member_id: id,
                     instance_id: m.metadata.instance_id.as_deref(),
                     subscribed: &m.metadata.subscribed_topic_names,
-                    previous: previous_targets.get(id),
+                    previous: overlay.previous_target(id),
                 })
                 .collect();
-            let computed = assignors::assign(&assignor, &specs, &metadata);
-            for (id, assignment) in &computed {
-                if previous_targets.get(id) != Some(assignment) {
+            let targets = assignors::assign(&assignor, &specs, &metadata);
+            for (id, assignment) in &targets {
+                if overlay.previous_target(id) != Some(assignment) {
                     records
                         .push(ConsumerRecord::TargetMember { member_id: id.clone(), value: Some(assignment.clone()) });
                 }
             }
-            target = computed;
             assignment_epoch = group_epoch;
             records.push(ConsumerRecord::TargetEpoch(Some(assignment_epoch)));
+            computed = Some(targets);
         }
         let empty = Assignment::new();
-        let member_target = target.get(&member_id).unwrap_or(&empty);
-        let owners = partition_owners(&members);
-        let owner_epoch = |topic: u128, p: i32| owners.get(&(topic, p)).map(|(_, epoch)| *epoch);
+        let member_target = match &computed {
+            Some(targets) => targets.get(&member_id),
+            None => overlay.previous_target(&member_id),
+        }
+        .unwrap_or(&empty);
         let next = if updated.current.state == MemberState::Stable && updated.current.member_epoch == assignment_epoch {
             updated.current.clone()
         } else {
+            let owners = partition_owners(overlay.members());
+            let owner_epoch = |topic: u128, p: i32| owners.get(&(topic, p)).copied();
             reconcile(
                 &updated.current,
                 assignment_epoch,
@@ -394,12 +398,15 @@ impl ConsumerGroup {
     /// The records that remove a member and move the group to the next epoch.
     pub fn fence_records(&self, member_id: &str) -> Vec<ConsumerRecord> {
         let mut records = removal_records(member_id);
-        let mut members = self.members.clone();
-        members.remove(member_id);
+        let leaving: &[String] = self.members.get(member_id).map_or(&[], |m| &m.metadata.subscribed_topic_names);
+        let still_subscribed = |name: &str| {
+            let count = self.subscribed_names.get(name).copied().unwrap_or(0);
+            count > usize::from(leaving.iter().any(|n| n == name))
+        };
         let remaining: BTreeMap<String, TopicMetadata> = self
             .subscription_metadata
             .iter()
-            .filter(|(name, _)| subscribed_by(&members, name))
+            .filter(|(name, _)| still_subscribed(name))
             .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
         if remaining != self.subscription_metadata {
@@ -432,14 +439,17 @@ impl ConsumerGroup {
                 self.subscription_metadata = topics.iter().flatten().map(|t| (t.name.clone(), t.clone())).collect();
             }
             ConsumerRecord::Member { member_id, value: Some(metadata) } => {
-                self.members.entry(member_id.clone()).or_default().metadata = metadata.clone();
+                let member = self.members.entry(member_id.clone()).or_default();
+                let old = std::mem::replace(&mut member.metadata, metadata.clone());
+                self.count_subscriptions(&old.subscribed_topic_names, &metadata.subscribed_topic_names);
             }
             ConsumerRecord::Member { member_id, value: None } => {
                 if let Some(member) = self.members.get(member_id) {
                     if member.current.assigned.values().any(|p| !p.is_empty()) || self.target.contains_key(member_id) {
                         return Err(format!("member {member_id} removed before its assignment and target"));
                     }
-                    self.members.remove(member_id);
+                    let removed = self.members.remove(member_id).expect("present");
+                    self.count_subscriptions(&removed.metadata.subscribed_topic_names, &[]);
                     self.session_deadlines.remove(member_id);
                     self.rebalance_deadlines.remove(member_id);
                 }
@@ -474,6 +484,50 @@ impl ConsumerGroup {
             }
         }
         Ok(())
+    }
+
+    fn count_subscriptions(&mut self, before: &[String], after: &[String]) {
+        for name in before {
+            if let Some(count) = self.subscribed_names.get_mut(name) {
+                *count -= 1;
+                if *count == 0 {
+                    self.subscribed_names.remove(name);
+                }
+            }
+        }
+        for name in after {
+            *self.subscribed_names.entry(name.clone()).or_default() += 1;
+        }
+    }
+
+    /// The subscribed topics that exist, as the cluster's metadata has them now, once one
+    /// member's subscription goes from `before` (if `counted`: already in the group) to `after`.
+    fn subscription_metadata_with(
+        &self,
+        before: &MemberMetadata,
+        after: &MemberMetadata,
+        counted: bool,
+        topics: TopicLookup,
+    ) -> BTreeMap<String, TopicMetadata> {
+        let mut names: BTreeMap<&str, usize> = self.subscribed_names.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        if counted {
+            for name in &before.subscribed_topic_names {
+                if let Some(count) = names.get_mut(name.as_str()) {
+                    *count -= 1;
+                }
+            }
+        }
+        for name in &after.subscribed_topic_names {
+            *names.entry(name.as_str()).or_default() += 1;
+        }
+        names
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .filter_map(|(name, _)| {
+                let (topic_id, partitions) = topics(name)?;
+                Some((name.to_string(), TopicMetadata { topic_id, name: name.to_string(), partitions }))
+            })
+            .collect()
     }
 
     fn check_single_owner(&self) -> Result<(), String> {
@@ -611,29 +665,39 @@ fn updated_metadata(old: &MemberMetadata, request: &ConsumerHeartbeat) -> Member
     m
 }
 
-fn subscribed_by(members: &BTreeMap<String, ConsumerMember>, topic: &str) -> bool {
-    members.values().any(|m| m.metadata.subscribed_topic_names.iter().any(|s| s == topic))
+/// The group with one member's heartbeat applied, for a decision: that member's update in
+/// place of its committed state, a static member it replaces left out.
+struct Overlay<'a> {
+    group: &'a ConsumerGroup,
+    member_id: &'a str,
+    updated: &'a ConsumerMember,
+    replaced: Option<&'a str>,
 }
 
-/// The subscribed topics that exist, as the cluster's metadata has them now.
-fn subscription_metadata(
-    members: &BTreeMap<String, ConsumerMember>,
-    topics: TopicLookup,
-) -> BTreeMap<String, TopicMetadata> {
-    let names: BTreeSet<&String> = members.values().flat_map(|m| &m.metadata.subscribed_topic_names).collect();
-    names
-        .into_iter()
-        .filter_map(|name| {
-            let (topic_id, partitions) = topics(name)?;
-            Some((name.clone(), TopicMetadata { topic_id, name: name.clone(), partitions }))
-        })
-        .collect()
+impl<'a> Overlay<'a> {
+    fn members(&self) -> impl Iterator<Item = (&'a str, &'a ConsumerMember)> + '_ {
+        let others = self
+            .group
+            .members
+            .iter()
+            .filter(|(id, _)| id.as_str() != self.member_id && Some(id.as_str()) != self.replaced)
+            .map(|(id, m)| (id.as_str(), m));
+        others.chain(std::iter::once((self.member_id, self.updated)))
+    }
+
+    /// A member's current target; a static member's replacement inherits the old one's.
+    fn previous_target(&self, id: &str) -> Option<&'a Assignment> {
+        match self.replaced {
+            Some(old) if id == self.member_id => self.group.target.get(old),
+            _ => self.group.target.get(id),
+        }
+    }
 }
 
 /// The assignor most members asked for (ties: the configured order), else the default.
-fn preferred_assignor(config: &ConsumerGroupConfig, members: &BTreeMap<String, ConsumerMember>) -> String {
+fn preferred_assignor<'m>(config: &ConsumerGroupConfig, members: impl Iterator<Item = &'m ConsumerMember>) -> String {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for m in members.values() {
+    for m in members {
         if let Some(a) = m.metadata.server_assignor.as_deref() {
             *counts.entry(a).or_default() += 1;
         }
@@ -647,12 +711,12 @@ fn preferred_assignor(config: &ConsumerGroupConfig, members: &BTreeMap<String, C
 }
 
 /// Who owns (or is revoking) each partition, at which member epoch.
-fn partition_owners(members: &BTreeMap<String, ConsumerMember>) -> BTreeMap<(u128, i32), (String, i32)> {
+fn partition_owners<'m>(members: impl Iterator<Item = (&'m str, &'m ConsumerMember)>) -> BTreeMap<(u128, i32), i32> {
     let mut owners = BTreeMap::new();
-    for (id, m) in members {
+    for (_, m) in members {
         for (topic, partitions) in m.current.assigned.iter().chain(&m.current.pending_revocation) {
             for p in partitions {
-                owners.insert((*topic, *p), (id.clone(), m.current.member_epoch));
+                owners.insert((*topic, *p), m.current.member_epoch);
             }
         }
     }

@@ -336,3 +336,40 @@ fn an_empty_classic_group_and_an_empty_consumer_group_change_places_keeping_offs
     let out = c.join(5, classic_join, 7);
     assert!(matches!(&out.replies[0].1, Reply::Join(r) if r.error == ErrorCode::MEMBER_ID_REQUIRED));
 }
+
+/// Subscribing to a topic that does not exist is no error; once it is created, the next
+/// heartbeat moves the group to a new epoch and assigns it. A member that stops subscribing to
+/// a topic gives its partitions up.
+#[test]
+fn topics_created_later_or_unsubscribed_move_the_group_to_a_new_epoch() {
+    let mut c = coordinator();
+    let both = ConsumerHeartbeat { subscribed_topic_names: Some(vec!["t".to_string(), "u".to_string()]), ..join("m1") };
+    let joined = send(&mut c, 0, both);
+    assert_eq!((joined.member_epoch, joined.assignment), (1, Some(parts(&[0, 1, 2, 3]))));
+    let with_u: TopicLookup = &|name| match name {
+        "t" => Some((TOPIC, 4)),
+        "u" => Some((8, 2)),
+        _ => None,
+    };
+    let out = c.consumer_heartbeat(1, beat("m1", 1, Some(&[0, 1, 2, 3])), 2, with_u);
+    let written = out.writes.clone();
+    let mut done = Output { replies: out.replies, writes: Vec::new() };
+    for write in written {
+        done.append(c.written(1, &write, Ok(()), with_u));
+    }
+    let r = reply(&done, 2);
+    assert_eq!(r.member_epoch, 2);
+    assert_eq!(r.assignment.unwrap()[&8], [0, 1].into_iter().collect());
+    // Dropping `u` from the subscription: its partitions are revoked.
+    let only_t =
+        ConsumerHeartbeat { subscribed_topic_names: Some(vec!["t".to_string()]), ..beat("m1", 2, Some(&[0, 1, 2, 3])) };
+    let out = c.consumer_heartbeat(2, only_t, 3, with_u);
+    let written = out.writes.clone();
+    let mut done = Output { replies: out.replies, writes: Vec::new() };
+    for write in written {
+        done.append(c.written(2, &write, Ok(()), with_u));
+    }
+    let r = reply(&done, 3);
+    assert_eq!((r.member_epoch, r.assignment), (3, Some(parts(&[0, 1, 2, 3]))));
+    assert_eq!(c.describe_consumer("g").unwrap().group_epoch, 3);
+}
