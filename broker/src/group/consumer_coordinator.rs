@@ -23,6 +23,9 @@ use std::collections::VecDeque;
 pub const CONSUMER_QUEUE_MAX: usize = 1_000;
 /// Topic names one member may subscribe to.
 pub const SUBSCRIBED_TOPICS_MAX: usize = 10_000;
+/// Bytes of topic names in one member's subscription: it is stored in one record of
+/// `__consumer_offsets`, which must fit a batch.
+pub const SUBSCRIPTION_BYTES_MAX: usize = 256 * 1024;
 
 /// A consumer group as ConsumerGroupDescribe shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,9 +112,11 @@ impl GroupCoordinator {
         }
         let names = [Some(&r.member_id), r.instance_id.as_ref(), r.rack_id.as_ref(), r.server_assignor.as_ref()];
         if names.into_iter().flatten().any(|n| n.len() > NAME_BYTES_MAX)
-            || r.subscribed_topic_names
-                .as_ref()
-                .is_some_and(|n| n.len() > SUBSCRIBED_TOPICS_MAX || n.iter().any(|t| t.len() > NAME_BYTES_MAX))
+            || r.subscribed_topic_names.as_ref().is_some_and(|n| {
+                n.len() > SUBSCRIBED_TOPICS_MAX
+                    || n.iter().any(|t| t.len() > NAME_BYTES_MAX)
+                    || n.iter().map(String::len).sum::<usize>() > SUBSCRIPTION_BYTES_MAX
+            })
         {
             return invalid("a name, or the subscription, is beyond this coordinator's bounds");
         }

@@ -283,6 +283,10 @@ fn requests_kafka_refuses_are_refused_with_its_codes() {
             ErrorCode::INVALID_REGULAR_EXPRESSION,
         ),
         (beat("m", 3, None), ErrorCode::GROUP_ID_NOT_FOUND),
+        (
+            ConsumerHeartbeat { subscribed_topic_names: Some(vec!["t".repeat(10_000); 30]), ..join("m") },
+            ErrorCode::INVALID_REQUEST,
+        ),
     ];
     for (request, code) in cases {
         assert_eq!(send(&mut c, 0, request.clone()).error, code, "{request:?}");
