@@ -194,7 +194,7 @@ impl GroupCoordinator {
         out.writes.push(Write {
             partition,
             records,
-            then: AfterWrite::ConsumerHeartbeat { group_id, waiter, decision },
+            then: AfterWrite::ConsumerHeartbeat { group_id, waiter, decision, load: self.load_id(partition) },
         });
     }
 
@@ -232,11 +232,20 @@ impl GroupCoordinator {
         topics: TopicLookup,
     ) -> Output {
         let mut out = Output::default();
-        let (group_id, waiter) = match &write.then {
-            AfterWrite::ConsumerHeartbeat { group_id, waiter, .. } => (group_id, Some(*waiter)),
-            AfterWrite::ConsumerGroupChange { group_id } => (group_id, None),
+        let (group_id, waiter, load) = match &write.then {
+            AfterWrite::ConsumerHeartbeat { group_id, waiter, load, .. } => (group_id, Some(*waiter), *load),
+            AfterWrite::ConsumerGroupChange { group_id, load } => (group_id, None, *load),
             _ => unreachable!("only consumer-group writes come here"),
         };
+        if load != self.load_id(write.partition) {
+            // The partition was unloaded, or loaded again from its log, since: that load
+            // answered the group's queued heartbeats and holds whatever this write stored.
+            if let Some(waiter) = waiter {
+                let reply = HeartbeatReply::error(ErrorCode::NOT_COORDINATOR, "the coordinator moved");
+                out.reply(waiter, Reply::ConsumerHeartbeat(reply));
+            }
+            return out;
+        }
         if let Err(code) = result {
             if let Some(waiter) = waiter {
                 let reply = HeartbeatReply::error(code, "the group's records could not be written");
@@ -304,7 +313,17 @@ impl GroupCoordinator {
         assert!(!self.consumer_queues.contains_key(group_id), "one write per consumer group at a time");
         self.consumer_queues.insert(group_id.to_string(), VecDeque::new());
         let partition = self.partition_for(group_id);
-        Write { partition, records, then: AfterWrite::ConsumerGroupChange { group_id: group_id.to_string() } }
+        let load = self.load_id(partition);
+        Write { partition, records, then: AfterWrite::ConsumerGroupChange { group_id: group_id.to_string(), load } }
+    }
+
+    /// The current load of `partition` (0: not loaded).
+    pub(super) fn load_id(&self, partition: i32) -> u64 {
+        if self.partitions.contains_key(&partition) {
+            self.load_ids.get(&partition).copied().unwrap_or(0)
+        } else {
+            0
+        }
     }
 
     /// The write that deletes an idle, empty consumer group, after `first` (its offset

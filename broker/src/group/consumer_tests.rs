@@ -377,3 +377,18 @@ fn topics_created_later_or_unsubscribed_move_the_group_to_a_new_epoch() {
     assert_eq!((r.member_epoch, r.assignment), (3, Some(parts(&[0, 1, 2, 3]))));
     assert_eq!(c.describe_consumer("g").unwrap().group_epoch, 3);
 }
+
+/// A write that ends after its partition moved away (or was loaded again) changes nothing: the
+/// coordinator that loads the partition reads it from the log.
+#[test]
+fn a_write_that_ends_after_the_partition_was_unloaded_changes_nothing() {
+    let mut c = coordinator();
+    let out = c.consumer_heartbeat(0, join("m1"), 1, TOPICS);
+    let _ = c.unload(0);
+    let late = c.written(0, &out.writes[0], Ok(()), TOPICS);
+    assert_eq!(reply(&late, 1).error, ErrorCode::NOT_COORDINATOR);
+    assert!(!c.is_consumer_group("g"), "no group state for a partition this broker does not lead");
+    let _ = c.begin_load(0, 2);
+    c.finish_load(0, 2, out.writes[0].records.clone(), 0);
+    assert_eq!(c.describe_consumer("g").unwrap().members.len(), 1, "the new load has it");
+}

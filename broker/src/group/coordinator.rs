@@ -78,6 +78,9 @@ pub struct GroupCoordinator {
     pub(super) consumer_queues: BTreeMap<String, VecDeque<(WaiterId, ConsumerHeartbeat)>>,
     /// Groups whose expired offsets are being removed (so a tick does not remove them twice).
     expiring: BTreeSet<String>,
+    /// Each loaded partition's load: a new number on every `begin_load`.
+    pub(super) load_ids: BTreeMap<i32, u64>,
+    next_load_id: u64,
 }
 
 impl GroupCoordinator {
@@ -119,6 +122,8 @@ impl GroupCoordinator {
     pub fn begin_load(&mut self, partition: i32, leader_epoch: i32) -> Output {
         let out = self.unload(partition);
         self.partitions.insert(partition, LoadState::Loading { leader_epoch });
+        self.next_load_id += 1;
+        self.load_ids.insert(partition, self.next_load_id);
         out
     }
 

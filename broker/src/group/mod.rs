@@ -216,10 +216,13 @@ pub enum AfterWrite {
     Offsets,
     /// A consumer-group heartbeat's records: once applied, the member is answered and the
     /// group's next queued heartbeat is decided.
-    ConsumerHeartbeat { group_id: String, waiter: WaiterId, decision: consumer::HeartbeatDecision },
+    /// `load` is the partition's load the decision was made in (see
+    /// `GroupCoordinator::load_id`): a write that ends after the partition was unloaded or
+    /// loaded again changes nothing (the load read the log).
+    ConsumerHeartbeat { group_id: String, waiter: WaiterId, decision: consumer::HeartbeatDecision, load: u64 },
     /// A consumer group's change nobody waits for (a member's session or rebalance timeout,
     /// expired offsets); the group's queued heartbeats are decided next.
-    ConsumerGroupChange { group_id: String },
+    ConsumerGroupChange { group_id: String, load: u64 },
 }
 
 /// What the coordinator wants done after a call: answers to parked requests, and records to
