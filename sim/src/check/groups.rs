@@ -95,6 +95,9 @@ pub fn commit_fenced(history: &History) -> Vec<Violation> {
             });
         }
     }
+    if per_member {
+        violations.extend(zombie_commits(history));
+    }
     violations
 }
 
@@ -110,26 +113,8 @@ pub fn revoke_before_reassign(history: &History) -> Vec<Violation> {
         return Vec::new();
     }
     let ops = &history.operations;
-    // Per member, in invocation order: (invoked, completed, op index).
-    let mut heartbeats: BTreeMap<&str, Vec<(u64, u64, usize)>> = BTreeMap::new();
-    let mut assignments: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
-    for (i, o) in ops.iter().enumerate() {
-        match (&o.op, o.outcome) {
-            (Op::GroupHeartbeat { member, .. }, _) => {
-                heartbeats.entry(member).or_default().push((o.invoked_ns, o.completed_ns, i))
-            }
-            (Op::GroupAssigned { member, .. }, Outcome::Ok) => {
-                assignments.entry(member).or_default().push((o.completed_ns, i))
-            }
-            _ => {}
-        }
-    }
-    heartbeats.values_mut().for_each(|h| h.sort());
-    assignments.values_mut().for_each(|a| a.sort());
-    let partitions_of = |i: usize| match &ops[i].op {
-        Op::GroupAssigned { partitions, .. } => partitions.as_slice(),
-        _ => &[],
-    };
+    let Kip848 { heartbeats, assignments } = Kip848::index(history);
+    let partitions_of = |i: usize| assigned_partitions(ops, i);
     let mut violations = Vec::new();
     for (b, given) in &assignments {
         for (k, &(given_at, gi)) in given.iter().enumerate() {
@@ -172,6 +157,88 @@ pub fn revoke_before_reassign(history: &History) -> Vec<Violation> {
                     }
                 }
             }
+        }
+    }
+    violations
+}
+
+/// KIP-848 members' heartbeats and assignments, per member.
+struct Kip848<'h> {
+    /// In invocation order: (invoked, completed, op index).
+    heartbeats: BTreeMap<&'h str, Vec<(u64, u64, usize)>>,
+    /// Answered assignments in completion order: (completed, op index).
+    assignments: BTreeMap<&'h str, Vec<(u64, usize)>>,
+}
+
+impl<'h> Kip848<'h> {
+    fn index(history: &'h History) -> Self {
+        let mut heartbeats: BTreeMap<&str, Vec<(u64, u64, usize)>> = BTreeMap::new();
+        let mut assignments: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
+        for (i, o) in history.operations.iter().enumerate() {
+            match (&o.op, o.outcome) {
+                (Op::GroupHeartbeat { member, .. }, _) => {
+                    heartbeats.entry(member).or_default().push((o.invoked_ns, o.completed_ns, i))
+                }
+                (Op::GroupAssigned { member, .. }, Outcome::Ok) => {
+                    assignments.entry(member).or_default().push((o.completed_ns, i))
+                }
+                _ => {}
+            }
+        }
+        heartbeats.values_mut().for_each(|h| h.sort());
+        assignments.values_mut().for_each(|a| a.sort());
+        Kip848 { heartbeats, assignments }
+    }
+}
+
+fn assigned_partitions(ops: &[crate::history::Operation], i: usize) -> &[Partition] {
+    match &ops[i].op {
+        Op::GroupAssigned { partitions, .. } => partitions.as_slice(),
+        _ => &[],
+    }
+}
+
+/// KIP-848 commits by members that were no longer members: member A commits partition `p`
+/// (acknowledged) after another member B was newly given `p`, A having been given `p` last
+/// before that and not having released it first. Then the coordinator had removed A (or
+/// `revoke-before-reassign` fails): its commit must be refused (UNKNOWN_MEMBER_ID).
+fn zombie_commits(history: &History) -> Vec<Violation> {
+    let ops = &history.operations;
+    let Kip848 { heartbeats, assignments } = Kip848::index(history);
+    let mut violations = Vec::new();
+    for (i, o) in ops.iter().enumerate() {
+        let (Op::GroupCommit { member: a, generation, partition: p, offset }, Outcome::Ok) = (&o.op, o.outcome) else {
+            continue;
+        };
+        let Some(mine) = assignments.get(a.as_str()) else { continue };
+        let told = mine
+            .iter()
+            .take_while(|(at, _)| *at < o.invoked_ns)
+            .filter(|(_, j)| assigned_partitions(ops, *j).contains(p));
+        let Some(&(owned_from, _)) = told.last() else { continue };
+        let beats = heartbeats.get(a.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+        let released_before = |until: u64| {
+            beats.iter().any(|&(invoked, _, h)| invoked > owned_from && invoked < until && releases(&ops[h].op, *p))
+        };
+        let taken = assignments.iter().filter(|(b, _)| **b != a.as_str()).find_map(|(b, theirs)| {
+            theirs.iter().enumerate().find_map(|(k, &(given_at, gi))| {
+                let newly = assigned_partitions(ops, gi).contains(p)
+                    && (k == 0 || !assigned_partitions(ops, theirs[k - 1].1).contains(p));
+                let in_window = given_at > owned_from && given_at < o.invoked_ns;
+                (newly && in_window && !released_before(given_at)).then_some((*b, gi))
+            })
+        });
+        if let Some((b, gi)) = taken {
+            violations.push(Violation {
+                invariant: "commit-fenced",
+                partition: *p,
+                offsets: vec![*offset],
+                values: vec![],
+                operations: vec![gi, i],
+                detail: format!(
+                    "{a}'s commit of offset {offset} at epoch {generation} was acknowledged after {b} had been given the partition, which {a} had not released: {a} was no longer a member"
+                ),
+            });
         }
     }
     violations
@@ -596,5 +663,26 @@ mod tests {
             vec![committed("a", 1, 0, 5, (120, 130), Outcome::Ok)],
         );
         assert_eq!(commit_fenced(&stale)[0].invariant, "commit-fenced");
+    }
+
+    #[test]
+    fn a_kip_848_commit_of_a_partition_taken_over_before_it_was_sent_must_be_refused() {
+        // a never released partition 1; b was given it at 100; a's commit of it at 120 was
+        // accepted: a was no longer a member (or revoke-before-reassign fails).
+        let zombie = b_takes_partition_1(vec![], vec![committed("a", 1, 1, 5, (120, 130), Outcome::Ok)]);
+        let found = commit_fenced(&zombie);
+        assert_eq!(found.iter().map(|v| (v.invariant, v.partition)).collect::<Vec<_>>(), vec![("commit-fenced", 1)]);
+        // Near misses: its commit of partition 0 (nobody took it), a refused commit, and a
+        // commit after a released partition 1 first.
+        let fine = b_takes_partition_1(
+            vec![],
+            vec![committed("a", 1, 0, 5, (120, 130), Outcome::Ok), committed("a", 1, 1, 5, (140, 150), Outcome::Fail)],
+        );
+        assert!(commit_fenced(&fine).is_empty());
+        let released = b_takes_partition_1(
+            vec![beat("a", 1, Some(&[0]), 60, Outcome::Ok)],
+            vec![committed("a", 1, 1, 5, (120, 130), Outcome::Ok)],
+        );
+        assert!(commit_fenced(&released).is_empty());
     }
 }
