@@ -4,7 +4,7 @@
 //! | checker | must hold |
 //! | --- | --- |
 //! | `single-owner` | no two members are given one partition in one generation |
-//! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged (KIP-848: older than one the committing member was already given) |
+//! | `commit-fenced` | a commit from a generation older than one some member was already given is never acknowledged (KIP-848: older than one the committing member was already given, or of a partition another member was given before the commit was sent that the committer never released) |
 //! | `revoke-before-reassign` | KIP-848: a partition is given to a member only after every other member told to own it released it (a heartbeat that no longer lists it, a leave, a rejoin) or was removed from the group (it never heard an answer again before rejoining) |
 //! | `committed-offsets-durable` | an OffsetFetch never answers below a commit acknowledged before it was asked (coordinator failover and crashes included) |
 //! | `no-skip` | every offset below a partition's highest acknowledged commit was polled by some member: after a rebalance or a restart a member resumes at the committed offset, never past it |
