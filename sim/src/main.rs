@@ -43,8 +43,9 @@ mod cli {
   sim run SCENARIO --seed N            one run
   sim sweep [SCENARIO...] [--seeds A..B[,N...]] [--jobs N] [--shard K/N] [--check-determinism] [--reports DIR]
   sim replay REPORT_DIR                re-run a reported seed; the trace hash must match
-  sim planted [SCENARIO...] [--bug NAME] [--seeds A..B]
+  sim planted [SCENARIO...] [--bug NAME] [--seeds A..B] [--until-caught]
                                        each planted bug must be caught (the run fails: safety or liveness) within the seeds
+                                       (--until-caught: stop each bug at its first catch instead of measuring its rate)
   sim bench [SCENARIO] [--seeds A..B]  wall time per seed and seeds per hour (default: scenarios/bench/standard.toml)
 exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly not found, 6 nondeterminism";
 
@@ -500,6 +501,10 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
     /// (to find which scenarios catch a new bug).
     fn planted(args: &[String]) -> Result<i32, String> {
         let mut args = args.to_vec();
+        // `--until-caught`: a bug's seeds stop at its first catch (CI: caught within the seeds,
+        // without measuring the rate).
+        let until_caught = args.iter().any(|a| a == "--until-caught");
+        args.retain(|a| a != "--until-caught");
         let only = match args.iter().position(|a| a == "--bug") {
             Some(i) => {
                 let name = args.get(i + 1).cloned().ok_or("--bug needs a planted bug's name")?;
@@ -540,7 +545,12 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
             let mut broken: BTreeSet<String> = BTreeSet::new();
             // Invariants that were the only one broken in a seed: the checker alone caught it.
             let mut alone: BTreeMap<String, usize> = BTreeMap::new();
+            let mut seeds_run = 0;
             for &seed in &options.seeds {
+                if until_caught && caught > 0 {
+                    break;
+                }
+                seeds_run += 1;
                 let outcome = run_isolated(&scenario, seed);
                 // Caught: the run failed, on safety or on availability.
                 let violations = match &outcome {
@@ -573,7 +583,7 @@ exit codes: 0 pass, 1 safety, 2 liveness, 3 panic, 4 usage, 5 expected anomaly n
                 "| {} | {} | {} | {caught} | {first} | {} | {} |",
                 bug.name(),
                 scenario.name,
-                options.seeds.len(),
+                seeds_run,
                 broken.join(", "),
                 if alone.is_empty() { "-".to_string() } else { alone.join(", ") }
             );

@@ -193,7 +193,7 @@ fn tier_sim(root: &Path) -> Result<(), String> {
     run("every scenario, more CI seeds", Command::new(&binary).current_dir(root).args(once))?;
     run(
         "planted bugs must be caught",
-        Command::new(&binary).current_dir(root).args(["planted", "--seeds", PLANTED_SEEDS]),
+        Command::new(&binary).current_dir(root).args(["planted", "--until-caught", "--seeds", PLANTED_SEEDS]),
     )
 }
 
