@@ -200,8 +200,10 @@ fn assigned_partitions(ops: &[crate::history::Operation], i: usize) -> &[Partiti
 
 /// KIP-848 commits by members that were no longer members: member A commits partition `p`
 /// (acknowledged) after another member B was newly given `p`, A having been given `p` last
-/// before that and not having released it first. Then the coordinator had removed A (or
-/// `revoke-before-reassign` fails): its commit must be refused (UNKNOWN_MEMBER_ID).
+/// before that and not having released it first, and A never answered again before
+/// rejoining. Then the coordinator had removed A: its commit must be refused
+/// (UNKNOWN_MEMBER_ID). (Had A been answered afterwards, it was still a member when B got `p`:
+/// that is `revoke-before-reassign`'s to report.)
 fn zombie_commits(history: &History) -> Vec<Violation> {
     let ops = &history.operations;
     let Kip848 { heartbeats, assignments } = Kip848::index(history);
@@ -225,7 +227,12 @@ fn zombie_commits(history: &History) -> Vec<Violation> {
                 let newly = assigned_partitions(ops, gi).contains(p)
                     && (k == 0 || !assigned_partitions(ops, theirs[k - 1].1).contains(p));
                 let in_window = given_at > owned_from && given_at < o.invoked_ns;
-                (newly && in_window && !released_before(given_at)).then_some((*b, gi))
+                let answered_after = beats
+                    .iter()
+                    .filter(|(invoked, _, _)| *invoked > given_at)
+                    .take_while(|(_, _, h)| !matches!(ops[*h].op, Op::GroupHeartbeat { joining: true, .. }))
+                    .any(|(_, _, h)| ops[*h].outcome == Outcome::Ok);
+                (newly && in_window && !released_before(given_at) && !answered_after).then_some((*b, gi))
             })
         });
         if let Some((b, gi)) = taken {
@@ -684,5 +691,13 @@ mod tests {
             vec![committed("a", 1, 1, 5, (120, 130), Outcome::Ok)],
         );
         assert!(commit_fenced(&released).is_empty());
+        // Answered afterwards: a was still a member, so the coordinator broke
+        // revoke-before-reassign, not the commit check.
+        let member = b_takes_partition_1(
+            vec![],
+            vec![committed("a", 1, 1, 5, (120, 130), Outcome::Ok), beat("a", 1, None, 150, Outcome::Ok)],
+        );
+        assert!(commit_fenced(&member).is_empty());
+        assert_eq!(revoke_before_reassign(&member).len(), 1);
     }
 }
