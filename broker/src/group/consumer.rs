@@ -212,12 +212,9 @@ impl ConsumerGroup {
         if request.member_epoch == LEAVE_EPOCH || request.member_epoch == STATIC_LEAVE_EPOCH {
             return self.decide_leave(request);
         }
-        let joining_id = (self.members.len() >= config.max_size && !self.members.contains_key(&request.member_id))
-            .then_some(())
-            .map_or(Ok(()), |_| {
-                refuse(ErrorCode::GROUP_MAX_SIZE_REACHED, format!("the group has {} members", self.members.len()))
-            });
-        joining_id?;
+        if self.members.len() >= config.max_size && !self.members.contains_key(&request.member_id) {
+            return refuse(ErrorCode::GROUP_MAX_SIZE_REACHED, format!("the group has {} members", self.members.len()));
+        }
         let mut records = Vec::new();
         let (member_id, member, replaced) = self.member_for(request, &mut records)?;
         let mut updated = member.clone();

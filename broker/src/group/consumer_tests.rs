@@ -392,3 +392,14 @@ fn a_write_that_ends_after_the_partition_was_unloaded_changes_nothing() {
     c.finish_load(0, 2, out.writes[0].records.clone(), 0);
     assert_eq!(c.describe_consumer("g").unwrap().members.len(), 1, "the new load has it");
 }
+
+#[test]
+fn a_full_group_refuses_new_members_but_not_its_own() {
+    let consumer = ConsumerGroupConfig { max_size: 1, ..ConsumerGroupConfig::default() };
+    let mut c = GroupCoordinator::new(GroupConfig { offsets_partitions: 1, consumer, ..GroupConfig::default() });
+    let _ = c.begin_load(0, 1);
+    c.finish_load(0, 1, Vec::new(), 0);
+    send(&mut c, 0, join("m1"));
+    assert_eq!(send(&mut c, 1, join("m2")).error, ErrorCode::GROUP_MAX_SIZE_REACHED);
+    assert_eq!(send(&mut c, 2, beat("m1", 1, Some(&[0, 1, 2, 3]))).error, ErrorCode::NONE);
+}
